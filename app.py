@@ -1,0 +1,3 @@
+from rsgo import create_app
+
+app = create_app()

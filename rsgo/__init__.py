@@ -1,0 +1,64 @@
+"""rsgo: operation modes for Docker stacks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+
+from flask import Flask
+
+from rsgo.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _secret_key(settings: Settings) -> str:
+    """RSGO_SECRET_KEY, or a key generated once and kept (mode 0600) in the data dir."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = os.path.join(settings.data_dir, "secret_key")
+    os.makedirs(settings.data_dir, exist_ok=True)
+    try:
+        with open(path, encoding="utf-8") as key_file:
+            return key_file.read().strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(48)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as key_file:
+            key_file.write(key)
+        return key
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True, gateway=None) -> Flask:
+    """Build the app. ``background`` starts discovery, enforcement and resumption (off in unit tests)."""
+    from rsgo import db
+    from rsgo.runtime import Runtime
+    from rsgo.views import api, errors, probes
+
+    settings = settings or load_settings()
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config["SECRET_KEY"] = _secret_key(settings)
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False
+
+    db.open_database(settings)
+    db.migrate()
+
+    runtime = Runtime(settings, gateway=gateway)
+    app.extensions["rsgo"] = runtime
+    app.extensions["rsgo_settings"] = settings
+
+    errors.register(app)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(probes.blueprint)
+
+    @app.teardown_appcontext
+    def close_connection(_error):
+        # Request threads are pooled; give each request a fresh connection instead of keeping one per thread.
+        if not db.database.is_closed():
+            db.database.close()
+
+    if background:
+        runtime.start()
+    return app

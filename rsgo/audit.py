@@ -1,0 +1,48 @@
+"""The audit trail (§9): every mode change, refusal, no-op, enforcement and resumption."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rsgo.db import utcnow
+from rsgo.models import AuditEntry, Deployment
+
+OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed")
+
+
+def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome: str, source: str, actor: str,
+           reason: str = "", requested_mode: str | None = None, observed_value: str | None = None,
+           error: str | None = None, requested_at: dt.datetime | None = None, transition=None) -> AuditEntry:
+    assert outcome in OUTCOMES, outcome
+    return AuditEntry.create(
+        deployment=deployment,
+        previous_mode=previous_mode,
+        new_mode=new_mode,
+        requested_mode=requested_mode,
+        outcome=outcome,
+        source=source,
+        actor=actor,
+        reason=reason or "",
+        observed_value=observed_value,
+        error=error,
+        requested_at=requested_at or utcnow(),
+        finished_at=utcnow(),
+        transition=transition,
+    )
+
+
+def entries(*, deployment_id: int | None = None, source: str | None = None, actor: str | None = None,
+            outcome: str | None = None, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
+    """Newest first; ``before`` is the id of the last entry of the previous page (a cursor)."""
+    query = AuditEntry.select(AuditEntry, Deployment).join(Deployment).order_by(AuditEntry.id.desc())
+    if deployment_id is not None:
+        query = query.where(AuditEntry.deployment == deployment_id)
+    if source:
+        query = query.where(AuditEntry.source == source)
+    if actor:
+        query = query.where(AuditEntry.actor == actor)
+    if outcome:
+        query = query.where(AuditEntry.outcome == outcome)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    return list(query.limit(limit))

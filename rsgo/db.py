@@ -1,0 +1,68 @@
+"""The database: SQLite in the data dir by default, PostgreSQL from DATABASE_URL.
+
+Models bind to ``database``, a proxy initialised once per app. Versioned
+migrations run at start (and build every test database), recorded in
+``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+
+import peewee
+from playhouse.db_url import connect as connect_url
+
+log = logging.getLogger(__name__)
+
+database = peewee.DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC timestamps are what both SQLite and PostgreSQL columns store here."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def open_database(settings) -> peewee.Database:
+    if settings.database_url:
+        db = connect_url(settings.database_url)
+    else:
+        os.makedirs(settings.data_dir, exist_ok=True)
+        # WAL lets the dashboard read while a transition writes; the busy timeout
+        # makes concurrent writers (parallel container results) wait, not fail.
+        db = peewee.SqliteDatabase(
+            settings.database_path,
+            pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "normal"},
+            check_same_thread=False,
+        )
+    database.initialize(db)
+    return db
+
+
+class SchemaMigration(peewee.Model):
+    version = peewee.IntegerField(primary_key=True)
+    name = peewee.CharField()
+    applied_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        database = database
+        table_name = "schema_migrations"
+
+
+def migrate() -> list[int]:
+    """Apply every migration newer than the database; returns the versions applied."""
+    from rsgo.migrations import MIGRATIONS
+
+    database.create_tables([SchemaMigration], safe=True)
+    done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
+    applied = []
+    for version, name, step in MIGRATIONS:
+        if version in done:
+            continue
+        with database.atomic():
+            step(database)
+            SchemaMigration.create(version=version, name=name)
+        log.info("database migration %s (%s) applied", version, name)
+        applied.append(version)
+    return applied

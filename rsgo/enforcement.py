@@ -1,0 +1,85 @@
+"""Enforcement (§4): while a deployment is in Maintenance or Stopped, a container of its
+stopped-set that runs again (a restart policy after a daemon restart, a manual
+``docker start``) is stopped again and the history says so.
+
+Driven by the inventory's ``container.changed`` events, so it reacts to the events
+stream at once and to the periodic resync as a fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from rsgo import audit, deployments
+from rsgo.db import database
+from rsgo.docker_ops import DockerError, DockerGateway
+from rsgo.events import EventBus
+from rsgo.lifecycle import stop_grace
+from rsgo.models import Deployment
+from rsgo.modes import Mode
+
+log = logging.getLogger(__name__)
+
+ENFORCED_MODES = (Mode.MAINTENANCE.value, Mode.STOPPED.value)
+
+
+class Enforcer:
+    def __init__(self, gateway: DockerGateway, transitions, bus: EventBus, environment: str,
+                 default_stop_timeout: float):
+        self._gateway = gateway
+        self._transitions = transitions
+        self._environment = environment
+        self._default_stop_timeout = default_stop_timeout
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rsgo-enforce")
+        self._unsubscribe = bus.subscribe(self._on_event)
+        self._bus = bus
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _on_event(self, kind: str, payload: dict) -> None:
+        if kind != "container.changed" or payload["environment"] != self._environment:
+            return
+        old, new = payload["old"], payload["new"]
+        if new is not None and new.running and new.stack and (old is None or not old.running):
+            # Never block the events thread with a stop that can take the whole grace period.
+            self._pool.submit(self._enforce, new.stack, new.name)
+
+    def _enforce(self, stack: str, container_name: str) -> None:
+        try:
+            deployment = Deployment.get_or_none((Deployment.environment == self._environment)
+                                                & (Deployment.name == stack))
+            if deployment is None or deployment.mode not in ENFORCED_MODES:
+                return
+            with self._transitions.holding(deployment.id) as free:
+                if not free:
+                    return  # a transition is moving this stack; it owns the containers now
+                deployment = Deployment.get_by_id(deployment.id)
+                if deployment.mode not in ENFORCED_MODES:
+                    return
+                if container_name not in deployments.stopped_set_names(deployment.id):
+                    return  # never stopped by rsgo (a migration job, say): left alone
+                self._stop_again(deployment, container_name)
+        except Exception:
+            log.exception("enforcing %s of %s failed", container_name, stack)
+        finally:
+            database.close() if not database.is_closed() else None
+
+    def _stop_again(self, deployment: Deployment, container_name: str) -> None:
+        error = None
+        try:
+            container = self._gateway.inspect(container_name)
+            if not container.running:
+                return
+            self._gateway.stop(container_name, stop_grace(container, self._default_stop_timeout))
+        except DockerError as failure:
+            error = str(failure)
+        audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="enforced",
+                     source="system", actor="system",
+                     reason=f"{container_name} started while the stack is in {deployment.mode}; "
+                            + ("stopping it again failed" if error else "stopped it again"),
+                     error=error)
+        log.info("enforced %s on %s: %s", deployment.mode, container_name, error or "stopped again")
+        self._bus.publish("deployment.enforced", deployment_id=deployment.id, container=container_name, error=error)

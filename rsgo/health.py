@@ -1,0 +1,50 @@
+"""Health in mode context (§5): what the containers report, read in the light of the mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rsgo.docker_ops import ContainerInfo
+from rsgo.modes import Mode
+
+
+@dataclass(frozen=True)
+class DeploymentHealth:
+    status: str  # Healthy, Degraded, Unhealthy, Unknown
+    needs_attention: bool
+    problems: tuple[str, ...]
+
+
+def _is_sick(container: ContainerInfo) -> bool:
+    return not container.running or container.health == "unhealthy"
+
+
+def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], docker_reachable: bool) -> DeploymentHealth:
+    if not docker_reachable:
+        return DeploymentHealth("Unknown", True, ("Docker is unreachable",))
+    if not containers:
+        return DeploymentHealth("Unknown", mode is Mode.FAILED, ("no containers",))
+    problems: list[str] = []
+    if mode in (Mode.NORMAL, Mode.FAILED, Mode.MIGRATING):
+        # Ignored containers (databases) are expected to run too: outside Maintenance nothing should be down.
+        expected = containers
+        sick = [c for c in expected if _is_sick(c)]
+        problems = [f"{c.name} is {c.health if c.running else c.state}" for c in sick]
+        if not sick:
+            status = "Healthy"
+        elif len(sick) == len(expected):
+            status = "Unhealthy"
+        else:
+            status = "Degraded"
+        # Migrating: degraded is expected while a migration runs.
+        attention = mode is Mode.FAILED or (mode is Mode.NORMAL and bool(sick))
+        return DeploymentHealth(status, attention, tuple(problems))
+    # Maintenance and Stopped: stopped-set containers being down is the point.
+    drift = [c for c in containers if c.name in stopped_set and c.running]
+    problems += [f"{c.name} runs although rsgo stopped it (drift)" for c in drift]
+    if mode is Mode.MAINTENANCE:
+        sick_ignored = [c for c in containers if c.ignored and _is_sick(c)]
+        problems += [f"{c.name} should keep running in Maintenance but is "
+                     f"{c.health if c.running else c.state}" for c in sick_ignored]
+    status = "Degraded" if problems else "Healthy"
+    return DeploymentHealth(status, bool(problems), tuple(problems))

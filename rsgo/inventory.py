@@ -1,0 +1,161 @@
+"""Discovery (§2): the in-memory view of every labelled container, kept current by
+Docker's events stream plus a periodic full resync.
+
+Every page and API read uses this view, so no request ever waits on Docker.
+Stacks seen here get a deployment row, which outlives their containers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from rsgo import deployments
+from rsgo.docker_ops import ContainerInfo, ContainerNotFound, DockerError, DockerGateway
+from rsgo.events import EventBus
+
+log = logging.getLogger(__name__)
+
+
+class Inventory:
+    """Thread-safe map of container name → ``ContainerInfo`` for one environment."""
+
+    def __init__(self, environment: str, bus: EventBus):
+        self.environment = environment
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._by_name: dict[str, ContainerInfo] = {}
+        self.reachable: bool | None = None  # None until the first sync
+        self.last_error: str | None = None
+        self.synced_at: dt.datetime | None = None
+
+    def containers_of(self, stack: str) -> list[ContainerInfo]:
+        with self._lock:
+            return sorted((c for c in self._by_name.values() if c.stack == stack), key=lambda c: c.name)
+
+    def all_containers(self) -> list[ContainerInfo]:
+        with self._lock:
+            return list(self._by_name.values())
+
+    def replace_all(self, containers: list[ContainerInfo]) -> None:
+        """A full resync: swap in the new list and announce every difference."""
+        new = {c.name: c for c in containers}
+        with self._lock:
+            old = self._by_name
+            self._by_name = new
+            self.reachable = True
+            self.last_error = None
+            self.synced_at = dt.datetime.now(dt.timezone.utc)
+        deployments.ensure_deployments(self.environment, {c.stack for c in containers if c.stack})
+        for name in set(old) | set(new):
+            if _differs(old.get(name), new.get(name)):
+                self._announce(old.get(name), new.get(name))
+
+    def update(self, container: ContainerInfo) -> None:
+        if container.stack:
+            deployments.ensure_deployments(self.environment, {container.stack})
+        with self._lock:
+            old = self._by_name.get(container.name)
+            # A container recreated under the same name replaces the old one: identity is the name.
+            self._by_name[container.name] = container
+        if _differs(old, container):
+            self._announce(old, container)
+
+    def remove(self, name: str, container_id: str | None = None) -> None:
+        with self._lock:
+            old = self._by_name.get(name)
+            if old is None or (container_id and old.id != container_id):
+                return  # already replaced by a newer container of the same name
+            del self._by_name[name]
+        self._announce(old, None)
+
+    def mark_unreachable(self, error: str) -> None:
+        with self._lock:
+            changed = self.reachable is not False
+            self.reachable = False
+            self.last_error = error
+        if changed:
+            self._bus.publish("docker.unreachable", environment=self.environment, error=error)
+
+    def _announce(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:
+        self._bus.publish("container.changed", environment=self.environment, old=old, new=new)
+
+
+def _differs(old: ContainerInfo | None, new: ContainerInfo | None) -> bool:
+    if old is None or new is None:
+        return old is not new
+    return (old.id, old.state, old.health, old.labels) != (new.id, new.state, new.health, new.labels)
+
+
+class DiscoveryService:
+    """Two daemon threads: one follows the events stream, one resyncs periodically."""
+
+    def __init__(self, gateway: DockerGateway, inventory: Inventory, resync_interval: float):
+        self._gateway = gateway
+        self._inventory = inventory
+        self._resync_interval = resync_interval
+        self._stopping = threading.Event()
+        self._stream = None
+        self._threads: list[threading.Thread] = []
+        self.first_sync = threading.Event()
+
+    def start(self) -> None:
+        for target, name in ((self._follow_events, "rsgo-docker-events"), (self._resync_loop, "rsgo-resync")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def resync(self) -> None:
+        try:
+            self._inventory.replace_all(self._gateway.list_stack_containers())
+        except DockerError as error:
+            self._inventory.mark_unreachable(str(error))
+            log.warning("resync failed: %s", error)
+        finally:
+            self.first_sync.set()
+
+    def _resync_loop(self) -> None:
+        while not self._stopping.is_set():
+            self.resync()
+            self._stopping.wait(self._resync_interval)
+
+    def _follow_events(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._stream = self._gateway.event_stream()
+                # Events between the last resync and this subscription are caught by a resync now.
+                self.resync()
+                backoff = 0.5
+                for event in self._stream:
+                    if self._stopping.is_set():
+                        return
+                    self._apply(event)
+                raise DockerError("the Docker events stream ended")
+            except DockerError as error:
+                if self._stopping.is_set():
+                    return
+                self._inventory.mark_unreachable(str(error))
+                log.warning("events stream lost (%s); reconnecting in %.1fs", error, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 10)
+
+    def _apply(self, event: dict) -> None:
+        if event["action"] == "destroy":
+            self._inventory.remove(event["name"], event["id"])
+            return
+        try:
+            self._inventory.update(self._gateway.inspect(event["id"]))
+        except ContainerNotFound:
+            self._inventory.remove(event["name"], event["id"])
+        except DockerError as error:
+            log.warning("cannot inspect %s after %s: %s", event["name"], event["action"], error)

@@ -1,0 +1,219 @@
+"""Container lifecycle (§4): dependency order, the plan for a target mode, and
+running one dependency level at a time with the containers of a level in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Callable
+
+from rsgo.docker_ops import (
+    COMPOSE_DEPENDS_ON_LABEL,
+    DEPENDS_ON_LABEL,
+    START_TIMEOUT_LABEL,
+    STOP_TIMEOUT_LABEL,
+    ContainerInfo,
+    ContainerNotFound,
+    DockerError,
+    DockerGateway,
+)
+from rsgo.modes import Mode
+from rsgo.settings import parse_duration
+
+log = logging.getLogger(__name__)
+
+
+class DependencyCycle(ValueError):
+    def __init__(self, cycle: list[str]):
+        super().__init__(f"dependency cycle between containers: {' -> '.join(cycle)}")
+        self.cycle = cycle
+
+
+def dependency_names(container: ContainerInfo) -> list[str]:
+    """Names from ``rsgo.depends_on`` (``a,b``) and compose's ``service:condition:restart,...``."""
+    names = [part.strip() for part in container.labels.get(DEPENDS_ON_LABEL, "").split(",")]
+    names += [part.split(":")[0].strip() for part in container.labels.get(COMPOSE_DEPENDS_ON_LABEL, "").split(",")]
+    return [name for name in dict.fromkeys(names) if name]
+
+
+def resolve_dependencies(containers: list[ContainerInfo]) -> dict[str, set[str]]:
+    """Container name → names of the stack's containers it depends on (by service or container name).
+
+    Dependencies outside the stack are not ours to order and are left out.
+    """
+    by_key: dict[str, set[str]] = {}
+    for c in containers:
+        by_key.setdefault(c.name, set()).add(c.name)
+        if c.service:
+            by_key.setdefault(c.service, set()).add(c.name)
+    return {
+        c.name: {dep for name in dependency_names(c) for dep in by_key.get(name, ()) if dep != c.name}
+        for c in containers
+    }
+
+
+def dependency_levels(containers: list[ContainerInfo]) -> dict[str, int]:
+    """Level 0 depends on nothing; level n on something at level n-1. Raises DependencyCycle."""
+    depends = resolve_dependencies(containers)
+    levels: dict[str, int] = {}
+    visiting: list[str] = []
+
+    def level_of(name: str) -> int:
+        if name in levels:
+            return levels[name]
+        if name in visiting:
+            raise DependencyCycle(visiting[visiting.index(name):] + [name])
+        visiting.append(name)
+        level = 1 + max((level_of(dep) for dep in depends[name]), default=-1)
+        visiting.pop()
+        levels[name] = level
+        return level
+
+    for name in sorted(depends):
+        level_of(name)
+    return levels
+
+
+@dataclass
+class PlannedAction:
+    container_name: str
+    action: str  # stop, start, none
+    level: int
+    result: str | None = None  # set now for actions that need no Docker call
+
+
+def plan(target: Mode, containers: list[ContainerInfo], stopped_set: set[str]) -> list[PlannedAction]:
+    """What entering ``target`` does to each container, in the order it is done."""
+    levels = dependency_levels(containers)
+    present = {c.name: c for c in containers}
+    actions: list[PlannedAction] = []
+    if target in (Mode.MAINTENANCE, Mode.STOPPED):
+        for c in containers:
+            if target is Mode.MAINTENANCE and c.ignored:
+                actions.append(PlannedAction(c.name, "none", levels[c.name], "ignored"))
+            elif not c.running:
+                actions.append(PlannedAction(c.name, "none", levels[c.name], "already-stopped"))
+            else:
+                actions.append(PlannedAction(c.name, "stop", levels[c.name]))
+    elif target is Mode.NORMAL:
+        for name in sorted(stopped_set):
+            if name in present:
+                actions.append(PlannedAction(name, "start", levels[name]))
+            else:
+                actions.append(PlannedAction(name, "none", 0, "missing"))
+    return actions
+
+
+def stop_grace(container: ContainerInfo, default: float) -> float:
+    """``rsgo.stop_timeout``, else the container's own stop timeout, else the default."""
+    label = container.labels.get(STOP_TIMEOUT_LABEL)
+    if label:
+        try:
+            return parse_duration(label)
+        except ValueError:
+            log.warning("%s: ignoring bad %s=%r", container.name, STOP_TIMEOUT_LABEL, label)
+    if container.own_stop_timeout is not None:
+        return float(container.own_stop_timeout)
+    return default
+
+
+def start_timeout(container: ContainerInfo, default: float) -> float:
+    label = container.labels.get(START_TIMEOUT_LABEL)
+    if label:
+        try:
+            return parse_duration(label)
+        except ValueError:
+            log.warning("%s: ignoring bad %s=%r", container.name, START_TIMEOUT_LABEL, label)
+    return default
+
+
+@dataclass
+class ActionResult:
+    container_name: str
+    result: str
+    error: str | None
+    duration_ms: int
+
+
+class LevelRunner:
+    """Runs planned stop/start actions level by level, each level's containers concurrently."""
+
+    def __init__(self, gateway: DockerGateway, containers: list[ContainerInfo], concurrency: int,
+                 default_stop_timeout: float, default_start_timeout: float):
+        self._gateway = gateway
+        self._containers = {c.name: c for c in containers}
+        self._depends = resolve_dependencies(containers)
+        self._concurrency = concurrency
+        self._default_stop_timeout = default_stop_timeout
+        self._default_start_timeout = default_start_timeout
+        self._failed: set[str] = set()
+        self._to_start: set[str] = set()
+
+    def run(self, actions: list[PlannedAction], on_result: Callable[[ActionResult], None]) -> None:
+        pending = [a for a in actions if a.action in ("stop", "start")]
+        self._to_start = {a.container_name for a in pending if a.action == "start"}
+        stopping = any(a.action == "stop" for a in pending)
+        # Dependents stop before their dependencies; dependencies start before their dependents.
+        for level in sorted({a.level for a in pending}, reverse=stopping):
+            batch = [a for a in pending if a.level == level]
+            with ThreadPoolExecutor(max_workers=min(self._concurrency, len(batch)),
+                                    thread_name_prefix="rsgo-action") as pool:
+                for future in as_completed([pool.submit(self._perform, a) for a in batch]):
+                    result = future.result()
+                    if result.result == "failed":
+                        self._failed.add(result.container_name)
+                    on_result(result)
+
+    def _perform(self, action: PlannedAction) -> ActionResult:
+        began = time.monotonic()
+        try:
+            outcome = self._stop(action.container_name) if action.action == "stop" else self._start(action.container_name)
+            error = None
+        except (DockerError, TimeoutError) as failure:
+            outcome, error = "failed", str(failure)
+        return ActionResult(action.container_name, outcome, error, int((time.monotonic() - began) * 1000))
+
+    def _stop(self, name: str) -> str:
+        container = self._containers.get(name)
+        if container is None:
+            return "missing"  # removed since the plan was made (a resumed transition)
+        try:
+            self._gateway.stop(name, stop_grace(container, self._default_stop_timeout))
+        except ContainerNotFound:
+            return "missing"
+        return "stopped"
+
+    def _start(self, name: str) -> str:
+        for dependency in sorted(self._depends.get(name, ())):
+            self._wait_until_ready(dependency)
+        try:
+            current = self._gateway.inspect(name)
+        except ContainerNotFound:
+            return "missing"
+        if current.running:
+            return "already-running"
+        self._gateway.start(name)
+        return "started"
+
+    def _wait_until_ready(self, dependency: str) -> None:
+        if dependency in self._failed:
+            raise DockerError(f"not started: its dependency {dependency} failed to start")
+        timeout = start_timeout(self._containers[dependency], self._default_start_timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                current = self._gateway.inspect(dependency)
+            except ContainerNotFound:
+                return  # gone: nothing left to wait for
+            if current.ready:
+                return
+            if not current.running and dependency not in self._to_start:
+                return  # rsgo does not start it (a finished one-shot job), so nobody waits for it
+            if time.monotonic() >= deadline:
+                state = current.state if current.health == "none" else f"{current.state}, {current.health}"
+                raise TimeoutError(f"not started: dependency {dependency} not ready after {timeout:g}s ({state})")
+            time.sleep(0.2)
+

@@ -1,0 +1,104 @@
+"""Tables: deployments, their stopped-sets, transitions with per-container actions, audit entries."""
+
+from __future__ import annotations
+
+import peewee
+
+from rsgo.db import database, utcnow
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+
+
+class Deployment(BaseModel):
+    """A stack on one environment, with the operation mode rsgo keeps for it."""
+
+    environment = peewee.CharField()
+    name = peewee.CharField()
+    mode = peewee.CharField(default="Normal")
+    trigger_source = peewee.CharField(default="system")
+    trigger_actor = peewee.CharField(default="system")
+    trigger_reason = peewee.TextField(default="")
+    trigger_observed_value = peewee.TextField(null=True)
+    mode_changed_at = peewee.DateTimeField(default=utcnow)
+    discovered_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "deployments"
+        indexes = ((("environment", "name"), True),)
+
+
+class Transition(BaseModel):
+    """One mode change and its container actions; written before the first Docker call."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="transitions", on_delete="CASCADE")
+    previous_mode = peewee.CharField()
+    target_mode = peewee.CharField()
+    status = peewee.CharField(default="running", index=True)  # running, succeeded, failed
+    source = peewee.CharField()
+    actor = peewee.CharField()
+    reason = peewee.TextField(default="")
+    observed_value = peewee.TextField(null=True)
+    force = peewee.BooleanField(default=False)
+    resumed = peewee.BooleanField(default=False)
+    error = peewee.TextField(null=True)
+    requested_at = peewee.DateTimeField(default=utcnow)
+    finished_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "transitions"
+
+
+class TransitionAction(BaseModel):
+    """One planned container action of a transition and, once done, its result."""
+
+    transition = peewee.ForeignKeyField(Transition, backref="actions", on_delete="CASCADE")
+    container_name = peewee.CharField()
+    action = peewee.CharField()  # stop, start, none
+    level = peewee.IntegerField(default=0)
+    result = peewee.CharField(null=True)  # stopped, started, ignored, already-stopped, already-running, missing, failed
+    error = peewee.TextField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "transition_actions"
+
+
+class StoppedSetEntry(BaseModel):
+    """A container rsgo stopped for the current mode; only these are started again."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="stopped_set", on_delete="CASCADE")
+    container_name = peewee.CharField()
+    transition = peewee.ForeignKeyField(Transition, null=True, on_delete="SET NULL")
+    added_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "stopped_set"
+        indexes = ((("deployment", "container_name"), True),)
+
+
+class AuditEntry(BaseModel):
+    """Who changed which deployment's mode, when, from what to what, why, and how it ended."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="audit_entries", on_delete="CASCADE")
+    previous_mode = peewee.CharField()
+    new_mode = peewee.CharField()
+    requested_mode = peewee.CharField(null=True)
+    outcome = peewee.CharField()  # succeeded, failed, noop, rejected, enforced, resumed
+    source = peewee.CharField()  # ui, api, cli, observer, schedule, system
+    actor = peewee.CharField()
+    reason = peewee.TextField(default="")
+    observed_value = peewee.TextField(null=True)
+    error = peewee.TextField(null=True)
+    requested_at = peewee.DateTimeField(default=utcnow)
+    finished_at = peewee.DateTimeField(default=utcnow)
+    transition = peewee.ForeignKeyField(Transition, null=True, on_delete="SET NULL")
+
+    class Meta:
+        table_name = "audit_entries"
+
+
+ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry]

@@ -1,0 +1,228 @@
+"""The OpenAPI 3.1 document served at /api/openapi.json.
+
+A test checks that it validates and that its paths are exactly the routes the app serves.
+"""
+
+from __future__ import annotations
+
+from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
+from rsgo.audit import OUTCOMES
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problem(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+
+
+def _json(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_DEPLOYMENT_REF = {
+    "name": "id", "in": "path", "required": True,
+    "description": "numeric id or stack name (409 ambiguous_deployment if the name exists on several environments)",
+    "schema": {"type": "string"},
+}
+_ENVIRONMENT = {"name": "environment", "in": "query", "required": False,
+                "description": "environment name, to disambiguate a stack name", "schema": {"type": "string"}}
+_PAGING = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+    {"name": "before", "in": "query", "description": "cursor: entries with a smaller id than this",
+     "schema": {"type": "integer", "minimum": 1}},
+]
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+
+_SCHEMAS = {
+    "Problem": {
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "code"],
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string", "enum": [
+                "invalid_json", "invalid_mode", "invalid_request", "not_found", "method_not_allowed",
+                "unsupported_media_type", "transition_not_allowed", "transition_in_progress",
+                "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle",
+                "container_action_failed", "docker_unreachable", "internal_error"]},
+            "validModes": {"type": "array", "items": {"type": "string"}},
+            "allowedModes": {"type": "array", "items": {"type": "string"}},
+            "transitionUrl": {"type": "string"},
+        },
+    },
+    "Mode": {"type": "string", "enum": MODE_NAMES},
+    "Trigger": {
+        "type": "object",
+        "properties": {"source": {"type": "string", "enum": list(TRIGGER_SOURCES)}, "actor": {"type": "string"},
+                       "reason": {"type": "string"}, "observedValue": _TEXT_OR_NULL, "at": _TIME},
+    },
+    "DeploymentSummary": {
+        "type": "object",
+        "required": ["id", "name", "environment", "operationMode", "health", "containers", "trigger"],
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "environment": {"type": "string"},
+            "operationMode": _ref("Mode"),
+            "health": {"type": "string", "enum": ["Healthy", "Degraded", "Unhealthy", "Unknown"]},
+            "needsAttention": {"type": "boolean"},
+            "problems": {"type": "array", "items": {"type": "string"}},
+            "containers": {"type": "object", "properties": {"running": {"type": "integer"},
+                                                            "total": {"type": "integer"}}},
+            "trigger": _ref("Trigger"), "modeChangedAt": _TIME,
+            "transitionInProgress": {"type": ["object", "null"]},
+        },
+    },
+    "Container": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "service": _TEXT_OR_NULL, "image": {"type": "string"},
+                       "state": {"type": "string"}, "health": {"type": "string"}, "ignored": {"type": "boolean"},
+                       "inStoppedSet": {"type": "boolean"}},
+    },
+    "Deployment": {
+        "allOf": [_ref("DeploymentSummary")],
+        "type": "object",
+        "properties": {
+            "containers": {"type": "array", "items": _ref("Container")},
+            "containerCounts": {"type": "object"},
+            "stoppedSet": {"type": "array", "items": {"type": "string"}},
+            "allowedModes": {"type": "array", "items": _ref("Mode")},
+            "observer": {"type": ["object", "null"]},
+            "windows": {"type": "array"},
+        },
+    },
+    "ContainerResult": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"}, "action": {"type": "string", "enum": ["stop", "start", "none"]},
+            "level": {"type": "integer"},
+            "result": {"type": ["string", "null"], "enum": [
+                "stopped", "started", "ignored", "already-stopped", "already-running", "missing", "failed", None]},
+            "error": _TEXT_OR_NULL, "durationMs": {"type": ["integer", "null"]},
+        },
+    },
+    "Transition": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"}, "url": {"type": "string"}, "deploymentId": {"type": "integer"},
+            "previousMode": _ref("Mode"), "targetMode": _ref("Mode"),
+            "outcome": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+            "source": {"type": "string"}, "actor": {"type": "string"}, "reason": {"type": "string"},
+            "observedValue": _TEXT_OR_NULL, "force": {"type": "boolean"}, "resumed": {"type": "boolean"},
+            "error": _TEXT_OR_NULL, "startedAt": _TIME, "finishedAt": _TIME,
+            "progress": {"type": "object", "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}}},
+            "containers": {"type": "array", "items": _ref("ContainerResult")},
+        },
+    },
+    "ModeChangeRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "newMode": {"type": "string", "description": f"one of {', '.join(MODE_NAMES)} (case-insensitive)"},
+            "mode": {"type": "string", "description": "alias of newMode"},
+            "reason": {"type": ["string", "null"], "maxLength": 500, "description": "no control characters"},
+            "force": {"type": "boolean", "default": False,
+                      "description": "leave observer-owned Maintenance although the observer still reads maintenance"},
+            "wait": {"type": "boolean", "default": True,
+                     "description": "false: answer 202 at once with Location of the transition"},
+        },
+    },
+    "ModeChangeResult": {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean"}, "message": {"type": "string"}, "deploymentId": {"type": "integer"},
+            "deployment": _ref("Deployment"), "previousMode": _ref("Mode"), "newMode": _ref("Mode"),
+            "triggerSource": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["noop", "succeeded", "running"]},
+            "transition": {"oneOf": [_ref("Transition"), {"type": "null"}]},
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"}, "deploymentId": {"type": "integer"}, "deployment": {"type": "string"},
+            "environment": {"type": "string"}, "previousMode": _ref("Mode"), "newMode": _ref("Mode"),
+            "requestedMode": {"type": ["string", "null"]},
+            "outcome": {"type": "string", "enum": list(OUTCOMES)}, "source": {"type": "string"},
+            "actor": {"type": "string"}, "reason": {"type": "string"}, "observedValue": _TEXT_OR_NULL,
+            "error": _TEXT_OR_NULL, "requestedAt": _TIME, "finishedAt": _TIME,
+            "transitionId": {"type": ["integer", "null"]},
+        },
+    },
+    "HistoryPage": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": _ref("AuditEntry")},
+                       "nextBefore": {"type": ["integer", "null"]}, "next": _TEXT_OR_NULL},
+    },
+}
+
+
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rsgo", "version": "0.1.0",
+                 "description": "Operation modes for Docker stacks. Errors are application/problem+json."},
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                          "responses": {"200": _json("OpenAPI 3.1 document", {"type": "object"})}}},
+            "/api/deployments": {"get": {
+                "summary": "Every deployment", "operationId": "listDeployments",
+                "responses": {"200": _json("deployments", {"type": "object", "properties": {
+                    "items": {"type": "array", "items": _ref("DeploymentSummary")}}})}}},
+            "/api/deployments/{id}": {"get": {
+                "summary": "One deployment with containers and allowed modes", "operationId": "getDeployment",
+                "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                "responses": {"200": _json("the deployment", _ref("Deployment")), "404": _problem("unknown"),
+                              "409": _problem("ambiguous_deployment")}}},
+            "/api/deployments/{id}/operation-mode": {
+                "get": {"summary": "Current mode and trigger", "operationId": "getOperationMode",
+                        "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                        "responses": {"200": _json("mode", {"type": "object"}), "404": _problem("unknown")}},
+                "put": {
+                    "summary": "Change the operation mode", "operationId": "changeOperationMode",
+                    "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("ModeChangeRequest")}}},
+                    "responses": {
+                        "200": _json("done (or a no-op for the current mode)", _ref("ModeChangeResult")),
+                        "202": {"description": "accepted (wait=false); Location names the transition",
+                                "headers": {"Location": {"schema": {"type": "string"}}},
+                                "content": {"application/json": {"schema": _ref("ModeChangeResult")}}},
+                        "400": _problem("invalid_json, invalid_mode or invalid_request"),
+                        "404": _problem("not_found"),
+                        "409": _problem("transition_not_allowed, transition_in_progress, observer_owns_maintenance, "
+                                        "ambiguous_deployment or dependency_cycle"),
+                        "415": _problem("unsupported_media_type"),
+                        "502": _problem("container_action_failed: the deployment is now Failed; "
+                                        "the body carries the transition with per-container results"),
+                        "503": _problem("docker_unreachable: nothing was done, the mode is unchanged"),
+                    }}},
+            "/api/deployments/{id}/history": {"get": {
+                "summary": "The deployment's audit entries, newest first", "operationId": "getDeploymentHistory",
+                "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT, *_PAGING],
+                "responses": {"200": _json("a page", _ref("HistoryPage")), "400": _problem("bad paging"),
+                              "404": _problem("not_found")}}},
+            "/api/history": {"get": {
+                "summary": "All audit entries, newest first", "operationId": "getHistory",
+                "parameters": [
+                    {"name": "deployment", "in": "query", "schema": {"type": "string"}},
+                    {"name": "source", "in": "query", "schema": {"type": "string", "enum": list(TRIGGER_SOURCES)}},
+                    {"name": "actor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "outcome", "in": "query", "schema": {"type": "string", "enum": list(OUTCOMES)}},
+                    _ENVIRONMENT, *_PAGING],
+                "responses": {"200": _json("a page", _ref("HistoryPage")), "400": _problem("bad paging")}}},
+            "/api/transitions/{id}": {"get": {
+                "summary": "A transition with per-container results", "operationId": "getTransition",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": _json("the transition", _ref("Transition")), "404": _problem("not_found")}}},
+            "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
+                                 "responses": {"200": _json("alive", {"type": "object"})}}},
+            "/readyz": {"get": {"summary": "Readiness: database and Docker reachable", "operationId": "readyz",
+                                "responses": {"200": _json("ready", {"type": "object"}),
+                                              "503": _json("not ready", {"type": "object"})}}},
+        },
+        "components": {"schemas": _SCHEMAS},
+    }

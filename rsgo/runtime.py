@@ -1,0 +1,54 @@
+"""The long-lived parts of one rsgo process and their start and stop order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rsgo.docker_ops import DockerGateway
+from rsgo.enforcement import Enforcer
+from rsgo.events import EventBus
+from rsgo.inventory import DiscoveryService, Inventory
+from rsgo.transitions import TransitionService
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings, gateway: DockerGateway | None = None):
+        self.settings = settings
+        self.bus = EventBus()
+        self.gateway = gateway or DockerGateway()
+        self.inventory = Inventory(settings.environment, self.bus)
+        self.discovery = DiscoveryService(self.gateway, self.inventory, settings.resync_interval)
+        self.transitions = TransitionService(self.gateway, self.bus, settings)
+        self.enforcer: Enforcer | None = None
+        self._stopping = threading.Event()
+        self._resume_thread: threading.Thread | None = None
+        self.started = False
+
+    def start(self) -> None:
+        """Start discovery, enforcement and the resumption of interrupted transitions. Once."""
+        if self.started:
+            return
+        self.started = True
+        if self.settings.enforce_modes:
+            self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
+                                     self.settings.default_stop_timeout)
+        self.discovery.start()
+        self._resume_thread = threading.Thread(target=self._resume, name="rsgo-resume", daemon=True)
+        self._resume_thread.start()
+
+    def _resume(self) -> None:
+        resumed = self.transitions.resume_interrupted(self._stopping)
+        if resumed:
+            log.info("resumed interrupted transitions %s", resumed)
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stopping.set()
+        self.transitions.wait_idle(timeout)
+        self.discovery.stop()
+        if self.enforcer is not None:
+            self.enforcer.close()
+        if self._resume_thread is not None:
+            self._resume_thread.join(timeout)

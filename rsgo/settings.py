@@ -1,0 +1,158 @@
+"""Every setting rsgo reads from the environment, declared once.
+
+Each setting has a name, a default, a help line and a parser. Parsing is strict:
+a bad value stops start-up with a message naming the variable. Secrets can also
+be given as ``<NAME>_FILE`` (a path whose content is the value), which is how
+Docker and Kubernetes secrets are mounted. The README's settings table is
+checked against ``SETTINGS`` by a test, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+
+class SettingsError(ValueError):
+    """A setting has a value rsgo cannot use; the message names the variable."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``30s``, ``5m``, ``1h``, ``1m30s`` or a plain number of seconds."""
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    if not value or _DURATION_PART.sub("", value):
+        raise ValueError(f"{text!r} is not a duration (examples: 30s, 5m, 1h, 1m30s)")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise ValueError(f"{number} must be at least 1")
+    return number
+
+
+def _port(text: str) -> int:
+    number = _positive_int(text)
+    if number > 65535:
+        raise ValueError(f"{number} is not a TCP port (1-65535)")
+    return number
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return seconds
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{text!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = _text
+    secret: bool = False
+
+    @property
+    def key(self) -> str:
+        """The attribute name on ``Settings``: ``RSGO_DATA_DIR`` → ``data_dir``."""
+        return self.name.removeprefix("RSGO_").lower()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("RSGO_DATA_DIR", "./data", "Directory for the SQLite database and the generated secret key."),
+    Setting("RSGO_HOST", "127.0.0.1", "Address `rsgo serve` binds to. Loopback until user accounts exist."),
+    Setting("RSGO_PORT", "8080", "TCP port `rsgo serve` listens on.", _port),
+    Setting("RSGO_THREADS", "32", "Worker threads of `rsgo serve` (each open websocket holds one).", _positive_int),
+    Setting("RSGO_ENVIRONMENT", "local", "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket)."),
+    Setting("RSGO_ENFORCE_MODES", "true", "Stop stopped-set containers again if they start while in Maintenance or Stopped.", parse_bool),
+    Setting("RSGO_RESYNC_INTERVAL", "30s", "How often the full container list is re-read besides the Docker events stream.", _positive_duration),
+    Setting("RSGO_ACTION_CONCURRENCY", "16", "How many containers of one dependency level are stopped or started at once.", _positive_int),
+    Setting("RSGO_DEFAULT_STOP_TIMEOUT", "10s", "Grace period for containers with neither `rsgo.stop_timeout` nor their own stop timeout.", _positive_duration),
+    Setting("RSGO_DEFAULT_START_TIMEOUT", "60s", "How long a started dependency may take to run (and be healthy) when `rsgo.start_timeout` is not set.", _positive_duration),
+    Setting("RSGO_SECRET_KEY", "", "Key that signs browser sessions. Empty: generated once and kept in the data dir (mode 0600).", secret=True),
+    Setting("RSGO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
+    Setting("DATABASE_URL", "", "Empty: SQLite in the data dir. `postgresql://user:pass@host:5432/db` for PostgreSQL.", secret=True),
+)
+
+
+class Settings:
+    """Parsed settings, one attribute per declared setting (``settings.data_dir``)."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = dict(values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def replace(self, **changes: Any) -> "Settings":
+        unknown = set(changes) - set(self._values)
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return Settings({**self._values, **changes})
+
+    @property
+    def database_path(self) -> str:
+        return os.path.join(self.data_dir, "rsgo.sqlite3")
+
+
+def _raw_value(setting: Setting, environ: Mapping[str, str]) -> str:
+    file_name = f"{setting.name}_FILE"
+    if setting.secret and environ.get(file_name):
+        if environ.get(setting.name):
+            raise SettingsError(f"{setting.name} and {file_name} are both set; set only one")
+        path = environ[file_name]
+        try:
+            with open(path, encoding="utf-8") as secret_file:
+                return secret_file.read().strip()
+        except OSError as error:
+            raise SettingsError(f"{file_name}: cannot read {path}: {error.strerror}") from None
+    return environ.get(setting.name, setting.default)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every declared setting from ``environ`` (default: ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for setting in SETTINGS:
+        raw = _raw_value(setting, environ)
+        try:
+            values[setting.key] = setting.parse(raw)
+        except ValueError as error:
+            raise SettingsError(f"{setting.name}: {error}") from None
+    return Settings(values)

@@ -1,0 +1,1 @@
+"""Blueprints: thin views that load, call the domain and render."""

@@ -1,0 +1,135 @@
+"""The JSON API (§9) under /api."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+
+from rsgo import audit, deployments
+from rsgo.models import Deployment, Transition
+from rsgo.openapi import openapi_document
+from rsgo.problems import Problem
+from rsgo.representations import audit_json, deployment_detail, deployment_summary, transition_json
+from rsgo.transitions import ModeChangeRefused
+from rsgo.views.api_input import int_param, json_object, mode_change_request
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+# Until user accounts exist every caller is the same anonymous one.
+ANONYMOUS = "anonymous"
+
+
+def _runtime():
+    return current_app.extensions["rsgo"]
+
+
+def _load_deployment(ref: str) -> Deployment:
+    return deployments.find_deployment(ref, request.args.get("environment") or None)
+
+
+@blueprint.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document())
+
+
+@blueprint.get("/deployments")
+def list_deployments():
+    inventory = _runtime().inventory
+    stopped_sets = deployments.stopped_sets_by_deployment()
+    running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
+    items = [
+        deployment_summary(d, inventory, stopped_sets.get(d.id, set()), running.get(d.id))
+        for d in Deployment.select().order_by(Deployment.name, Deployment.environment)
+    ]
+    return jsonify(items=items)
+
+
+@blueprint.get("/deployments/<ref>")
+def show_deployment(ref: str):
+    return jsonify(deployment_detail(_load_deployment(ref), _runtime().inventory))
+
+
+@blueprint.get("/deployments/<ref>/operation-mode")
+def show_operation_mode(ref: str):
+    deployment = _load_deployment(ref)
+    running = deployments.running_transition(deployment.id)
+    summary = deployment_summary(deployment, _runtime().inventory, set(), running)
+    return jsonify(deploymentId=deployment.id, operationMode=deployment.mode, trigger=summary["trigger"],
+                   modeChangedAt=summary["modeChangedAt"], transitionInProgress=summary["transitionInProgress"])
+
+
+@blueprint.put("/deployments/<ref>/operation-mode")
+def change_operation_mode(ref: str):
+    deployment = _load_deployment(ref)
+    change_request = mode_change_request(json_object())
+    runtime = _runtime()
+    try:
+        change = runtime.transitions.change_mode(
+            deployment.id, change_request.new_mode, source="api", actor=ANONYMOUS, reason=change_request.reason,
+            force=change_request.force, wait=change_request.wait)
+    except ModeChangeRefused as refusal:
+        raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
+    body = {
+        "success": change.outcome in ("noop", "succeeded", "running"),
+        "message": _message(change),
+        "deploymentId": change.deployment.id,
+        "deployment": deployment_detail(change.deployment, runtime.inventory),
+        "previousMode": change.previous_mode.value,
+        "newMode": change.new_mode.value,
+        "triggerSource": "api",
+        "outcome": change.outcome,
+        "transition": transition_json(change.transition) if change.transition else None,
+    }
+    if change.outcome == "running":
+        location = url_for("api.show_transition", transition_id=change.transition.id)
+        return jsonify(body), 202, {"Location": location}
+    if change.outcome == "failed":
+        raise Problem(502, "container_action_failed", body["message"], **{k: v for k, v in body.items()
+                                                                         if k not in ("message",)})
+    return jsonify(body)
+
+
+def _message(change) -> str:
+    name = change.deployment.name
+    if change.outcome == "noop":
+        return f"{name} is already in {change.new_mode.value}; nothing was done"
+    if change.outcome == "running":
+        return f"{name} is changing from {change.previous_mode.value}; follow the transition for progress"
+    if change.outcome == "failed":
+        return f"{name} is now Failed: {change.transition.error}"
+    return f"{name} changed from {change.previous_mode.value} to {change.new_mode.value}"
+
+
+@blueprint.get("/deployments/<ref>/history")
+def deployment_history(ref: str):
+    deployment = _load_deployment(ref)
+    return _history_page(deployment_id=deployment.id)
+
+
+@blueprint.get("/history")
+def global_history():
+    deployment_id = None
+    if request.args.get("deployment"):
+        deployment_id = _load_deployment(request.args["deployment"]).id
+    return _history_page(deployment_id=deployment_id, source=request.args.get("source") or None,
+                         actor=request.args.get("actor") or None, outcome=request.args.get("outcome") or None)
+
+
+def _history_page(**filters):
+    limit = int_param("limit", 50, 1, 500)
+    before = int_param("before", None)
+    entries = audit.entries(limit=limit + 1, before=before, **filters)
+    page, more = entries[:limit], len(entries) > limit
+    next_before = page[-1].id if more and page else None
+    next_url = None
+    if next_before is not None:
+        args = {**request.args.to_dict(), "before": next_before, "limit": limit}
+        next_url = url_for(request.endpoint, **(request.view_args or {}), **args)
+    return jsonify(items=[audit_json(e) for e in page], nextBefore=next_before, next=next_url)
+
+
+@blueprint.get("/transitions/<int:transition_id>")
+def show_transition(transition_id: int):
+    transition = Transition.get_or_none(Transition.id == transition_id)
+    if transition is None:
+        raise Problem(404, "not_found", f"no transition {transition_id}")
+    return jsonify(transition_json(transition))

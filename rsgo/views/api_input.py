@@ -1,0 +1,93 @@
+"""Strict reading of API input: content type, JSON, fields and their types, query parameters."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+
+from flask import request
+
+from rsgo.modes import MODE_NAMES
+from rsgo.problems import Problem
+
+MAX_REASON_LENGTH = 500
+
+
+def json_object() -> dict:
+    """The request body as a JSON object, or a 415/400 problem saying what is wrong."""
+    if request.mimetype != "application/json":
+        raise Problem(415, "unsupported_media_type",
+                      f"send the body as application/json (got {request.mimetype or 'no content type'})")
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Problem(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def _invalid(detail: str, field: str | None = None) -> Problem:
+    return Problem(400, "invalid_request", detail, field=field)
+
+
+def _control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
+def clean_reason(reason) -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise _invalid("reason must be a string", "reason")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise _invalid(f"reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed", "reason")
+    if _control_characters(reason):
+        raise _invalid("reason must not contain control characters (newlines, tabs, escape codes)", "reason")
+    return reason.strip()
+
+
+@dataclass(frozen=True)
+class ModeChangeRequest:
+    new_mode: str
+    reason: str
+    force: bool
+    wait: bool
+
+
+_FIELDS = {"newMode": str, "mode": str, "reason": (str, type(None)), "force": bool, "wait": bool}
+
+
+def mode_change_request(body: dict) -> ModeChangeRequest:
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise _invalid(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}", unknown[0])
+    for name, kind in _FIELDS.items():
+        if name in body and not isinstance(body[name], kind):
+            expected = {str: "a string", bool: "true or false"}.get(kind, "a string or null")
+            raise _invalid(f"{name} must be {expected}", name)
+    new_mode, alias = body.get("newMode"), body.get("mode")
+    if new_mode is not None and alias is not None and new_mode.strip().lower() != alias.strip().lower():
+        raise _invalid("newMode and mode disagree; send one of them", "mode")
+    requested = new_mode if new_mode is not None else alias
+    if requested is None:
+        raise Problem(400, "invalid_mode", f"newMode is required; valid modes: {', '.join(MODE_NAMES)}",
+                      validModes=MODE_NAMES)
+    return ModeChangeRequest(requested, clean_reason(body.get("reason")), body.get("force", False),
+                             body.get("wait", True))
+
+
+def int_param(name: str, default: int | None, minimum: int = 1, maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid(f"query parameter {name} must be a whole number (got {raw!r})", name) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        limits = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise _invalid(f"query parameter {name} must be {limits} (got {value})", name)
+    return value

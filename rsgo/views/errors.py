@@ -1,0 +1,55 @@
+"""Error handlers: problem+json under /api, plain pages elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from rsgo.deployments import AmbiguousDeployment, DeploymentNotFound
+from rsgo.modes import MODE_NAMES, InvalidMode
+from rsgo.problems import Problem, problem_response
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type",
+               429: "too_many_requests"}
+
+
+def _wants_problem() -> bool:
+    return request.path.startswith("/api/")
+
+
+def register(app) -> None:
+    @app.errorhandler(Problem)
+    def on_problem(problem: Problem):
+        return problem_response(problem.status, problem.code, problem.detail, **problem.extra)
+
+    @app.errorhandler(DeploymentNotFound)
+    def on_not_found(error):
+        return problem_response(404, "not_found", str(error))
+
+    @app.errorhandler(AmbiguousDeployment)
+    def on_ambiguous(error):
+        return problem_response(409, "ambiguous_deployment", str(error), environments=sorted(error.environments))
+
+    @app.errorhandler(InvalidMode)
+    def on_invalid_mode(error):
+        return problem_response(400, "invalid_mode", str(error), validModes=MODE_NAMES)
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(error: HTTPException):
+        if not _wants_problem():
+            return error
+        code = _HTTP_CODES.get(error.code, "http_error")
+        headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else None
+        return problem_response(error.code, code, error.description, headers=headers)
+
+    @app.errorhandler(Exception)
+    def on_unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if not _wants_problem():
+            return "Internal Server Error", 500
+        return problem_response(500, "internal_error", "rsgo hit an unexpected error; the server log has details")
