@@ -30,6 +30,8 @@ def serve(settings) -> int:
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("accesslog", "-")
             self.cfg.set("errorlog", "-")
+            # One shared control socket path would clash between instances (and tests) on one host.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):
             return create_app(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from rsgo.docker_ops import DockerGateway
+from rsgo.docker_ops import ContainerNotFound, DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
 from rsgo.inventory import DiscoveryService, Inventory
@@ -23,9 +23,21 @@ class Runtime:
         self.discovery = DiscoveryService(self.gateway, self.inventory, settings.resync_interval)
         self.transitions = TransitionService(self.gateway, self.bus, settings)
         self.enforcer: Enforcer | None = None
+        # A transition's results land in the view at once, so its own answer shows the new states.
+        self.bus.subscribe(self._refresh_acted_container)
         self._stopping = threading.Event()
         self._resume_thread: threading.Thread | None = None
         self.started = False
+
+    def _refresh_acted_container(self, kind: str, payload: dict) -> None:
+        if kind != "transition.progress":
+            return
+        try:
+            self.inventory.update(self.gateway.inspect(payload["container"]))
+        except ContainerNotFound:
+            self.inventory.remove(payload["container"])
+        except DockerError:
+            pass  # the events stream or the next resync will bring it
 
     def start(self) -> None:
         """Start discovery, enforcement and the resumption of interrupted transitions. Once."""
