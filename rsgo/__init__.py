@@ -34,7 +34,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     """Build the app. ``background`` starts discovery, enforcement and resumption (off in unit tests)."""
     from rsgo import db
     from rsgo.runtime import Runtime
-    from rsgo.views import api, errors, probes
+    from htmx_flask import Htmx
+
+    from rsgo.live import Hub
+    from rsgo.live_push import LivePush
+    from rsgo.views import api, errors, pages, probes
+    from rsgo.views.live import sock
 
     settings = settings or load_settings()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
@@ -49,9 +54,19 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     app.extensions["rsgo"] = runtime
     app.extensions["rsgo_settings"] = settings
 
+    Htmx(app)
     errors.register(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(probes.blueprint)
+    app.register_blueprint(pages.blueprint)
+    # simple-websocket pings idle browsers, so a vanished one is noticed and its thread freed.
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 20}
+    sock.init_app(app)
+
+    hub = Hub()
+    live_push = LivePush(app, runtime.bus, hub, runtime.inventory)
+    app.extensions["rsgo_live"] = live_push
+    runtime.on_stop(live_push.close)
 
     @app.teardown_appcontext
     def close_connection(_error):

@@ -12,9 +12,11 @@ OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed")
 
 def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome: str, source: str, actor: str,
            reason: str = "", requested_mode: str | None = None, observed_value: str | None = None,
-           error: str | None = None, requested_at: dt.datetime | None = None, transition=None) -> AuditEntry:
+           error: str | None = None, requested_at: dt.datetime | None = None, transition=None,
+           bus=None) -> AuditEntry:
+    """Write one entry; with ``bus``, announce it (the live history and, later, webhooks listen)."""
     assert outcome in OUTCOMES, outcome
-    return AuditEntry.create(
+    entry = AuditEntry.create(
         deployment=deployment,
         previous_mode=previous_mode,
         new_mode=new_mode,
@@ -29,6 +31,9 @@ def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome
         finished_at=utcnow(),
         transition=transition,
     )
+    if bus is not None:
+        bus.publish("audit.recorded", entry_id=entry.id, deployment_id=entry.deployment_id)
+    return entry
 
 
 def entries(*, deployment_id: int | None = None, source: str | None = None, actor: str | None = None,

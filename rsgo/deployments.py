@@ -39,21 +39,23 @@ def find_deployment(ref: str, environment: str | None = None) -> Deployment:
     return matches[0]
 
 
-def ensure_deployments(environment: str, names: set[str]) -> None:
-    """Create a row (mode Normal) for every stack name not seen before."""
+def ensure_deployments(environment: str, names: set[str]) -> list[Deployment]:
+    """Create a row (mode Normal) for every stack name not seen before; returns the new rows."""
     if not names:
-        return
+        return []
     known = {
         d.name
         for d in Deployment.select(Deployment.name).where(
             (Deployment.environment == environment) & (Deployment.name.in_(list(names)))
         )
     }
+    created = []
     for name in sorted(names - known):
         try:
-            Deployment.create(environment=environment, name=name)
+            created.append(Deployment.create(environment=environment, name=name))
         except peewee.IntegrityError:
             pass  # created concurrently by the events thread or the resync thread
+    return created
 
 
 def stopped_set_names(deployment_id: int) -> set[str]:

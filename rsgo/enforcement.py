@@ -80,6 +80,6 @@ class Enforcer:
                      source="system", actor="system",
                      reason=f"{container_name} started while the stack is in {deployment.mode}; "
                             + ("stopping it again failed" if error else "stopped it again"),
-                     error=error)
+                     error=error, bus=self._bus)
         log.info("enforced %s on %s: %s", deployment.mode, container_name, error or "stopped again")
         self._bus.publish("deployment.enforced", deployment_id=deployment.id, container=container_name, error=error)

@@ -47,14 +47,14 @@ class Inventory:
             self.reachable = True
             self.last_error = None
             self.synced_at = dt.datetime.now(dt.timezone.utc)
-        deployments.ensure_deployments(self.environment, {c.stack for c in containers if c.stack})
+        self._ensure_deployments({c.stack for c in containers if c.stack})
         for name in set(old) | set(new):
             if _differs(old.get(name), new.get(name)):
                 self._announce(old.get(name), new.get(name))
 
     def update(self, container: ContainerInfo) -> None:
         if container.stack:
-            deployments.ensure_deployments(self.environment, {container.stack})
+            self._ensure_deployments({container.stack})
         with self._lock:
             old = self._by_name.get(container.name)
             # A container recreated under the same name replaces the old one: identity is the name.
@@ -77,6 +77,10 @@ class Inventory:
             self.last_error = error
         if changed:
             self._bus.publish("docker.unreachable", environment=self.environment, error=error)
+
+    def _ensure_deployments(self, stacks: set[str]) -> None:
+        for deployment in deployments.ensure_deployments(self.environment, stacks):
+            self._bus.publish("deployment.discovered", deployment_id=deployment.id)
 
     def _announce(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:
         self._bus.publish("container.changed", environment=self.environment, old=old, new=new)

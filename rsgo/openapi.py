@@ -37,6 +37,18 @@ _PAGING = [
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _TEXT_OR_NULL = {"type": ["string", "null"]}
 
+_COUNTS = {"type": "object", "properties": {"running": {"type": "integer"}, "total": {"type": "integer"}}}
+_SUMMARY_REQUIRED = ["id", "name", "environment", "operationMode", "health", "containers", "trigger"]
+_SUMMARY_PROPERTIES = {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "environment": {"type": "string"},
+    "operationMode": _ref("Mode"),
+    "health": {"type": "string", "enum": ["Healthy", "Degraded", "Unhealthy", "Unknown"]},
+    "needsAttention": {"type": "boolean"},
+    "problems": {"type": "array", "items": {"type": "string"}},
+    "trigger": _ref("Trigger"), "modeChangedAt": _TIME,
+    "transitionInProgress": {"type": ["object", "null"]},
+}
+
 _SCHEMAS = {
     "Problem": {
         "type": "object",
@@ -62,18 +74,8 @@ _SCHEMAS = {
     },
     "DeploymentSummary": {
         "type": "object",
-        "required": ["id", "name", "environment", "operationMode", "health", "containers", "trigger"],
-        "properties": {
-            "id": {"type": "integer"}, "name": {"type": "string"}, "environment": {"type": "string"},
-            "operationMode": _ref("Mode"),
-            "health": {"type": "string", "enum": ["Healthy", "Degraded", "Unhealthy", "Unknown"]},
-            "needsAttention": {"type": "boolean"},
-            "problems": {"type": "array", "items": {"type": "string"}},
-            "containers": {"type": "object", "properties": {"running": {"type": "integer"},
-                                                            "total": {"type": "integer"}}},
-            "trigger": _ref("Trigger"), "modeChangedAt": _TIME,
-            "transitionInProgress": {"type": ["object", "null"]},
-        },
+        "required": _SUMMARY_REQUIRED,
+        "properties": {**_SUMMARY_PROPERTIES, "containers": _COUNTS},
     },
     "Container": {
         "type": "object",
@@ -82,11 +84,13 @@ _SCHEMAS = {
                        "inStoppedSet": {"type": "boolean"}},
     },
     "Deployment": {
-        "allOf": [_ref("DeploymentSummary")],
+        # Not allOf DeploymentSummary: here `containers` is the list and `containerCounts` the counts.
         "type": "object",
+        "required": [*_SUMMARY_REQUIRED, "containerCounts", "allowedModes"],
         "properties": {
+            **_SUMMARY_PROPERTIES,
             "containers": {"type": "array", "items": _ref("Container")},
-            "containerCounts": {"type": "object"},
+            "containerCounts": _COUNTS,
             "stoppedSet": {"type": "array", "items": {"type": "string"}},
             "allowedModes": {"type": "array", "items": _ref("Mode")},
             "observer": {"type": ["object", "null"]},

@@ -28,6 +28,7 @@ class Runtime:
         self._stopping = threading.Event()
         self._resume_thread: threading.Thread | None = None
         self.started = False
+        self._stop_hooks = []
 
     def _refresh_acted_container(self, kind: str, payload: dict) -> None:
         if kind != "transition.progress":
@@ -56,8 +57,13 @@ class Runtime:
         if resumed:
             log.info("resumed interrupted transitions %s", resumed)
 
+    def on_stop(self, hook) -> None:
+        self._stop_hooks.append(hook)
+
     def stop(self, timeout: float = 30) -> None:
         self._stopping.set()
+        for hook in self._stop_hooks:
+            hook()
         self.transitions.wait_idle(timeout)
         self.discovery.stop()
         if self.enforcer is not None:

@@ -106,14 +106,16 @@ class TransitionService:
         requested_at = utcnow()
         lock = self._lock_for(deployment_id)
         if not lock.acquire(blocking=False):
-            deployment = Deployment.get_by_id(deployment_id)
-            running = deployments.running_transition(deployment_id)
-            self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
-                         TransitionInProgress(
-                             f"{deployment.name} is already changing mode"
-                             + (f" (transition {running.id})" if running else ""),
-                             transitionId=running.id if running else None,
-                             transitionUrl=f"/api/transitions/{running.id}" if running else None))
+            running = self._running_transition_once_written(deployment_id, lock)
+            # Lock released without a transition (a no-op, a refusal, an enforcement): this request may go on.
+            if running is not None or not lock.acquire(blocking=False):
+                deployment = Deployment.get_by_id(deployment_id)
+                self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
+                             TransitionInProgress(
+                                 f"{deployment.name} is already changing mode"
+                                 + (f" (transition {running.id})" if running else ""),
+                                 transitionId=running.id if running else None,
+                                 transitionUrl=f"/api/transitions/{running.id}" if running else None))
         handed_over = False
         try:
             deployment = Deployment.get_by_id(deployment_id)
@@ -121,7 +123,7 @@ class TransitionService:
             if target is current:
                 audit.record(deployment, previous_mode=current.value, new_mode=current.value, outcome="noop",
                              source=source, actor=actor, reason=reason, requested_mode=target.value,
-                             observed_value=observed_value, requested_at=requested_at)
+                             observed_value=observed_value, requested_at=requested_at, bus=self._bus)
                 return ModeChange(deployment, current, current, "noop")
             self._check_allowed(deployment, current, target, force, source, actor, reason, observed_value, requested_at)
             containers: list[ContainerInfo] = []
@@ -131,7 +133,7 @@ class TransitionService:
                 except DockerError as error:
                     audit.record(deployment, previous_mode=current.value, new_mode=current.value, outcome="failed",
                                  source=source, actor=actor, reason=reason, requested_mode=target.value,
-                                 observed_value=observed_value, error=str(error), requested_at=requested_at)
+                                 observed_value=observed_value, error=str(error), requested_at=requested_at, bus=self._bus)
                     raise DockerUnavailable(f"mode unchanged: {error}") from None
             try:
                 planned = plan(target, containers, deployments.stopped_set_names(deployment.id))
@@ -154,6 +156,17 @@ class TransitionService:
             if not handed_over:
                 lock.release()
 
+    @staticmethod
+    def _running_transition_once_written(deployment_id: int, lock: threading.Lock, timeout: float = 5.0):
+        """The lock's holder writes its transition only after reading the stack from Docker; wait for
+        that row (or the lock's release) so a concurrent request's 409 can name the running transition."""
+        deadline = time.monotonic() + timeout
+        while True:
+            running = deployments.running_transition(deployment_id)
+            if running is not None or not lock.locked() or time.monotonic() >= deadline:
+                return running
+            time.sleep(0.02)
+
     def _check_allowed(self, deployment, current, target, force, source, actor, reason, observed_value, requested_at):
         if not is_allowed(current, target):
             allowed = [m.value for m in allowed_targets(current)]
@@ -174,7 +187,7 @@ class TransitionService:
         audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="rejected",
                      source=source, actor=actor, reason=reason, requested_mode=target.value,
                      observed_value=observed_value, error=f"{refusal.code}: {refusal.detail}",
-                     requested_at=requested_at)
+                     requested_at=requested_at, bus=self._bus)
         raise refusal
 
     def _persist(self, deployment, current, target, planned: list[PlannedAction], source, actor, reason, force,
@@ -280,12 +293,14 @@ class TransitionService:
             transition.status = outcome
             transition.finished_at = utcnow()
             transition.save()
-            audit.record(deployment, previous_mode=transition.previous_mode, new_mode=new_mode.value, outcome=outcome,
+            entry = audit.record(deployment, previous_mode=transition.previous_mode, new_mode=new_mode.value, outcome=outcome,
                          source=transition.source, actor=transition.actor, reason=transition.reason,
                          requested_mode=target.value, observed_value=transition.observed_value,
                          error=transition.error, requested_at=transition.requested_at, transition=transition)
         log.info("deployment %s (id %s) transition %s: %s -> %s %s", deployment.name, deployment.id, transition.id,
                  previous, new_mode.value, outcome)
+        # Announced after the commit, so every listener reads the finished state.
+        self._bus.publish("audit.recorded", entry_id=entry.id, deployment_id=deployment.id)
         self._bus.publish("transition.finished", deployment_id=deployment.id, transition_id=transition.id,
                           outcome=outcome)
         self._bus.publish("mode.changed", deployment_id=deployment.id, previous_mode=previous,
@@ -310,7 +325,7 @@ class TransitionService:
                              outcome="resumed", source="system", actor="system",
                              reason=f"resuming transition {transition.id} interrupted by a restart "
                                     f"(requested by {transition.actor}: {transition.reason or 'no reason'})",
-                             requested_mode=transition.target_mode, transition=transition)
+                             requested_mode=transition.target_mode, transition=transition, bus=self._bus)
                 containers = self._containers_when_reachable(deployment.name, stopping)
                 if containers is None:
                     return resumed

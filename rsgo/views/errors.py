@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
-from flask import request
+from flask import render_template, request
 from werkzeug.exceptions import HTTPException
 
 from rsgo.deployments import AmbiguousDeployment, DeploymentNotFound
@@ -23,21 +24,29 @@ def _wants_problem() -> bool:
 
 
 def register(app) -> None:
+    def answer(status: int, code: str, detail: str, **extra):
+        if _wants_problem():
+            return problem_response(status, code, detail, **extra)
+        # Browser requests (full pages and HTMX fragments) get the same message as HTML.
+        problem = {"title": HTTPStatus(status).phrase, "detail": detail, "code": code, **extra}
+        template = "shared/_problem.html" if request.headers.get("HX-Request") else "shared/problem_page.html"
+        return render_template(template, problem=problem), status
+
     @app.errorhandler(Problem)
     def on_problem(problem: Problem):
-        return problem_response(problem.status, problem.code, problem.detail, **problem.extra)
+        return answer(problem.status, problem.code, problem.detail, **problem.extra)
 
     @app.errorhandler(DeploymentNotFound)
     def on_not_found(error):
-        return problem_response(404, "not_found", str(error))
+        return answer(404, "not_found", str(error))
 
     @app.errorhandler(AmbiguousDeployment)
     def on_ambiguous(error):
-        return problem_response(409, "ambiguous_deployment", str(error), environments=sorted(error.environments))
+        return answer(409, "ambiguous_deployment", str(error), environments=sorted(error.environments))
 
     @app.errorhandler(InvalidMode)
     def on_invalid_mode(error):
-        return problem_response(400, "invalid_mode", str(error), validModes=MODE_NAMES)
+        return answer(400, "invalid_mode", str(error), validModes=MODE_NAMES)
 
     @app.errorhandler(HTTPException)
     def on_http_error(error: HTTPException):

@@ -1,0 +1,118 @@
+"""Turns domain events into HTML fragments for the open pages.
+
+A worker thread of its own does the rendering, so a transition never waits for it;
+events that arrive together are coalesced (one render per deployment). Each
+fragment goes to one topic: ``dashboard``, ``deployment:<id>`` or ``history``, so a
+page receives only the regions it has. Fragments are the same partial templates
+the pages render, marked for an out-of-band swap by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from flask import render_template
+
+from rsgo import presenters
+from rsgo.db import database
+from rsgo.events import EventBus
+from rsgo.live import Hub
+from rsgo.models import AuditEntry, Deployment
+from rsgo.representations import audit_json
+
+log = logging.getLogger(__name__)
+
+_DEPLOYMENT_EVENTS = ("transition.started", "transition.progress", "transition.finished", "mode.changed",
+                      "deployment.enforced")
+
+
+class LivePush:
+    def __init__(self, app, bus: EventBus, hub: Hub, inventory):
+        self._app = app
+        self.hub = hub
+        self._hub = hub
+        self._inventory = inventory
+        self._events: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        self._unsubscribe = bus.subscribe(lambda kind, payload: self._events.put((kind, payload)))
+        self._thread = threading.Thread(target=self._run, name="rsgo-live-push", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._stopping.set()
+        self._events.put(("stop", {}))
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            batch = [self._events.get()]
+            while True:
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with self._app.test_request_context("/"):
+                    self._push(batch)
+            except Exception:
+                log.exception("rendering live fragments failed")
+            finally:
+                if not database.is_closed():
+                    database.close()
+
+    def _push(self, batch: list[tuple[str, dict]]) -> None:
+        deployment_ids: list[int] = []
+        discovered: list[int] = []
+        audit_ids: list[int] = []
+        for kind, payload in batch:
+            if kind in _DEPLOYMENT_EVENTS:
+                deployment_ids.append(payload["deployment_id"])
+            elif kind == "container.changed":
+                container = payload["new"] or payload["old"]
+                deployment_ids.extend(d.id for d in Deployment.select(Deployment.id).where(
+                    (Deployment.environment == payload["environment"]) & (Deployment.name == container.stack)))
+            elif kind == "deployment.discovered":
+                discovered.append(payload["deployment_id"])
+            elif kind == "audit.recorded":
+                audit_ids.append(payload["entry_id"])
+        for deployment_id in dict.fromkeys(discovered):
+            self._push_new_deployment(deployment_id)
+        for deployment_id in dict.fromkeys(deployment_ids):
+            if deployment_id not in discovered:
+                self._push_deployment(deployment_id)
+        for entry_id in audit_ids:
+            self._push_audit_entry(entry_id)
+
+    def _push_deployment(self, deployment_id: int) -> None:
+        deployment = Deployment.get_or_none(Deployment.id == deployment_id)
+        if deployment is None:
+            return
+        item = presenters.dashboard_item_for(deployment, self._inventory)
+        self._hub.publish("dashboard", render_template("dashboard/_deployment.html", d=item, oob="true"))
+        d = presenters.detail(deployment, self._inventory)
+        t = presenters.latest_transition(deployment_id)
+        self._hub.publish(f"deployment:{deployment_id}", "".join(
+            render_template(template, d=d, t=t, oob="true")
+            for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html")))
+
+    def _push_new_deployment(self, deployment_id: int) -> None:
+        deployment = Deployment.get_or_none(Deployment.id == deployment_id)
+        if deployment is None:
+            return
+        item = presenters.dashboard_item_for(deployment, self._inventory)
+        # The slot's rows (not the tbody around them) are appended to the table.
+        self._hub.publish("dashboard", render_template("dashboard/_slot.html", d=item,
+                                                       oob="beforeend:#deployment-list"))
+
+    def _push_audit_entry(self, entry_id: int) -> None:
+        entry = AuditEntry.get_or_none(AuditEntry.id == entry_id)
+        if entry is None:
+            return
+        entries = [audit_json(entry)]
+        self._hub.publish(f"deployment:{entry.deployment_id}", render_template(
+            "history/_pushed_rows.html", entries=entries, rows_id=f"history-rows-{entry.deployment_id}"))
+        self._hub.publish("history", render_template(
+            "history/_pushed_rows.html", entries=entries, rows_id="history-rows-all", show_deployment=True))

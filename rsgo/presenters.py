@@ -1,0 +1,85 @@
+"""What the pages show, built from the API's representations plus a few display-only facts
+(progress text, the preview of a mode change). Pages, HTMX answers and websocket pushes all
+build their template context here, so the three always agree.
+"""
+
+from __future__ import annotations
+
+from rsgo import deployments as deployment_queries
+from rsgo.inventory import Inventory
+from rsgo.lifecycle import DependencyCycle, plan
+from rsgo.models import Deployment, Transition
+from rsgo.modes import Mode, allowed_targets
+from rsgo.representations import deployment_detail, deployment_summary, transition_json
+
+_VERBS = {"stop": "stopped", "start": "started"}
+
+
+def progress_text(transition: dict) -> str:
+    """"12 of 30 stopped" for the container actions of a transition."""
+    acted = [c for c in transition["containers"] if c["action"] in _VERBS]
+    if not acted:
+        return f"{transition['targetMode']}: no container is stopped or started"
+    parts = []
+    for action, verb in _VERBS.items():
+        planned = [c for c in acted if c["action"] == action]
+        if planned:
+            done = sum(1 for c in planned if c["result"] and c["result"] != "failed")
+            parts.append(f"{done} of {len(planned)} {verb}")
+    failed = sum(1 for c in acted if c["result"] == "failed")
+    return ", ".join(parts) + (f", {failed} failed" if failed else "")
+
+
+def latest_transition(deployment_id: int) -> dict | None:
+    transition = (Transition.select().where(Transition.deployment == deployment_id)
+                  .order_by(Transition.id.desc()).first())
+    if transition is None:
+        return None
+    body = transition_json(transition)
+    body["progressText"] = progress_text(body)
+    return body
+
+
+def dashboard_item(deployment: Deployment, inventory: Inventory, stopped_set: set[str],
+                   running: Transition | None) -> dict:
+    item = deployment_summary(deployment, inventory, stopped_set, running)
+    item["allowedModes"] = [m.value for m in allowed_targets(Mode(deployment.mode))]
+    item["progressText"] = None
+    if running is not None:
+        body = transition_json(running)
+        item["progressText"] = f"Changing to {body['targetMode']}: {progress_text(body)}"
+    return item
+
+
+def dashboard_items(inventory: Inventory) -> list[dict]:
+    stopped_sets = deployment_queries.stopped_sets_by_deployment()
+    running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
+    return [dashboard_item(d, inventory, stopped_sets.get(d.id, set()), running.get(d.id))
+            for d in Deployment.select().order_by(Deployment.name, Deployment.environment)]
+
+
+def dashboard_item_for(deployment: Deployment, inventory: Inventory) -> dict:
+    return dashboard_item(deployment, inventory, deployment_queries.stopped_set_names(deployment.id),
+                          deployment_queries.running_transition(deployment.id))
+
+
+def detail(deployment: Deployment, inventory: Inventory) -> dict:
+    return deployment_detail(deployment, inventory)
+
+
+def preview(deployment: Deployment, target: Mode, inventory: Inventory) -> dict:
+    """What a mode change would do, from the in-memory view (no Docker call)."""
+    containers = inventory.containers_of(deployment.name)
+    result = {"stop": [], "start": [], "ignored": [], "untouched": [], "missing": [], "error": None}
+    try:
+        actions = plan(target, containers, deployment_queries.stopped_set_names(deployment.id))
+    except DependencyCycle as cycle:
+        result["error"] = f"This change would be refused: {cycle}"
+        return result
+    buckets = {"stop": "stop", "start": "start", "ignored": "ignored", "already-stopped": "untouched",
+               "missing": "missing"}
+    for action in actions:
+        key = action.action if action.action in ("stop", "start") else buckets.get(action.result or "")
+        if key:
+            result[key].append(action.container_name)
+    return result

@@ -1,0 +1,123 @@
+"""The browser pages: one view per page; an HTMX request for one live region gets that
+region's partial, everything else the full page (Hypermedia Systems' "one endpoint, two answers").
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, request, url_for
+
+from rsgo import audit, presenters
+from rsgo.deployments import find_deployment
+from rsgo.models import Deployment
+from rsgo.modes import TRIGGER_SOURCES, parse_mode
+from rsgo.problems import Problem
+from rsgo.representations import audit_json
+from rsgo.transitions import ModeChangeRefused
+from rsgo.views.api_input import clean_reason, int_param
+
+blueprint = Blueprint("pages", __name__)
+
+ANONYMOUS = "anonymous"
+HISTORY_PAGE_SIZE = 25
+
+
+def _inventory():
+    return current_app.extensions["rsgo"].inventory
+
+
+def _asked_region() -> str | None:
+    """The live region an HTMX request wants on its own (its ``HX-Target``), if any."""
+    return request.htmx.target if request.htmx else None
+
+
+@blueprint.get("/")
+def dashboard():
+    deployments = presenters.dashboard_items(_inventory())
+    if _asked_region() == "deployment-list":
+        return render_template("dashboard/_list.html", deployments=deployments)
+    return render_template("dashboard/index.html", deployments=deployments, live_topics="dashboard")
+
+
+@blueprint.get("/deployments/<ref>")
+def deployment_page(ref: str):
+    deployment = find_deployment(ref, request.args.get("environment") or None)
+    d = presenters.detail(deployment, _inventory())
+    regions = {f"mode-{d['id']}": "deployments/_mode.html", f"progress-{d['id']}": "deployments/_progress.html",
+               f"containers-{d['id']}": "deployments/_containers.html"}
+    context = {"d": d, "t": presenters.latest_transition(deployment.id)}
+    if _asked_region() in regions:
+        return render_template(regions[_asked_region()], **context)
+    entries = audit.entries(deployment_id=deployment.id, limit=HISTORY_PAGE_SIZE + 1)
+    if _asked_region() == f"history-rows-{deployment.id}":
+        return render_template("history/_rows.html", entries=[audit_json(e) for e in entries[:HISTORY_PAGE_SIZE]])
+    return render_template("deployments/show.html", **context, live_topics=f"deployment:{deployment.id}",
+                           **_history_context(entries, f"history-rows-{deployment.id}",
+                                              "pages.deployment_history", ref=deployment.id))
+
+
+@blueprint.get("/deployments/<ref>/history")
+def deployment_history(ref: str):
+    deployment = find_deployment(ref, request.args.get("environment") or None)
+    entries = audit.entries(deployment_id=deployment.id, before=int_param("before", None),
+                            limit=HISTORY_PAGE_SIZE + 1)
+    return render_template("history/_page.html", **_history_context(
+        entries, f"history-rows-{deployment.id}", "pages.deployment_history", ref=deployment.id))
+
+
+@blueprint.get("/history")
+def history():
+    filters = {key: request.args.get(key) or None for key in ("deployment", "source", "actor")}
+    deployment_id = find_deployment(filters["deployment"]).id if filters["deployment"] else None
+    entries = audit.entries(deployment_id=deployment_id, source=filters["source"], actor=filters["actor"],
+                            before=int_param("before", None), limit=HISTORY_PAGE_SIZE + 1)
+    filtered = any(filters.values())
+    rows_id = "history-rows-filtered" if filtered else "history-rows-all"
+    context = _history_context(entries, rows_id, "pages.history",
+                               **{k: v for k, v in filters.items() if v})
+    context.update(filters=filters, filtered=filtered, show_deployment=True)
+    if request.args.get("before"):
+        return render_template("history/_page.html", **context)
+    if _asked_region() == "history-table":
+        return render_template("history/_table.html", **context)
+    if _asked_region() == rows_id:
+        return render_template("history/_rows.html", **context)
+    return render_template("history/index.html", **context, live_topics="history" if not filtered else "",
+                           sources=TRIGGER_SOURCES, all_deployments=Deployment.select().order_by(Deployment.name))
+
+
+def _history_context(entries, rows_id: str, endpoint: str, **url_args) -> dict:
+    page = entries[:HISTORY_PAGE_SIZE]
+    more = len(entries) > HISTORY_PAGE_SIZE
+    next_url = url_for(endpoint, before=page[-1].id, **url_args) if more and page else None
+    return {"entries": [audit_json(e) for e in page], "rows_id": rows_id, "more_id": f"more-{rows_id}",
+            "next_url": next_url}
+
+
+@blueprint.get("/deployments/<ref>/mode-change")
+def mode_change_form(ref: str):
+    """The confirmation step: what the change will do, and a reason. Without ``to``: nothing (cancel)."""
+    deployment = find_deployment(ref)
+    if not request.args.get("to"):
+        return ""
+    target = parse_mode(request.args["to"])
+    d = presenters.detail(deployment, _inventory())
+    return render_template("deployments/_mode_change_form.html", d=d, target=target.value,
+                           preview=presenters.preview(deployment, target, _inventory()))
+
+
+@blueprint.post("/deployments/<ref>/mode-change")
+def change_mode(ref: str):
+    deployment = find_deployment(ref)
+    reason = clean_reason(request.form.get("reason"))
+    if not reason:
+        raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
+    try:
+        change = current_app.extensions["rsgo"].transitions.change_mode(
+            deployment.id, request.form.get("newMode", ""), source="ui", actor=ANONYMOUS, reason=reason, wait=False)
+    except ModeChangeRefused as refusal:
+        raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
+    if change.outcome == "noop":
+        message = f"{deployment.name} is already in {change.new_mode.value}; nothing was done."
+    else:
+        message = f"Changing {deployment.name} to {change.new_mode.value}…"
+    return render_template("deployments/_change_started.html", message=message)

@@ -1,0 +1,43 @@
+// rsgo's only script (no inline script anywhere, so a strict CSP can forbid it):
+// the live-connection indicator, re-fetching live regions after a reconnect, dismiss buttons.
+(function () {
+  "use strict";
+
+  // Reconnect soon after a restart of rsgo: exponential backoff with jitter, capped at 5 s.
+  htmx.config.wsReconnectDelay = function (retries) {
+    return Math.min(5000, 250 * Math.pow(2, retries)) * (0.5 + Math.random() / 2);
+  };
+
+  var everOpened = false;
+
+  function showStatus(state, text) {
+    var indicator = document.getElementById("live-status");
+    if (indicator) {
+      indicator.dataset.state = state;
+      indicator.textContent = text;
+    }
+  }
+
+  document.addEventListener("htmx:wsOpen", function () {
+    showStatus("live", "Live");
+    if (everOpened) {
+      // Whatever changed while we were offline was never pushed to us: fetch every live region anew.
+      document.querySelectorAll("[data-live-region]").forEach(function (region) {
+        htmx.trigger(region, "rsgo:refresh");
+      });
+    }
+    everOpened = true;
+  });
+
+  document.addEventListener("htmx:wsClose", function () {
+    showStatus("offline", "Offline, reconnecting…");
+  });
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-dismiss]");
+    if (button) {
+      var problem = button.closest(".problem");
+      if (problem) problem.remove();
+    }
+  });
+})();
