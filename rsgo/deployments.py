@@ -22,12 +22,12 @@ class AmbiguousDeployment(LookupError):
 
 
 def find_deployment(ref: str, environment: str | None = None) -> Deployment:
-    """A deployment by numeric id or by stack name (unique per environment)."""
+    """A deployment by numeric id or by stack name (unique per environment); an id wins over a name."""
     if ref.isdigit():
         deployment = Deployment.get_or_none(Deployment.id == int(ref))
-        if deployment is None or (environment and deployment.environment != environment):
-            raise DeploymentNotFound(ref)
-        return deployment
+        if deployment is not None and (not environment or deployment.environment == environment):
+            return deployment
+        # Not an id: a stack may well be named "2024".
     query = Deployment.select().where(Deployment.name == ref)
     if environment:
         query = query.where(Deployment.environment == environment)

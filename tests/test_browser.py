@@ -1,0 +1,259 @@
+"""The dashboard in real Chromium against a real `rsgo serve` and a real Docker engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import ROOT, wait_until
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page whose dialogs and console errors are recorded, so a test can assert there were none."""
+
+    def __init__(self, browser, viewport=None):
+        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def open(self, url: str):
+        self.page.goto(url)
+        # The websocket is up once the indicator says so; pushes sent before that would be missed.
+        expect(self.page.locator("#live-status")).to_have_text("Live", timeout=10_000)
+        return self.page
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def watched(browser):
+    pages = []
+
+    def make(viewport=None) -> Watched:
+        page = Watched(browser, viewport)
+        pages.append(page)
+        return page
+
+    yield make
+    for page in pages:
+        page.close()
+
+
+@pytest.fixture
+def shop(make_stack, make_server):
+    """A served stack: an ignored database, an api and a worker."""
+    stack = make_stack("shop")
+    stack.add("db", labels={"rsgo.maintenance": "ignore"})
+    stack.add("api")
+    stack.add("worker")
+    server = make_server().start()
+    deployment = wait_until(lambda: _deployment(server, stack.name, containers=3), 15, message="discovery")
+    return stack, server, deployment["id"]
+
+
+def _deployment(server, name, containers=None):
+    response = requests.get(f"{server.url}/api/deployments/{name}", timeout=5)
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    if containers is not None and body["containerCounts"]["total"] != containers:
+        return None
+    return body
+
+
+def _put(server, name, mode, **body):
+    return requests.put(f"{server.url}/api/deployments/{name}/operation-mode", json={"newMode": mode, **body},
+                        timeout=60)
+
+
+def _enter_maintenance_by_click(page, name, reason):
+    page.get_by_role("button", name=f"Change {name} to Maintenance").click()
+    form = page.get_by_role("form", name=f"Confirm the change of {name} to Maintenance")
+    expect(form).to_be_visible()
+    return form
+
+
+def test_a_person_puts_a_stack_into_maintenance_with_a_reason(shop, watched):
+    stack, server, deployment_id = shop
+    page = watched().open(server.url + "/")
+
+    form = _enter_maintenance_by_click(page, stack.name, "backup")
+    # The confirmation says what will happen before anything does.
+    expect(form).to_contain_text(f"Stops 2: {stack.container_name('api')}, {stack.container_name('worker')}")
+    expect(form).to_contain_text(f"Keeps running (ignored): {stack.container_name('db')}")
+    form.get_by_label("Reason").fill("nightly backup")
+    form.get_by_role("button", name="Change to Maintenance").click()
+
+    row = page.locator(f"#deployment-{deployment_id}")
+    expect(row.locator(".mode")).to_have_text("🔧 Maintenance", timeout=15_000)
+    expect(row).to_contain_text("nightly backup")
+    assert not stack.is_running("api") and not stack.is_running("worker")
+    assert stack.is_running("db")
+
+    page.get_by_role("link", name=stack.name).click()
+    expect(page.locator(f"#progress-{deployment_id}")).to_contain_text("2 of 2 stopped")
+    first_row = page.locator(f"#history-rows-{deployment_id} tr").first
+    expect(first_row).to_contain_text("nightly backup")
+    expect(first_row).to_contain_text("Normal → Maintenance")
+    expect(first_row).to_contain_text("succeeded")
+
+
+def test_progress_shows_live_while_containers_stop(make_stack, make_server, watched):
+    stack = make_stack("slow")
+    for index, seconds in enumerate((1, 2, 3)):
+        stack.add(f"c{index}", command=["sh", "-c", f"trap 'sleep {seconds}; exit 0' TERM; "
+                                                    "while :; do sleep 0.1; done"])
+    server = make_server().start()
+    deployment_id = wait_until(lambda: _deployment(server, stack.name, 3), 15, message="discovery")["id"]
+    page = watched().open(f"{server.url}/deployments/{deployment_id}")
+
+    page.get_by_role("button", name=f"Change {stack.name} to Maintenance").click()
+    page.get_by_label("Reason").fill("watch it happen")
+    page.get_by_role("button", name="Change to Maintenance").click()
+
+    progress = page.locator(f"#progress-{deployment_id} .progress-text")
+    expect(progress).to_contain_text("1 of 3 stopped", timeout=10_000)
+    expect(progress).to_contain_text("3 of 3 stopped", timeout=15_000)
+    expect(page.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance")
+
+
+def test_a_second_browser_sees_the_change_within_a_second(shop, watched):
+    stack, server, deployment_id = shop
+    first = watched().open(server.url + "/")
+    second = watched().open(server.url + "/")
+
+    form = _enter_maintenance_by_click(first, stack.name, "x")
+    form.get_by_label("Reason").fill("seen elsewhere")
+    form.get_by_role("button", name="Change to Maintenance").click()
+    expect(first.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=15_000)
+    changed_at = time.monotonic()
+
+    expect(second.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
+    assert time.monotonic() - changed_at < 1.0
+    expect(second.locator(f"#deployment-{deployment_id}")).to_contain_text("seen elsewhere")
+
+
+def test_a_change_through_the_api_appears_in_both_browsers(shop, watched):
+    stack, server, deployment_id = shop
+    dashboard = watched().open(server.url + "/")
+    detail = watched().open(f"{server.url}/deployments/{deployment_id}")
+
+    assert _put(server, stack.name, "Maintenance", reason="scripted backup").status_code == 200
+
+    expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
+    expect(detail.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
+    expect(detail.locator(f"#history-rows-{deployment_id} tr").first).to_contain_text("scripted backup")
+    expect(detail.locator(f"#containers-{deployment_id}")).to_contain_text("exited")
+    # Only the allowed transitions are offered now.
+    buttons = dashboard.locator(f"#deployment-{deployment_id} .mode-actions button")
+    expect(buttons).to_have_count(2)
+    expect(buttons.nth(0)).to_have_accessible_name(f"Change {stack.name} to Normal")
+    expect(buttons.nth(1)).to_have_accessible_name(f"Change {stack.name} to Stopped")
+
+
+def test_a_refused_change_shows_the_servers_message(shop, watched):
+    stack, server, deployment_id = shop
+    page = watched().open(server.url + "/")
+    form = _enter_maintenance_by_click(page, stack.name, "x")
+    # Meanwhile a script stops the stack: Stopped → Maintenance is not allowed.
+    assert _put(server, stack.name, "Stopped", reason="decommissioned").status_code == 200
+    expect(page.locator(f"#deployment-{deployment_id} .mode")).to_have_text("⏹️ Stopped", timeout=5_000)
+
+    form.get_by_label("Reason").fill("too late")
+    form.get_by_role("button", name="Change to Maintenance").click()
+
+    problem = page.locator(f"#mode-change-{deployment_id} .problem")
+    expect(problem).to_be_visible()
+    expect(problem).to_contain_text("cannot go from Stopped to Maintenance")
+    expect(problem).to_contain_text("Allowed from here: Normal")
+    problem.get_by_role("button", name="Dismiss").click()
+    expect(problem).to_have_count(0)
+
+
+def test_a_script_in_a_reason_stays_text_everywhere(shop, watched):
+    stack, server, deployment_id = shop
+    watcher = watched()
+    live_page = watcher.open(f"{server.url}/deployments/{deployment_id}")
+    actor = watched()
+    page = actor.open(server.url + "/")
+    htmx_answers: list[str] = []
+    page.on("response", lambda r: htmx_answers.append(r.text()) if r.request.headers.get("hx-request") else None)
+
+    form = _enter_maintenance_by_click(page, stack.name, "x")
+    form.get_by_label("Reason").fill(XSS)
+    form.get_by_role("button", name="Change to Maintenance").click()
+
+    row = page.locator(f"#deployment-{deployment_id}")
+    expect(row.locator(".mode")).to_have_text("🔧 Maintenance", timeout=15_000)
+    expect(row).to_contain_text(XSS)  # pushed over the websocket, shown as text
+    expect(live_page.locator(f"#history-rows-{deployment_id} tr").first).to_contain_text(XSS)
+    expect(live_page.locator(f"#mode-{deployment_id}")).to_contain_text(XSS)
+    page.reload()
+    expect(page.locator(f"#deployment-{deployment_id}")).to_contain_text(XSS)  # the full page
+    for p in (page, live_page):
+        assert p.locator("img[src='x']").count() == 0
+    assert not watcher.dialogs and not actor.dialogs, "a script from the reason ran"
+    assert all(XSS not in answer for answer in htmx_answers)
+
+
+def test_after_a_restart_the_page_reconnects_and_shows_the_current_state(shop, watched):
+    stack, server, deployment_id = shop
+    watcher = watched()
+    page = watcher.open(f"{server.url}/deployments/{deployment_id}")
+    expect(page.locator(f"#mode-{deployment_id}")).to_contain_text("3/3 running")
+    refetches: list[str] = []
+    page.on("request", lambda r: refetches.append(r.headers.get("hx-target", ""))
+            if r.headers.get("hx-request") else None)
+
+    server.kill()
+    expect(page.locator("#live-status")).to_contain_text("reconnecting", timeout=10_000)
+    # While rsgo is down, an operator stops a container by hand: nobody could push that.
+    stack.containers["worker"].stop(timeout=5)
+    server.start()
+
+    expect(page.locator("#live-status")).to_have_text("Live", timeout=15_000)
+    expect(page.locator(f"#mode-{deployment_id}")).to_contain_text("2/3 running", timeout=10_000)
+    expect(page.locator(f"#containers-{deployment_id}")).to_contain_text("exited")
+    wait_until(lambda: {f"mode-{deployment_id}", f"containers-{deployment_id}"} <= set(refetches), 5,
+               message="the live regions to be fetched again after the reconnect")
+
+
+@pytest.mark.parametrize("name, viewport", [("desktop", {"width": 1280, "height": 800}),
+                                            ("phone", {"width": 390, "height": 844})])
+def test_screenshots_for_the_readme(shop, watched, name, viewport):
+    stack, server, deployment_id = shop
+    assert _put(server, stack.name, "Maintenance", reason="Weekly backup").status_code == 200
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    for color_scheme in ("light",) if name == "phone" else ("light", "dark"):
+        shot = watched(viewport)
+        shot.page.emulate_media(color_scheme=color_scheme)
+        page = shot.open(server.url + "/")
+        expect(page.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance")
+        suffix = "" if color_scheme == "light" else "-dark"
+        page.screenshot(path=str(docs / f"dashboard-{name}{suffix}.png"), full_page=True)
+        page = shot.open(f"{server.url}/deployments/{deployment_id}")
+        expect(page.locator(f"#progress-{deployment_id}")).to_contain_text("2 of 2 stopped")
+        page.screenshot(path=str(docs / f"deployment-{name}{suffix}.png"), full_page=True)
+        assert not shot.errors, shot.errors
+    assert Path(docs / f"dashboard-{name}.png").stat().st_size > 10_000
