@@ -230,3 +230,47 @@ def make_server(tmp_path):
     yield make
     for server in servers:
         server.stop()
+
+
+class PostgresServer:
+    """A private PostgreSQL server in a temp dir on a free port (initdb refuses root: run as postgres)."""
+
+    def __init__(self, root: Path):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not bins:
+            pytest.fail("PostgreSQL is not installed: scripts/test installs the postgresql package", pytrace=False)
+        self.bin = bins[-1].parent
+        self.root = root
+        self.data = root / "pgdata"
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *args, check=True):
+        command = [str(self.bin / args[0]), *args[1:]]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        return subprocess.run(command, check=check, capture_output=True, text=True, timeout=120)
+
+    def start(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            subprocess.run(["chown", "-R", f"{self.user}:", str(self.root)], check=True)
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "rsgo", "--no-sync")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        return self
+
+    def create_database(self, name: str) -> str:
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "rsgo", name)
+        return f"postgresql://rsgo@127.0.0.1:{self.port}/{name}"
+
+    def stop(self):
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop", check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    server = PostgresServer(Path(f"/tmp/rsgo-pg-{RUN_ID}")).start()
+    yield server
+    server.stop()
+    subprocess.run(["rm", "-rf", str(server.root)], check=False)
