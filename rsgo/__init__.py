@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
 
     runtime = Runtime(settings, gateway=gateway)
     app.extensions["rsgo"] = runtime
+    runtime.reload_config()
     app.extensions["rsgo_settings"] = settings
 
     Htmx(app)
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     sock.init_app(app)
 
     hub = Hub()
-    live_push = LivePush(app, runtime.bus, hub, runtime.inventory)
+    live_push = LivePush(app, runtime.bus, hub, runtime)
     app.extensions["rsgo_live"] = live_push
     runtime.on_stop(live_push.close)
 
@@ -76,4 +77,19 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
 
     if background:
         runtime.start()
+        _reload_on_sighup(runtime)
     return app
+
+
+def _reload_on_sighup(runtime) -> None:
+    """``kill -HUP`` re-reads the config file in place (``rsgo serve`` forwards it to the worker)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be handled in the main thread (tests build apps elsewhere)
+
+    def reload(_signum, _frame):
+        threading.Thread(target=runtime.reload_config, name="rsgo-reload", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, reload)

@@ -16,9 +16,18 @@ def _configure_logging(level: str) -> None:
 
 def serve(settings) -> int:
     """gunicorn, one worker (one in-process scheduler and websocket hub), many threads."""
+    import signal
+
     from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
 
     from rsgo import create_app
+
+    class ForwardingArbiter(Arbiter):
+        def handle_hup(self):
+            # gunicorn would restart the worker, losing running transitions; rsgo reloads its config in place.
+            self.log.info("SIGHUP: asking the worker to reload the stack config")
+            self.kill_workers(signal.SIGHUP)
 
     class Server(BaseApplication):
         def load_config(self):
@@ -36,14 +45,30 @@ def serve(settings) -> int:
         def load(self):
             return create_app(settings)
 
+        def run(self):
+            ForwardingArbiter(self).run()
+
     logging.getLogger(__name__).info("rsgo serving on http://%s:%s/", settings.host, settings.port)
     Server().run()
     return 0
 
 
 def check_config(settings) -> int:
+    """Validate the settings (already parsed) and the stack config file; 1 if anything is wrong."""
+    from rsgo.stack_config import load_config
+
     print(f"settings ok: data dir {settings.data_dir}, environment {settings.environment}, "
           f"database {'PostgreSQL' if settings.database_url else 'SQLite'}")
+    config = load_config(settings.config_path, required=bool(settings.config))
+    for problem in config.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if config.problems:
+        print(f"{settings.config_path}: {len(config.problems)} problem(s)", file=sys.stderr)
+        return 1
+    observers = [s.observer for s in config.stacks.values() if s.observer]
+    print(f"config ok: {config.path}: {len(config.stacks)} stack(s), {len(observers)} observer(s)")
+    for observer in observers:
+        print(f"  {observer.stack}: {observer.type} every {observer.interval:g}s, {observer.target()}")
     return 0
 
 

@@ -25,15 +25,15 @@ from rsgo.representations import audit_json
 log = logging.getLogger(__name__)
 
 _DEPLOYMENT_EVENTS = ("transition.started", "transition.progress", "transition.finished", "mode.changed",
-                      "deployment.enforced")
+                      "deployment.enforced", "observer.checked", "observer.failing", "observer.recovered")
 
 
 class LivePush:
-    def __init__(self, app, bus: EventBus, hub: Hub, inventory):
+    def __init__(self, app, bus: EventBus, hub: Hub, runtime):
         self._app = app
         self.hub = hub
         self._hub = hub
-        self._inventory = inventory
+        self._runtime = runtime
         self._events: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._unsubscribe = bus.subscribe(lambda kind, payload: self._events.put((kind, payload)))
@@ -90,19 +90,20 @@ class LivePush:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
-        item = presenters.dashboard_item_for(deployment, self._inventory)
+        item = presenters.dashboard_item_for(deployment, self._runtime)
         self._hub.publish("dashboard", render_template("dashboard/_deployment.html", d=item, oob="true"))
-        d = presenters.detail(deployment, self._inventory)
+        d = presenters.detail(deployment, self._runtime)
         t = presenters.latest_transition(deployment_id)
         self._hub.publish(f"deployment:{deployment_id}", "".join(
             render_template(template, d=d, t=t, oob="true")
-            for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html")))
+            for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html",
+                             "deployments/_observer.html")))
 
     def _push_new_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
-        item = presenters.dashboard_item_for(deployment, self._inventory)
+        item = presenters.dashboard_item_for(deployment, self._runtime)
         # The slot's rows (not the tbody around them) are appended to the table.
         self._hub.publish("dashboard", render_template("dashboard/_slot.html", d=item,
                                                        oob="beforeend:#deployment-list"))

@@ -14,6 +14,13 @@ def _initial_schema(database) -> None:
     database.create_tables(models.ALL_MODELS, safe=True)
 
 
+def _observer_status(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.ObserverStatus], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
+    (2, "observer status", _observer_status),
 ]

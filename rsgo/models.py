@@ -101,4 +101,24 @@ class AuditEntry(BaseModel):
         table_name = "audit_entries"
 
 
-ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry]
+class ObserverStatus(BaseModel):
+    """An observer's last result, kept in the database so a restart or a config reload loses nothing:
+    the failure count, the confirmation streak and a suppression after a forced exit all survive."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="observer_status", unique=True, on_delete="CASCADE")
+    fingerprint = peewee.CharField(default="")  # of the config it ran with; a changed config starts afresh
+    last_value = peewee.TextField(null=True)
+    last_decision = peewee.CharField(null=True)  # maintenance, normal
+    last_error = peewee.TextField(null=True)
+    last_check_at = peewee.DateTimeField(null=True)
+    failures = peewee.IntegerField(default=0)  # consecutive
+    failing = peewee.BooleanField(default=False)  # reached failureThreshold; "recovered" is announced once
+    suppressed = peewee.BooleanField(default=False)  # forced out of its Maintenance; until it reads normal
+    streak_decision = peewee.CharField(null=True)
+    streak_count = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "observer_status"
+
+
+ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus]

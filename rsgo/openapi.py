@@ -93,7 +93,7 @@ _SCHEMAS = {
             "containerCounts": _COUNTS,
             "stoppedSet": {"type": "array", "items": {"type": "string"}},
             "allowedModes": {"type": "array", "items": _ref("Mode")},
-            "observer": {"type": ["object", "null"]},
+            "observer": {"oneOf": [_ref("ObserverStatus"), {"type": "null"}]},
             "windows": {"type": "array"},
         },
     },
@@ -155,6 +155,21 @@ _SCHEMAS = {
             "transitionId": {"type": ["integer", "null"]},
         },
     },
+    "ObserverStatus": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["sqlExtendedProperty", "sqlQuery", "http", "file", "?"]},
+            "name": {"type": "string"}, "target": {"type": "string", "description": "secrets masked"},
+            "state": {"type": "string", "enum": ["ok", "error", "suppressed", "disabled", "pending"]},
+            "error": _TEXT_OR_NULL, "lastValue": _TEXT_OR_NULL,
+            "lastDecision": {"type": ["string", "null"], "enum": ["maintenance", "normal", None]},
+            "lastCheckAt": _TIME, "nextCheckAt": _TIME, "failures": {"type": "integer"},
+            "failureThreshold": {"type": "integer"}, "failing": {"type": "boolean"},
+            "suppressed": {"type": "boolean"}, "maintenanceValue": {"type": "string"},
+            "normalValue": _TEXT_OR_NULL, "pollingIntervalSeconds": {"type": "number"},
+            "confirmations": {"type": "integer"},
+        },
+    },
     "HistoryPage": {
         "type": "object",
         "properties": {"items": {"type": "array", "items": _ref("AuditEntry")},
@@ -204,6 +219,19 @@ def openapi_document() -> dict:
                                         "the body carries the transition with per-container results"),
                         "503": _problem("docker_unreachable: nothing was done, the mode is unchanged"),
                     }}},
+            "/api/deployments/{id}/observer": {"get": {
+                "summary": "The deployment's observer: type, masked target, last value and decision, state",
+                "operationId": "getObserver", "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                "responses": {"200": _json("observer status", _ref("ObserverStatus")),
+                              "404": _problem("no such deployment, or it has no observer")}}},
+            "/api/deployments/{id}/observer/check": {"post": {
+                "summary": "Check the observer now and act on the result", "operationId": "checkObserver",
+                "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                "responses": {"200": _json("observer status after the check", _ref("ObserverStatus")),
+                              "404": _problem("no such deployment, or it has no observer")}}},
+            "/api/config/reload": {"post": {
+                "summary": "Read the stack config file again (like SIGHUP)", "operationId": "reloadConfig",
+                "responses": {"200": _json("what was loaded and every problem found", {"type": "object"})}}},
             "/api/deployments/{id}/history": {"get": {
                 "summary": "The deployment's audit entries, newest first", "operationId": "getDeploymentHistory",
                 "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT, *_PAGING],

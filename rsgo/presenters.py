@@ -40,9 +40,13 @@ def latest_transition(deployment_id: int) -> dict | None:
     return body
 
 
-def dashboard_item(deployment: Deployment, inventory: Inventory, stopped_set: set[str],
-                   running: Transition | None) -> dict:
-    item = deployment_summary(deployment, inventory, stopped_set, running)
+def dashboard_item(deployment: Deployment, runtime, stopped_set: set[str], running: Transition | None) -> dict:
+    item = deployment_summary(deployment, runtime.inventory, stopped_set, running)
+    item["observer"] = observer = runtime.observers.status(deployment.id)
+    if observer and (observer["failing"] or observer["state"] == "disabled"):
+        item["needsAttention"] = True
+        item["problems"].append(f"observer {observer['name']} is "
+                                + ("failing" if observer["failing"] else "disabled") + f": {observer['error']}")
     item["allowedModes"] = [m.value for m in allowed_targets(Mode(deployment.mode))]
     item["progressText"] = None
     if running is not None:
@@ -51,20 +55,20 @@ def dashboard_item(deployment: Deployment, inventory: Inventory, stopped_set: se
     return item
 
 
-def dashboard_items(inventory: Inventory) -> list[dict]:
+def dashboard_items(runtime) -> list[dict]:
     stopped_sets = deployment_queries.stopped_sets_by_deployment()
     running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
-    return [dashboard_item(d, inventory, stopped_sets.get(d.id, set()), running.get(d.id))
+    return [dashboard_item(d, runtime, stopped_sets.get(d.id, set()), running.get(d.id))
             for d in Deployment.select().order_by(Deployment.name, Deployment.environment)]
 
 
-def dashboard_item_for(deployment: Deployment, inventory: Inventory) -> dict:
-    return dashboard_item(deployment, inventory, deployment_queries.stopped_set_names(deployment.id),
+def dashboard_item_for(deployment: Deployment, runtime) -> dict:
+    return dashboard_item(deployment, runtime, deployment_queries.stopped_set_names(deployment.id),
                           deployment_queries.running_transition(deployment.id))
 
 
-def detail(deployment: Deployment, inventory: Inventory) -> dict:
-    return deployment_detail(deployment, inventory)
+def detail(deployment: Deployment, runtime) -> dict:
+    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id))
 
 
 def preview(deployment: Deployment, target: Mode, inventory: Inventory) -> dict:

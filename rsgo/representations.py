@@ -45,7 +45,7 @@ def deployment_summary(deployment: Deployment, inventory: Inventory, stopped_set
     }
 
 
-def deployment_detail(deployment: Deployment, inventory: Inventory) -> dict:
+def deployment_detail(deployment: Deployment, inventory: Inventory, observer_status: dict | None = None) -> dict:
     stopped_set = deployment_queries.stopped_set_names(deployment.id)
     body = deployment_summary(deployment, inventory, stopped_set, deployment_queries.running_transition(deployment.id))
     containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
@@ -64,7 +64,7 @@ def deployment_detail(deployment: Deployment, inventory: Inventory) -> dict:
     ]
     body["stoppedSet"] = sorted(stopped_set)
     body["allowedModes"] = [m.value for m in allowed_targets(Mode(deployment.mode))]
-    body["observer"] = None
+    body["observer"] = observer_status
     body["windows"] = []
     return body
 

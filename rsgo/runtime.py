@@ -9,6 +9,9 @@ from rsgo.docker_ops import ContainerNotFound, DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
 from rsgo.inventory import DiscoveryService, Inventory
+from rsgo.observer_service import ObserverService
+from rsgo.schedule import Scheduler
+from rsgo.stack_config import Config, load_config
 from rsgo.transitions import TransitionService
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,10 @@ class Runtime:
         self.inventory = Inventory(settings.environment, self.bus)
         self.discovery = DiscoveryService(self.gateway, self.inventory, settings.resync_interval)
         self.transitions = TransitionService(self.gateway, self.bus, settings)
+        self.scheduler = Scheduler(settings.observer_threads)
+        self.observers = ObserverService(self.transitions, self.bus, settings.environment, self.scheduler)
+        self.config: Config | None = None
+        self._reload_lock = threading.Lock()
         self.enforcer: Enforcer | None = None
         # A transition's results land in the view at once, so its own answer shows the new states.
         self.bus.subscribe(self._refresh_acted_container)
@@ -40,11 +47,24 @@ class Runtime:
         except DockerError:
             pass  # the events stream or the next resync will bring it
 
+    def reload_config(self) -> Config:
+        """Read the stack config file again and apply it; observers keep their status if unchanged."""
+        with self._reload_lock:
+            config = load_config(self.settings.config_path, required=bool(self.settings.config))
+            for problem in config.problems:
+                log.warning("config: %s", problem)
+            self.observers.apply(config)
+            self.config = config
+            log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
+                     sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
+            return config
+
     def start(self) -> None:
-        """Start discovery, enforcement and the resumption of interrupted transitions. Once."""
+        """Start discovery, enforcement, observers and the resumption of interrupted transitions. Once."""
         if self.started:
             return
         self.started = True
+        self.scheduler.start()
         if self.settings.enforce_modes:
             self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
                                      self.settings.default_stop_timeout)
@@ -62,6 +82,7 @@ class Runtime:
 
     def stop(self, timeout: float = 30) -> None:
         self._stopping.set()
+        self.scheduler.shutdown()
         for hook in self._stop_hooks:
             hook()
         self.transitions.wait_idle(timeout)

@@ -93,6 +93,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_DATA_DIR", "./data", "Directory for the SQLite database and the generated secret key."),
+    Setting("RSGO_CONFIG", "", "Stack config file (observers). Empty: `<data dir>/rsgo.yml`, if it exists."),
     Setting("RSGO_HOST", "127.0.0.1", "Address `rsgo serve` binds to. Loopback until user accounts exist."),
     Setting("RSGO_PORT", "8080", "TCP port `rsgo serve` listens on.", _port),
     Setting("RSGO_THREADS", "32", "Worker threads of `rsgo serve` (each open websocket holds one).", _positive_int),
@@ -102,6 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_ACTION_CONCURRENCY", "16", "How many containers of one dependency level are stopped or started at once.", _positive_int),
     Setting("RSGO_DEFAULT_STOP_TIMEOUT", "10s", "Grace period for containers with neither `rsgo.stop_timeout` nor their own stop timeout.", _positive_duration),
     Setting("RSGO_DEFAULT_START_TIMEOUT", "60s", "How long a started dependency may take to run (and be healthy) when `rsgo.start_timeout` is not set.", _positive_duration),
+    Setting("RSGO_OBSERVER_THREADS", "32", "Threads for observer checks; a hung source holds one until its timeout.", _positive_int),
     Setting("RSGO_SECRET_KEY", "", "Key that signs browser sessions. Empty: generated once and kept in the data dir (mode 0600).", secret=True),
     Setting("RSGO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
     Setting("DATABASE_URL", "", "Empty: SQLite in the data dir. `postgresql://user:pass@host:5432/db` for PostgreSQL.", secret=True),
@@ -125,6 +127,10 @@ class Settings:
         if unknown:
             raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
         return Settings({**self._values, **changes})
+
+    @property
+    def config_path(self) -> str:
+        return self.config or os.path.join(self.data_dir, "rsgo.yml")
 
     @property
     def database_path(self) -> str:

@@ -77,6 +77,8 @@ class TransitionService:
         # Observers (their own issue) replace this: does the owning observer still read "maintenance"?
         # Until one can answer, an observer's Maintenance is treated as still held.
         self.observer_holds_maintenance = lambda deployment: True
+        # ...and is told when a forced request overrides it, so it stays quiet until it reads normal.
+        self.observer_overridden = lambda deployment: None
 
     # -- locking ---------------------------------------------------------------------------
 
@@ -125,7 +127,8 @@ class TransitionService:
                              source=source, actor=actor, reason=reason, requested_mode=target.value,
                              observed_value=observed_value, requested_at=requested_at, bus=self._bus)
                 return ModeChange(deployment, current, current, "noop")
-            self._check_allowed(deployment, current, target, force, source, actor, reason, observed_value, requested_at)
+            overrides_observer = self._check_allowed(deployment, current, target, force, source, actor, reason,
+                                                     observed_value, requested_at)
             containers: list[ContainerInfo] = []
             if needs_docker(target):
                 try:
@@ -142,6 +145,8 @@ class TransitionService:
                              DependencyCycleRefused(f"nothing was touched: {cycle}", cycle=cycle.cycle))
             transition = self._persist(deployment, current, target, planned, source, actor, reason, force,
                                        observed_value, requested_at)
+            if overrides_observer:
+                self.observer_overridden(deployment)
             self._bus.publish("transition.started", deployment_id=deployment.id, transition_id=transition.id)
             if wait:
                 self._execute(transition, containers, planned)
@@ -167,7 +172,9 @@ class TransitionService:
                 return running
             time.sleep(0.02)
 
-    def _check_allowed(self, deployment, current, target, force, source, actor, reason, observed_value, requested_at):
+    def _check_allowed(self, deployment, current, target, force, source, actor, reason, observed_value,
+                       requested_at) -> bool:
+        """Refuses what the table or ownership forbids; True if a forced request overrides an observer."""
         if not is_allowed(current, target):
             allowed = [m.value for m in allowed_targets(current)]
             self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
@@ -176,12 +183,14 @@ class TransitionService:
                              f"allowed: {', '.join(allowed)}",
                              currentMode=current.value, allowedModes=allowed))
         owned_by_observer = current is Mode.MAINTENANCE and deployment.trigger_source == "observer"
-        if owned_by_observer and source != "observer" and not force and self.observer_holds_maintenance(deployment):
+        held = owned_by_observer and source != "observer" and self.observer_holds_maintenance(deployment)
+        if held and not force:
             self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
                          ObserverOwnsMaintenance(
                              f"{deployment.name} is in Maintenance because observer {deployment.trigger_actor} "
                              "still reads maintenance; send \"force\": true to override",
                              observer=deployment.trigger_actor))
+        return held
 
     def _refuse(self, deployment, target, source, actor, reason, observed_value, requested_at, refusal):
         audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="rejected",

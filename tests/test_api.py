@@ -326,32 +326,7 @@ def test_it_answers_409_ambiguous_deployment_and_environment_disambiguates(clien
     assert Deployment.get_by_id(other.id).mode == "Normal"
 
 
-def test_it_answers_409_observer_owns_maintenance_unless_forced(client, one_running):
-    assert put_mode(client, one_running.name, "Maintenance").status_code == 200
-    # An observer took ownership of the Maintenance (observers are their own issue; the row is the seam).
-    (Deployment.update(mode="Maintenance", trigger_source="observer", trigger_actor="file-observer",
-                       trigger_reason="file says maintenance")
-     .where(Deployment.name == one_running.name).execute())
-
-    response = put_mode(client, one_running.name, "Normal", reason="I want it back")
-
-    body = assert_problem(response, 409, "observer_owns_maintenance")
-    assert body["observer"] == "file-observer"
-    assert "force" in body["detail"]
-    assert not one_running.is_running("api")
-    assert current_mode(client, one_running.name) == "Maintenance"
-    assert history(client, one_running.name)[0]["error"].startswith("observer_owns_maintenance")
-
-    response = put_mode(client, one_running.name, "Normal", reason="override", force=True)
-
-    assert response.status_code == 200, response.json
-    assert response.json["newMode"] == "Normal"
-    assert one_running.is_running("api")
-    mode = client.get(mode_url(one_running.name)).json
-    assert mode["operationMode"] == "Normal"
-    assert (mode["trigger"]["source"], mode["trigger"]["actor"], mode["trigger"]["reason"]) == (
-        "api", "anonymous", "override")
-    assert client.get(f"/api/transitions/{response.json['transition']['id']}").json["force"] is True
+# observer_owns_maintenance (409 unless forced) is tested with a real file observer in test_observers.py.
 
 
 # --- accepted input ---------------------------------------------------------------------------

@@ -43,9 +43,42 @@ def list_deployments():
     return jsonify(items=items)
 
 
+def _detail(deployment: Deployment) -> dict:
+    runtime = _runtime()
+    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id))
+
+
 @blueprint.get("/deployments/<ref>")
 def show_deployment(ref: str):
-    return jsonify(deployment_detail(_load_deployment(ref), _runtime().inventory))
+    return jsonify(_detail(_load_deployment(ref)))
+
+
+@blueprint.get("/deployments/<ref>/observer")
+def show_observer(ref: str):
+    deployment = _load_deployment(ref)
+    status = _runtime().observers.status(deployment.id)
+    if status is None:
+        raise Problem(404, "not_found", f"{deployment.name} has no observer (configure one in the stack config file)")
+    return jsonify(status)
+
+
+@blueprint.post("/deployments/<ref>/observer/check")
+def check_observer(ref: str):
+    """Check now, at once, and act on the result like a scheduled check would."""
+    deployment = _load_deployment(ref)
+    status = _runtime().observers.check(deployment.id)
+    if status is None:
+        raise Problem(404, "not_found", f"{deployment.name} has no observer (configure one in the stack config file)")
+    return jsonify(status)
+
+
+@blueprint.post("/config/reload")
+def reload_config():
+    """Read the stack config file again (like SIGHUP); observers whose config is unchanged keep their status."""
+    config = _runtime().reload_config()
+    return jsonify(path=config.path, stacks=sorted(config.stacks),
+                   observers=sum(1 for stack in config.stacks.values() if stack.observer),
+                   problems=[{"path": p.path, "message": p.message} for p in config.problems])
 
 
 @blueprint.get("/deployments/<ref>/operation-mode")
@@ -72,7 +105,7 @@ def change_operation_mode(ref: str):
         "success": change.outcome in ("noop", "succeeded", "running"),
         "message": _message(change),
         "deploymentId": change.deployment.id,
-        "deployment": deployment_detail(change.deployment, runtime.inventory),
+        "deployment": _detail(change.deployment),
         "previousMode": change.previous_mode.value,
         "newMode": change.new_mode.value,
         "triggerSource": "api",

@@ -21,8 +21,12 @@ ANONYMOUS = "anonymous"
 HISTORY_PAGE_SIZE = 25
 
 
+def _runtime():
+    return current_app.extensions["rsgo"]
+
+
 def _inventory():
-    return current_app.extensions["rsgo"].inventory
+    return _runtime().inventory
 
 
 def _asked_region() -> str | None:
@@ -32,7 +36,7 @@ def _asked_region() -> str | None:
 
 @blueprint.get("/")
 def dashboard():
-    deployments = presenters.dashboard_items(_inventory())
+    deployments = presenters.dashboard_items(_runtime())
     if _asked_region() == "deployment-list":
         return render_template("dashboard/_list.html", deployments=deployments)
     return render_template("dashboard/index.html", deployments=deployments, live_topics="dashboard")
@@ -41,9 +45,10 @@ def dashboard():
 @blueprint.get("/deployments/<ref>")
 def deployment_page(ref: str):
     deployment = find_deployment(ref, request.args.get("environment") or None)
-    d = presenters.detail(deployment, _inventory())
+    d = presenters.detail(deployment, _runtime())
     regions = {f"mode-{d['id']}": "deployments/_mode.html", f"progress-{d['id']}": "deployments/_progress.html",
-               f"containers-{d['id']}": "deployments/_containers.html"}
+               f"containers-{d['id']}": "deployments/_containers.html",
+               f"observer-{d['id']}": "deployments/_observer.html"}
     context = {"d": d, "t": presenters.latest_transition(deployment.id)}
     if _asked_region() in regions:
         return render_template(regions[_asked_region()], **context)
@@ -100,7 +105,7 @@ def mode_change_form(ref: str):
     if not request.args.get("to"):
         return ""
     target = parse_mode(request.args["to"])
-    d = presenters.detail(deployment, _inventory())
+    d = presenters.detail(deployment, _runtime())
     return render_template("deployments/_mode_change_form.html", d=d, target=target.value,
                            preview=presenters.preview(deployment, target, _inventory()))
 
@@ -121,3 +126,11 @@ def change_mode(ref: str):
     else:
         message = f"Changing {deployment.name} to {change.new_mode.value}…"
     return render_template("deployments/_change_started.html", message=message)
+
+
+@blueprint.post("/deployments/<ref>/observer/check")
+def check_observer(ref: str):
+    deployment = find_deployment(ref)
+    if _runtime().observers.check(deployment.id) is None:
+        raise Problem(404, "not_found", f"{deployment.name} has no observer")
+    return render_template("deployments/_observer.html", d=presenters.detail(deployment, _runtime()))

@@ -1,0 +1,220 @@
+"""Running observers: check a source, decide, act with ownership (§3, §6), keep status.
+
+Each deployment's observer is one scheduler job. A check's result lands in
+``ObserverStatus`` (the database), so a restart or a config reload keeps the failure
+count, the confirmation streak and a suppression. Acting goes through the transition
+service like every other caller, with trigger ``observer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rsgo import deployments
+from rsgo.db import database, utcnow
+from rsgo.events import EventBus
+from rsgo.models import Deployment, ObserverStatus
+from rsgo.modes import Mode
+from rsgo.observer_decisions import MAINTENANCE, NORMAL, UnexpectedValue, decide
+from rsgo.observers import ObserverError
+from rsgo.representations import timestamp
+from rsgo.stack_config import Config, ObserverConfig
+from rsgo.transitions import ModeChangeRefused, TransitionService
+
+log = logging.getLogger(__name__)
+
+
+def _job_id(deployment_id: int) -> str:
+    return f"observer-{deployment_id}"
+
+
+class ObserverService:
+    def __init__(self, transitions: TransitionService, bus: EventBus, environment: str, scheduler=None):
+        self._transitions = transitions
+        self._bus = bus
+        self._environment = environment
+        self._scheduler = scheduler
+        self._configs: dict[int, ObserverConfig] = {}  # deployment id → its observer
+        self._check_locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+        transitions.observer_holds_maintenance = self.holds_maintenance
+        transitions.observer_overridden = self.suppress
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def apply(self, config: Config) -> None:
+        """Take the observers of a (re)loaded config; unchanged ones keep their status."""
+        wanted: dict[int, ObserverConfig] = {}
+        declared = {name for name in config.stacks}
+        deployments.ensure_deployments(self._environment, declared)
+        for stack in config.stacks.values():
+            if stack.observer is None:
+                continue
+            deployment = Deployment.get((Deployment.environment == self._environment)
+                                        & (Deployment.name == stack.name))
+            wanted[deployment.id] = stack.observer
+        with self._guard:
+            removed = set(self._configs) - set(wanted)
+            self._configs = wanted
+        for deployment_id in removed:
+            ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
+            if self._scheduler is not None:
+                self._scheduler.remove(_job_id(deployment_id))
+        for deployment_id, observer in wanted.items():
+            status = self._status_row(deployment_id)
+            if status.fingerprint != observer.fingerprint:
+                # A changed observer is a different observer: its old readings say nothing now.
+                ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
+                ObserverStatus.create(deployment=deployment_id, fingerprint=observer.fingerprint)
+            if self._scheduler is not None:
+                if observer.disabled:
+                    self._scheduler.remove(_job_id(deployment_id))
+                else:
+                    self._scheduler.every(_job_id(deployment_id), observer.interval, self.run_scheduled_check,
+                                          deployment_id)
+            self._bus.publish("observer.checked", deployment_id=deployment_id)
+
+    def observer_for(self, deployment_id: int) -> ObserverConfig | None:
+        with self._guard:
+            return self._configs.get(deployment_id)
+
+    def _status_row(self, deployment_id: int) -> ObserverStatus:
+        status = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment_id)
+        if status is None:
+            status = ObserverStatus.create(deployment=deployment_id, fingerprint="")
+        return status
+
+    # -- ownership hooks for the transition service -----------------------------------------
+
+    def holds_maintenance(self, deployment: Deployment) -> bool:
+        """Does the observer that put this deployment into Maintenance still read "maintenance"?"""
+        if self.observer_for(deployment.id) is None:
+            return False  # removed from the config: nobody holds it any more
+        status = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment.id)
+        return status is None or status.last_decision != NORMAL
+
+    def suppress(self, deployment: Deployment) -> None:
+        """A person forced the deployment out of the observer's Maintenance: the observer
+        must not put it straight back, until its source has read normal once."""
+        (ObserverStatus.update(suppressed=True).where(ObserverStatus.deployment == deployment.id).execute())
+        self._bus.publish("observer.checked", deployment_id=deployment.id)
+
+    # -- checking --------------------------------------------------------------------------
+
+    def run_scheduled_check(self, deployment_id: int) -> None:
+        try:
+            self.check(deployment_id)
+        except Exception:
+            log.exception("observer check of deployment %s failed unexpectedly", deployment_id)
+        finally:
+            if not database.is_closed():
+                database.close()
+
+    def check(self, deployment_id: int) -> dict | None:
+        """Read the source once, decide, act; returns the new status (None: no observer)."""
+        observer = self.observer_for(deployment_id)
+        if observer is None:
+            return None
+        if observer.disabled:
+            return self.status(deployment_id)
+        with self._check_lock(deployment_id):
+            before = self._status_row(deployment_id)
+            value, decision, error = None, None, None
+            try:
+                value = observer.observer.check().value
+                decision = decide(value, observer.maintenance_value, observer.normal_value)
+            except (ObserverError, UnexpectedValue) as failure:
+                error = str(failure)
+            self._record(observer, before, value, decision, error)
+            if decision is not None:
+                self._act(deployment_id, observer, value, decision)
+            status = self._status_row(deployment_id)
+            if (before.last_value, before.last_decision, before.last_error, before.failures, before.suppressed,
+                    before.last_check_at is None) != (status.last_value, status.last_decision, status.last_error,
+                                                      status.failures, status.suppressed, False):
+                self._bus.publish("observer.checked", deployment_id=deployment_id)
+        return self.status(deployment_id)
+
+    def _check_lock(self, deployment_id: int) -> threading.Lock:
+        with self._guard:
+            return self._check_locks.setdefault(deployment_id, threading.Lock())
+
+    def _record(self, observer: ObserverConfig, status: ObserverStatus, value, decision, error) -> None:
+        now = utcnow()
+        if error is not None:
+            failures = status.failures + 1
+            failing = failures >= observer.failure_threshold
+            ObserverStatus.update(last_error=error, last_check_at=now, failures=failures, failing=failing).where(
+                ObserverStatus.id == status.id).execute()
+            log.warning("observer %s of %s failed (%d in a row): %s", observer.name, observer.stack, failures, error)
+            if failing and not status.failing:
+                self._bus.publish("observer.failing", deployment_id=status.deployment_id, observer=observer.name,
+                                  failures=failures, error=error)
+            return
+        streak = status.streak_count + 1 if status.streak_decision == decision else 1
+        ObserverStatus.update(
+            last_value=value, last_decision=decision, last_error=None, last_check_at=now, failures=0, failing=False,
+            streak_decision=decision, streak_count=streak,
+            # Reading normal once ends a suppression: the next "maintenance" is a new one.
+            suppressed=status.suppressed and decision != NORMAL,
+        ).where(ObserverStatus.id == status.id).execute()
+        if status.failing:
+            self._bus.publish("observer.recovered", deployment_id=status.deployment_id, observer=observer.name)
+
+    def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str) -> None:
+        status = self._status_row(deployment_id)
+        if status.streak_count < observer.confirmations or status.suppressed:
+            return
+        deployment = Deployment.get_by_id(deployment_id)
+        mode = Mode(deployment.mode)
+        if decision == MAINTENANCE and mode is Mode.NORMAL:
+            target, reason = Mode.MAINTENANCE, f"{observer.name} read {value!r}: maintenance"
+        elif decision == NORMAL and mode is Mode.MAINTENANCE and deployment.trigger_source == "observer":
+            # Level-triggered, but only ever ending the observer's own Maintenance.
+            target, reason = Mode.NORMAL, f"{observer.name} read {value!r}: normal"
+        else:
+            return  # in any other mode the observer only reports
+        try:
+            self._transitions.change_mode(deployment_id, target.value, source="observer", actor=observer.name,
+                                          reason=reason, observed_value=value)
+        except ModeChangeRefused as refusal:
+            log.info("observer %s of %s could not act: %s", observer.name, observer.stack, refusal)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, deployment_id: int) -> dict | None:
+        observer = self.observer_for(deployment_id)
+        if observer is None:
+            return None
+        row = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment_id)
+        next_run = self._scheduler.next_run(_job_id(deployment_id)) if self._scheduler is not None else None
+        if observer.disabled:
+            state = "disabled"
+        elif row is None or row.last_check_at is None:
+            state = "pending"
+        elif row.suppressed:
+            state = "suppressed"
+        elif row.failures:
+            state = "error"
+        else:
+            state = "ok"
+        return {
+            "type": observer.type,
+            "name": observer.name,
+            "target": observer.target(),
+            "state": state,
+            "error": observer.error if observer.disabled else (row.last_error if row else None),
+            "lastValue": row.last_value if row else None,
+            "lastDecision": row.last_decision if row else None,
+            "lastCheckAt": timestamp(row.last_check_at) if row else None,
+            "nextCheckAt": timestamp(next_run) if next_run else None,
+            "failures": row.failures if row else 0,
+            "failureThreshold": observer.failure_threshold,
+            "failing": bool(row and row.failing),
+            "suppressed": bool(row and row.suppressed),
+            "maintenanceValue": observer.maintenance_value,
+            "normalValue": observer.normal_value,
+            "pollingIntervalSeconds": observer.interval,
+            "confirmations": observer.confirmations,
+        }

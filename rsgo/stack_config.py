@@ -1,0 +1,261 @@
+"""The stack config file (§8): which stacks exist and how each one's observer reads its source.
+
+Validation is strict and every problem names the file, the key path and what is wrong.
+A problem inside one observer disables only that observer (it stays visible, with its
+error); rsgo keeps serving whatever else is valid. ``rsgo check-config`` prints every
+problem and fails if there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from rsgo.observers import REGISTRY, Field, Observer, ObserverError
+from rsgo.settings import parse_duration
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+COMMON_FIELDS: dict[str, Field] = {
+    "type": Field("string", required=True),
+    "name": Field("string"),
+    "maintenanceValue": Field("scalar", required=True),
+    "normalValue": Field("scalar"),
+    "pollingInterval": Field("duration", default=30.0, minimum=1.0),
+    "confirmations": Field("int", default=1, minimum=1),
+    "failureThreshold": Field("int", default=3, minimum=1),
+}
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
+
+
+@dataclass
+class ObserverConfig:
+    stack: str
+    type: str
+    name: str
+    maintenance_value: str
+    normal_value: str | None
+    interval: float
+    confirmations: int
+    failure_threshold: int
+    fingerprint: str
+    observer: Observer | None = None
+    error: str | None = None  # set: the observer is disabled and shows this
+
+    @property
+    def disabled(self) -> bool:
+        return self.observer is None
+
+    def target(self) -> str:
+        return self.observer.target() if self.observer else ""
+
+
+@dataclass
+class StackConfig:
+    name: str
+    observer: ObserverConfig | None = None
+
+
+@dataclass
+class Config:
+    path: str
+    stacks: dict[str, StackConfig] = field(default_factory=dict)
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+
+class _Invalid(ValueError):
+    """A value that does not fit its field; the message is the problem without the key path."""
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None, required: bool = False) -> Config:
+    environ = os.environ if environ is None else environ
+    config = Config(path=path)
+    try:
+        with open(path, encoding="utf-8") as config_file:
+            document = yaml.safe_load(config_file)
+    except FileNotFoundError:
+        if required:
+            config.problems.append(ConfigProblem(path, "", "file not found"))
+        return config
+    except OSError as error:
+        config.problems.append(ConfigProblem(path, "", f"cannot read: {error.strerror}"))
+        return config
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        config.problems.append(ConfigProblem(path, "", f"not valid YAML{where}: {getattr(error, 'problem', error)}"))
+        return config
+    if document is None:
+        return config
+    if not isinstance(document, dict):
+        config.problems.append(ConfigProblem(path, "", "the top level must be a mapping with a 'stacks' key"))
+        return config
+    for key in document:
+        if key != "stacks":
+            config.problems.append(ConfigProblem(path, str(key), _unknown_key_message(key, ["stacks"])))
+    stacks = document.get("stacks") or {}
+    if not isinstance(stacks, dict):
+        config.problems.append(ConfigProblem(path, "stacks", "must be a mapping of stack name to settings"))
+        return config
+    for stack_name, stack_document in stacks.items():
+        _load_stack(config, str(stack_name), stack_document, environ)
+    return config
+
+
+def _unknown_key_message(key, allowed) -> str:
+    later = {"windows": "scheduled windows", "webhooks": "webhooks"}
+    if key in later:
+        return f"unknown key: {later[key]} are not supported by this version of rsgo"
+    return f"unknown key (allowed: {', '.join(allowed)})"
+
+
+def _load_stack(config: Config, stack_name: str, document, environ) -> None:
+    base = f"stacks.{stack_name}"
+    stack = config.stacks.setdefault(stack_name, StackConfig(stack_name))
+    if document is None:
+        return
+    if not isinstance(document, dict):
+        config.problems.append(ConfigProblem(config.path, base, "must be a mapping"))
+        return
+    for key in document:
+        if key != "maintenanceObserver":
+            config.problems.append(ConfigProblem(config.path, f"{base}.{key}",
+                                                 _unknown_key_message(key, ["maintenanceObserver"])))
+    if "maintenanceObserver" in document:
+        stack.observer = _load_observer(config, stack_name, document["maintenanceObserver"], environ)
+
+
+def _load_observer(config: Config, stack_name: str, document, environ) -> ObserverConfig:
+    base = f"stacks.{stack_name}.maintenanceObserver"
+    problems: list[ConfigProblem] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(ConfigProblem(config.path, f"{base}.{key}" if key else base, message))
+
+    fingerprint = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if not isinstance(document, dict):
+        problem("", "must be a mapping with at least 'type' and 'maintenanceValue'")
+        document = {}
+    type_name = document.get("type")
+    observer_class = REGISTRY.get(type_name) if isinstance(type_name, str) else None
+    if "type" in document and observer_class is None:
+        problem("type", f"unknown observer type {type_name!r} (known: {', '.join(REGISTRY)})")
+    fields = {**COMMON_FIELDS, **(observer_class.fields if observer_class else {})}
+    values: dict[str, Any] = {}
+    for key, raw in document.items():
+        spec = fields.get(key)
+        if spec is None:
+            if observer_class is not None or key not in COMMON_FIELDS:
+                problem(key, f"unknown key (allowed for {type_name or 'this observer'}: {', '.join(fields)})")
+            continue
+        try:
+            values[key] = _convert(_substitute(raw, environ), spec)
+        except _Invalid as invalid:
+            problem(key, str(invalid))
+    for key, spec in fields.items():
+        if key not in values and key not in document:
+            if spec.required:
+                problem(key, "required")
+            elif spec.default is not None:
+                values[key] = spec.default
+    observer = None
+    if observer_class is not None and not problems:
+        settings = {key: value for key, value in values.items() if key in observer_class.fields}
+        for message in getattr(observer_class, "validate", lambda s: [])(settings):
+            problem("", message)
+        if not problems:
+            try:
+                observer = observer_class(settings)
+            except ObserverError as error:
+                problem("", str(error))
+    config.problems.extend(problems)
+    return ObserverConfig(
+        stack=stack_name,
+        type=type_name if isinstance(type_name, str) else "?",
+        name=values.get("name") or f"{type_name if isinstance(type_name, str) else 'broken'}-observer",
+        maintenance_value=values.get("maintenanceValue", ""),
+        normal_value=values.get("normalValue"),
+        interval=values.get("pollingInterval", 30.0),
+        confirmations=values.get("confirmations", 1),
+        failure_threshold=values.get("failureThreshold", 3),
+        fingerprint=fingerprint,
+        observer=observer,
+        error="; ".join(f"{p.path}: {p.message}" for p in problems) or None,
+    )
+
+
+def _substitute(raw, environ):
+    """``${VAR}`` from the environment, in strings at any depth; an unset variable is a problem."""
+    if isinstance(raw, str):
+        missing = [name for name in _VARIABLE.findall(raw) if name not in environ]
+        if missing:
+            raise _Invalid(f"unresolved ${{{missing[0]}}}: the environment variable {missing[0]} is not set")
+        return _VARIABLE.sub(lambda m: environ[m.group(1)], raw)
+    if isinstance(raw, dict):
+        return {key: _substitute(value, environ) for key, value in raw.items()}
+    if isinstance(raw, list):
+        return [_substitute(value, environ) for value in raw]
+    return raw
+
+
+def _scalar_text(raw) -> str:
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, (str, int, float)):
+        return str(raw)
+    raise _Invalid(f"must be a string or number, not {type(raw).__name__}")
+
+
+def _convert(raw, spec: Field):
+    kind = spec.kind
+    if kind == "string":
+        if not isinstance(raw, str) or not raw.strip():
+            raise _Invalid("must be a non-empty string")
+        value = raw
+    elif kind == "scalar":
+        value = _scalar_text(raw)
+    elif kind == "duration":
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise _Invalid("must be a duration like 30s, 5m, 1h or 1m30s")
+        try:
+            value = parse_duration(str(raw))
+        except ValueError as error:
+            raise _Invalid(str(error)) from None
+    elif kind == "int":
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise _Invalid("must be a whole number")
+        value = raw
+    elif kind == "bool":
+        if not isinstance(raw, bool):
+            raise _Invalid("must be true or false")
+        value = raw
+    elif kind == "map":
+        if not isinstance(raw, dict):
+            raise _Invalid("must be a mapping of names to values")
+        value = {str(k): _scalar_text(v) for k, v in raw.items()}
+    elif kind == "status":
+        if isinstance(raw, bool) or not isinstance(raw, (int, str, list)):
+            raise _Invalid("must be a status code, a range like 2xx or 200-299, or a list of them")
+        value = raw
+    else:  # pragma: no cover - a type module declared a kind the loader does not know
+        raise _Invalid(f"unsupported field kind {kind}")
+    if spec.choices is not None and value not in spec.choices:
+        raise _Invalid(f"{value!r} is not one of {', '.join(spec.choices)}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise _Invalid(f"must be at least {spec.minimum:g}" + ("s" if kind == "duration" else ""))
+    return value

@@ -1,0 +1,271 @@
+"""Observers end to end: config file, scheduler, decisions and ownership, with a real Docker engine.
+
+The ``file`` observer is the source here because a test can flip it instantly; the other
+types' reading paths have their own modules (real HTTP server, real PostgreSQL/SQLite via ODBC).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT, put_mode, wait_for_deployment, wait_until
+from rsgo.schedule import Scheduler, SchedulerAlreadyRunning
+
+
+def write_config(path, text: str):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def flag(tmp_path):
+    return tmp_path / "maintenance.flag"
+
+
+def observer_app(make_app, tmp_path, stack_name: str, flag, background=True, extra: str = "", **environ):
+    config = write_config(tmp_path / "rsgo.yml", f"""
+        stacks:
+          {stack_name}:
+            maintenanceObserver:
+              type: file
+              path: {flag}
+              mode: exists
+              maintenanceValue: "true"
+              pollingInterval: 1s
+        {extra}""")
+    return make_app(background=background, RSGO_CONFIG=str(config), **environ)
+
+
+def observer_status(client, stack_name):
+    response = client.get(f"/api/deployments/{stack_name}/observer")
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def checks_after(client, stack_name, count: int, timeout: float = 10):
+    """Wait until the scheduled observer has checked ``count`` more times."""
+    start = observer_status(client, stack_name)["lastCheckAt"] or ""
+    seen = {start}
+
+    def checked():
+        seen.add(observer_status(client, stack_name)["lastCheckAt"] or "")
+        return len(seen) > count
+
+    wait_until(checked, timeout, interval=0.1, message=f"{count} more observer checks")
+
+
+def test_a_flag_file_stops_the_stack_within_an_interval_and_its_removal_brings_it_back(make_app, make_stack,
+                                                                                          tmp_path, flag):
+    stack = make_stack()
+    stack.add("db", labels={"rsgo.maintenance": "ignore"})
+    stack.add("api")
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()
+    wait_for_deployment(client, stack.name, 2)
+    checks_after(client, stack.name, 1)
+
+    flag.write_text("")
+    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Maintenance", 1 + 3,
+               message="the observer to enter Maintenance")
+
+    assert stack.is_running("db")
+    detail = client.get(f"/api/deployments/{stack.name}").json
+    assert detail["operationMode"] == "Maintenance"
+    assert (detail["trigger"]["source"], detail["trigger"]["actor"]) == ("observer", "file-observer")
+    entry = client.get(f"/api/deployments/{stack.name}/history").json["items"][0]
+    assert (entry["source"], entry["actor"], entry["observedValue"], entry["outcome"]) == (
+        "observer", "file-observer", "true", "succeeded")
+    assert "file-observer" in entry["reason"]
+
+    flag.unlink()
+    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal", 1 + 3,
+               message="the observer to leave Maintenance")
+    assert stack.is_running("api")
+    entry = client.get(f"/api/deployments/{stack.name}/history").json["items"][0]
+    assert (entry["newMode"], entry["source"], entry["observedValue"]) == ("Normal", "observer", "false")
+
+
+def test_a_person_cannot_end_observer_maintenance_unless_forced_and_then_it_stays_suppressed(
+        make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    flag.write_text("")
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()
+    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Maintenance", 10,
+               message="the observer to enter Maintenance")
+
+    refused = put_mode(client, stack.name, "Normal", reason="I want it back")
+
+    assert refused.status_code == 409 and refused.json["code"] == "observer_owns_maintenance"
+    assert refused.json["observer"] == "file-observer" and "force" in refused.json["detail"]
+    assert not stack.is_running("api")
+    assert client.get(f"/api/deployments/{stack.name}/history").json["items"][0]["outcome"] == "rejected"
+
+    forced = put_mode(client, stack.name, "Normal", reason="customer demo", force=True)
+
+    assert forced.status_code == 200, forced.json
+    assert stack.is_running("api")
+    checks_after(client, stack.name, 3)  # the flag is still there, yet nothing happens
+    assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal"
+    assert observer_status(client, stack.name)["state"] == "suppressed"
+
+    flag.unlink()  # the source reads normal once: the suppression ends
+    wait_until(lambda: observer_status(client, stack.name)["state"] == "ok", 5, message="suppression to end")
+    flag.write_text("")
+    wait_until(lambda: not stack.is_running("api"), 5, message="the observer to act again")
+
+
+def test_an_observer_never_ends_maintenance_a_person_started(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()
+    wait_for_deployment(client, stack.name, 1)
+    assert put_mode(client, stack.name, "Maintenance", reason="manual backup").status_code == 200
+
+    checks_after(client, stack.name, 3)  # reading "false" (normal) every second
+
+    assert observer_status(client, stack.name)["lastDecision"] == "normal"
+    detail = client.get(f"/api/deployments/{stack.name}").json
+    assert (detail["operationMode"], detail["trigger"]["source"]) == ("Maintenance", "api")
+    assert not stack.is_running("api")
+
+
+def test_confirmations_need_that_many_equal_readings(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    config = write_config(tmp_path / "rsgo.yml", f"""
+        stacks:
+          {stack.name}:
+            maintenanceObserver: {{type: file, path: {flag}, maintenanceValue: "true", confirmations: 3}}
+        """)
+    app = make_app(RSGO_CONFIG=str(config), background=False)
+    app.extensions["rsgo"].discovery.resync()
+    client = app.test_client()
+    flag.write_text("")
+
+    for _ in range(2):
+        assert client.post(f"/api/deployments/{stack.name}/observer/check").json["lastDecision"] == "maintenance"
+        assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal"
+    client.post(f"/api/deployments/{stack.name}/observer/check")
+
+    assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Maintenance"
+    assert not stack.is_running("api")
+
+
+def test_errors_never_change_the_mode_and_warn_at_the_failure_threshold(make_app, make_stack, tmp_path):
+    stack = make_stack()
+    stack.add("api")
+    value_file = tmp_path / "value"
+    value_file.write_text("banana")
+    config = write_config(tmp_path / "rsgo.yml", f"""
+        stacks:
+          {stack.name}:
+            maintenanceObserver:
+              type: file
+              path: {value_file}
+              mode: content
+              maintenanceValue: "1"
+              normalValue: "0"
+              failureThreshold: 2
+        """)
+    app = make_app(RSGO_CONFIG=str(config), background=False)
+    app.extensions["rsgo"].discovery.resync()
+    client = app.test_client()
+    events = []
+    app.extensions["rsgo"].bus.subscribe(lambda kind, payload: events.append(kind) if kind.startswith("observer.f")
+                                         or kind.startswith("observer.r") else None)
+
+    first = client.post(f"/api/deployments/{stack.name}/observer/check").json
+    assert (first["state"], first["failures"], first["failing"]) == ("error", 1, False)
+    assert "unexpected value 'banana'" in first["error"]
+    second = client.post(f"/api/deployments/{stack.name}/observer/check").json
+    assert (second["failures"], second["failing"]) == (2, True)
+    assert events == ["observer.failing"]
+    assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal"
+    assert stack.is_running("api")
+    assert "failing" in client.get("/").get_data(as_text=True)
+
+    value_file.write_text(" 0 \n")
+    recovered = client.post(f"/api/deployments/{stack.name}/observer/check").json
+
+    assert (recovered["state"], recovered["failures"], recovered["lastDecision"]) == ("ok", 0, "normal")
+    assert events == ["observer.failing", "observer.recovered"]
+
+
+def test_an_unresolved_variable_disables_only_that_observer_and_rsgo_serves(make_app, make_stack, tmp_path, flag):
+    good, broken = make_stack(), make_stack()
+    good.add("api")
+    broken.add("api")
+    config = write_config(tmp_path / "rsgo.yml", f"""
+        stacks:
+          {good.name}:
+            maintenanceObserver: {{type: file, path: {flag}, maintenanceValue: "true", pollingInterval: 1s}}
+          {broken.name}:
+            maintenanceObserver: {{type: file, path: "${{RSGO_TEST_UNSET_FLAG}}", maintenanceValue: "true"}}
+        """)
+    client = make_app(RSGO_CONFIG=str(config)).test_client()
+    wait_for_deployment(client, good.name, 1)
+
+    disabled = observer_status(client, broken.name)
+    assert disabled["state"] == "disabled"
+    assert "RSGO_TEST_UNSET_FLAG" in disabled["error"] and "maintenanceObserver.path" in disabled["error"]
+    checks_after(client, good.name, 1)
+    assert observer_status(client, good.name)["state"] == "ok"
+    page = client.get("/").get_data(as_text=True)
+    assert "observer file: disabled" in page
+    detail = client.get(f"/deployments/{broken.name}").get_data(as_text=True)
+    assert "RSGO_TEST_UNSET_FLAG" in detail
+
+
+def test_check_config_names_the_key_path_of_an_unknown_key(tmp_path):
+    config = write_config(tmp_path / "rsgo.yml", """
+        stacks:
+          shop:
+            maintenanceObserver:
+              type: file
+              path: /tmp/x
+              maintenanceValue: "true"
+              pollingIntervall: 30s
+        """)
+    result = subprocess.run([sys.executable, "-m", "rsgo.cli", "check-config"], capture_output=True, text=True,
+                            env={"RSGO_CONFIG": str(config), "RSGO_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            timeout=60, cwd=ROOT)
+    assert result.returncode == 1
+    assert f"{config}: stacks.shop.maintenanceObserver.pollingIntervall: unknown key" in result.stderr
+
+
+@pytest.mark.parametrize("document, expected", [
+    ("stacks:\n  shop:\n    maintenanceObserver: {type: smoke, maintenanceValue: x}\n",
+     "stacks.shop.maintenanceObserver.type: unknown observer type 'smoke'"),
+    ("stacks:\n  shop:\n    maintenanceObserver: {type: file, path: /x}\n",
+     "stacks.shop.maintenanceObserver.maintenanceValue: required"),
+    ("stacks:\n  shop:\n    maintenanceObserver: {type: file, path: /x, maintenanceValue: x, pollingInterval: soon}\n",
+     "stacks.shop.maintenanceObserver.pollingInterval: 'soon' is not a duration"),
+    ("stacks:\n  shop:\n    maintenanceObserver: {type: file, path: /x, maintenanceValue: x, pollingInterval: 500ms}\n",
+     "stacks.shop.maintenanceObserver.pollingInterval: must be at least 1s"),
+    ("stacks:\n  shop:\n    maintenanceObserver: {type: file, path: /x, maintenanceValue: x, confirmations: two}\n",
+     "stacks.shop.maintenanceObserver.confirmations: must be a whole number"),
+    ("stacks: [shop]\n", "stacks: must be a mapping"),
+    ("stacks:\n  shop:\n    windows: []\n", "stacks.shop.windows: unknown key: scheduled windows are not supported"),
+    ("stacks:\n  shop: {maintenanceObserver: {type: file\n", "not valid YAML (line"),
+])
+def test_config_problems_name_the_file_the_key_path_and_the_problem(tmp_path, document, expected):
+    from rsgo.stack_config import load_config
+
+    path = tmp_path / "rsgo.yml"
+    path.write_text(document)
+    problems = [str(p) for p in load_config(str(path)).problems]
+    assert any(problem.startswith(f"{path}: ") and expected in problem for problem in problems), problems
+
+
+def test_a_second_scheduler_in_one_process_is_refused():
+    first = Scheduler(2)
+    first.start()
+    try:
+        with pytest.raises(SchedulerAlreadyRunning):
+            Scheduler(2).start()
+    finally:
+        first.shutdown()
