@@ -63,11 +63,12 @@ class ObserverService:
                 self._scheduler.remove(_job_id(deployment_id))
         for deployment_id, observer in wanted.items():
             status = self._status_row(deployment_id)
-            if status.fingerprint != observer.fingerprint:
+            unchanged = status.fingerprint == observer.fingerprint
+            if not unchanged:
                 # A changed observer is a different observer: its old readings say nothing now.
                 ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
                 ObserverStatus.create(deployment=deployment_id, fingerprint=observer.fingerprint)
-            if self._scheduler is not None:
+            if self._scheduler is not None and not (unchanged and self._scheduler.next_run(_job_id(deployment_id))):
                 if observer.disabled:
                     self._scheduler.remove(_job_id(deployment_id))
                 else:

@@ -269,3 +269,63 @@ def test_a_second_scheduler_in_one_process_is_refused():
             Scheduler(2).start()
     finally:
         first.shutdown()
+
+
+def test_sighup_reloads_the_config_in_place_keeping_unchanged_observers_state(make_server, make_stack, tmp_path):
+    kept, changed = make_stack(), make_stack()
+    kept.add("api")
+    changed.add("api")
+    bad_value = tmp_path / "bad-value"
+    bad_value.write_text("banana")  # an unexpected value: every check fails and counts
+    first_flag, second_flag = tmp_path / "first.flag", tmp_path / "second.flag"
+    config = tmp_path / "rsgo.yml"
+
+    def configure(changed_flag):
+        write_config(config, f"""
+            stacks:
+              {kept.name}:
+                maintenanceObserver:
+                  {{type: file, path: {bad_value}, mode: content, maintenanceValue: "1", normalValue: "0",
+                    pollingInterval: 1h, failureThreshold: 5}}
+              {changed.name}:
+                maintenanceObserver: {{type: file, path: {changed_flag}, maintenanceValue: "true"}}
+            """)
+
+    configure(first_flag)
+    server = make_server(RSGO_CONFIG=str(config)).start()
+    import requests
+
+    def status(stack):
+        return requests.get(f"{server.url}/api/deployments/{stack.name}/observer", timeout=5).json()
+
+    wait_until(lambda: status(kept)["failures"] == 1, 10, message="the first (failing) check")
+    requests.post(f"{server.url}/api/deployments/{kept.name}/observer/check", timeout=10)
+    assert status(kept)["failures"] == 2
+    assert str(first_flag) in status(changed)["target"]
+
+    configure(second_flag)
+    server.process.send_signal(1)  # SIGHUP to the gunicorn master
+
+    wait_until(lambda: str(second_flag) in status(changed)["target"], 10, message="the reloaded config")
+    assert status(kept)["failures"] == 2, "an unchanged observer keeps its state across a reload"
+    assert server.process.poll() is None
+    assert "Booting worker" not in server.log().split("SIGHUP")[-1], "the worker must not be restarted"
+
+
+def test_the_reload_endpoint_reports_problems_and_keeps_serving(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    app = observer_app(make_app, tmp_path, stack.name, flag, background=False)
+    client = app.test_client()
+    write_config(tmp_path / "rsgo.yml", f"""
+        stacks:
+          {stack.name}:
+            maintenanceObserver: {{type: file, path: {flag}, maintenanceValue: "true", pollingInterval: 2s}}
+        webhooks: []
+        """)
+
+    body = client.post("/api/config/reload").json
+
+    assert body["observers"] == 1
+    assert [p["path"] for p in body["problems"]] == ["webhooks"]
+    assert observer_status(client, stack.name)["pollingIntervalSeconds"] == 2
