@@ -1,0 +1,100 @@
+"""The ``file`` observer: a flag file's existence, or its (trimmed) content, optionally through a regex."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from rsgo.observers.base import Field, Observer, ObserverError, Reading
+
+# A flag file is a few bytes; a cap keeps a wrong path (a log, a disk image) from eating memory.
+MAX_BYTES = 1024 * 1024
+
+
+def _compile(pattern: str | None) -> re.Pattern | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ObserverError(f"contentPattern {pattern!r} is not a valid regex: {error}") from None
+
+
+class FileObserver(Observer):
+    type_name = "file"
+    fields = {
+        "path": Field("string", required=True),
+        "mode": Field("string", default="exists", choices=("exists", "content")),
+        "contentPattern": Field("string"),
+    }
+
+    @classmethod
+    def validate(cls, settings: dict) -> list[str]:
+        problems = []
+        if not str(settings.get("path") or "").strip():
+            problems.append("path must not be empty")
+        pattern = settings.get("contentPattern")
+        if pattern is not None and settings.get("mode", "exists") != "content":
+            problems.append("contentPattern applies only to mode: content")
+        try:
+            _compile(pattern)
+        except ObserverError as error:
+            problems.append(str(error))
+        return problems
+
+    def __init__(self, settings: dict):
+        super().__init__(settings)
+        problems = self.validate(settings)
+        if problems:
+            raise ObserverError("; ".join(problems))
+        self.path = settings["path"]
+        self.mode = settings.get("mode") or "exists"
+        self.pattern = _compile(settings.get("contentPattern"))
+
+    def check(self) -> Reading:
+        if self.mode == "exists":
+            return Reading("true" if self._exists() else "false")
+        text = self._read()
+        if text is None:
+            return Reading(None)  # §6: a missing file reads as normal
+        if self.pattern is None:
+            return Reading(text.strip())
+        match = self.pattern.search(text)
+        if match is None:
+            return Reading(None)  # §6: no match reads as normal
+        # An optional group that did not take part is None: nothing to read, like no match.
+        return Reading(match.group(1) if self.pattern.groups else match.group(0))
+
+    def _exists(self) -> bool:
+        # Not os.path.exists: it answers False for "permission denied" too, which would
+        # silently read as normal; only "not there" may mean false.
+        try:
+            os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as error:
+            raise ObserverError(f"cannot check {self.path}: {error.strerror or error}") from None
+        return True
+
+    def _read(self) -> str | None:
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read(MAX_BYTES + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:  # a directory, permission denied, an I/O error
+            raise ObserverError(f"cannot read {self.path}: {error.strerror or error}") from None
+        if len(data) > MAX_BYTES:
+            raise ObserverError(f"cannot read {self.path}: larger than {MAX_BYTES // 1024 // 1024} MiB")
+        try:
+            # utf-8-sig: an editor's byte-order mark would otherwise survive trimming and never match.
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ObserverError(f"cannot read {self.path}: not UTF-8 text (byte {error.start})") from None
+
+    def target(self) -> str:
+        if self.mode == "exists":
+            return f"{self.path} (exists)"
+        if self.pattern is None:
+            return f"{self.path} (content)"
+        return f"{self.path} (content ~ /{self.pattern.pattern}/)"
