@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,10 @@ class LiveClient:
         self.topics = topics  # "dashboard", "deployment:<id>", "history": the regions its page has
         self.messages: queue.Queue[str] = queue.Queue(maxsize=max_pending)
         self.alive = True
+        # Ends the client's connection when the hub drops it: its thread may be blocked in a send to a
+        # peer that stopped reading, and would stay blocked (holding a request thread) for as long as
+        # the peer keeps the connection open.
+        self.on_drop: Callable[[], None] | None = None
 
 
 class Hub:
@@ -52,3 +57,8 @@ class Hub:
             except queue.Full:
                 log.warning("dropping a live client that stopped reading (%d messages pending)", self._max_pending)
                 self.unregister(client)
+                if client.on_drop is not None:
+                    try:
+                        client.on_drop()
+                    except Exception:
+                        log.exception("closing a dropped live client failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 
 from flask import current_app, request
 from flask_sock import ConnectionClosed, Sock
@@ -19,6 +20,7 @@ def live_updates(ws):
     # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those.
     topics = {t for t in request.args.get("topics", "").split(",") if t}
     client = hub.register(topics)
+    client.on_drop = lambda: _abort(ws)
     try:
         while client.alive and ws.connected:
             try:
@@ -26,7 +28,16 @@ def live_updates(ws):
             except queue.Empty:
                 continue
             ws.send(message)
-    except ConnectionClosed:
-        pass
+    except (ConnectionClosed, OSError):
+        pass  # gone, or dropped by the hub (which shut the socket under a blocked send)
     finally:
         hub.unregister(client)
+
+
+def _abort(ws) -> None:
+    """Shut the connection of a client the hub dropped: a send blocked on it fails at once, and the
+    browser, seeing the connection close, reconnects and re-fetches its regions."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
