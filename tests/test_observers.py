@@ -329,3 +329,97 @@ def test_the_reload_endpoint_reports_problems_and_keeps_serving(make_app, make_s
     assert body["observers"] == 1
     assert [p["path"] for p in body["problems"]] == ["webhooks"]
     assert observer_status(client, stack.name)["pollingIntervalSeconds"] == 2
+
+
+class CountingSource:
+    """A real HTTP source that records when it was asked; ``hang`` makes it never answer."""
+
+    def __init__(self, hang: bool = False):
+        import http.server
+        import threading
+        import time
+
+        self.times: list[float] = []
+        self.release = threading.Event()
+        source = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                source.times.append(time.monotonic())
+                if hang:
+                    source.release.wait(30)
+                    return
+                body = b"0"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/flag"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_each_observer_runs_once_per_interval_and_a_hung_source_delays_no_other(make_app, make_stack, tmp_path):
+    steady_stack, hung_stack = make_stack(), make_stack()
+    steady, hung = CountingSource(), CountingSource(hang=True)
+    try:
+        config = write_config(tmp_path / "rsgo.yml", f"""
+            stacks:
+              {steady_stack.name}:
+                maintenanceObserver: {{type: http, url: "{steady.url}", maintenanceValue: "1", pollingInterval: 1s}}
+              {hung_stack.name}:
+                maintenanceObserver: {{type: http, url: "{hung.url}", maintenanceValue: "1", pollingInterval: 1s,
+                                       timeout: 30s}}
+            """)
+        client = make_app(RSGO_CONFIG=str(config)).test_client()
+        wait_until(lambda: len(steady.times) >= 7, 15, message="seven checks of the steady source")
+
+        gaps = [later - earlier for earlier, later in zip(steady.times, steady.times[1:])]
+        assert all(0.8 < gap < 1.3 for gap in gaps), f"one check per second, never doubled or skipped: {gaps}"
+        # The hung source holds its single running check; runs are not stacked up behind it.
+        assert len(hung.times) == 1
+        assert observer_status(client, steady_stack.name)["state"] == "ok"
+    finally:
+        steady.close()
+        hung.close()
+
+
+def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_stack, tmp_path, capfd, caplog):
+    stack = make_stack()
+    stack.add("api")
+    config = write_config(tmp_path / "rsgo.yml", f"""
+        stacks:
+          {stack.name}:
+            maintenanceObserver:
+              type: sqlQuery
+              connectionString: "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=1;UID=rsgo;PWD=${{RSGO_TEST_DB_PASSWORD}}"
+              query: SELECT flag FROM maintenance
+              maintenanceValue: "1"
+              timeout: 2s
+        """)
+    app = make_app(RSGO_CONFIG=str(config), background=False)
+    import os
+    os.environ["RSGO_TEST_DB_PASSWORD"] = "hunter2-secret"
+    try:
+        app.extensions["rsgo"].reload_config()
+        app.extensions["rsgo"].discovery.resync()
+        client = app.test_client()
+        checked = client.post(f"/api/deployments/{stack.name}/observer/check").json
+        responses = [checked, observer_status(client, stack.name), client.get(f"/api/deployments/{stack.name}").json]
+        pages = [client.get(f"/deployments/{stack.name}").get_data(as_text=True), client.get("/").get_data(as_text=True)]
+    finally:
+        del os.environ["RSGO_TEST_DB_PASSWORD"]
+    assert checked["state"] == "error" and "PWD=***" in checked["target"]
+    assert "failed" in caplog.text  # the failing check was logged...
+    for text in [str(r) for r in responses] + pages + list(capfd.readouterr()) + [caplog.text]:  # ...without it
+        assert "hunter2-secret" not in text

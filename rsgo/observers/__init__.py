@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 from rsgo.observers.base import Field, Observer, ObserverError, Reading
+from rsgo.observers.file import FileObserver
+from rsgo.observers.http import HttpObserver
+from rsgo.observers.sql_extended_property import SqlExtendedPropertyObserver
+from rsgo.observers.sql_query import SqlQueryObserver
 
-_TYPES = {  # TEMPORARY while the type modules are being written: tolerate a missing one
-    "sqlExtendedProperty": ("rsgo.observers.sql_extended_property", "SqlExtendedPropertyObserver"),
-    "sqlQuery": ("rsgo.observers.sql_query", "SqlQueryObserver"),
-    "http": ("rsgo.observers.http", "HttpObserver"),
-    "file": ("rsgo.observers.file", "FileObserver"),
+REGISTRY: dict[str, type[Observer]] = {
+    observer.type_name: observer
+    for observer in (SqlExtendedPropertyObserver, SqlQueryObserver, HttpObserver, FileObserver)
 }
-REGISTRY: dict[str, type[Observer]] = {}
-for _name, (_module, _class) in _TYPES.items():
-    try:
-        REGISTRY[_name] = getattr(importlib.import_module(_module), _class)
-    except ImportError:
-        pass
 
 __all__ = ["REGISTRY", "Field", "Observer", "ObserverError", "Reading"]

@@ -49,7 +49,10 @@ class Observer:
         raise NotImplementedError
 
 
-_SECRET_KEYS = re.compile(r"(?i)\b(pwd|password|pass|secret|token|key|apikey|api_key|access_token)\s*=\s*([^;]*)")
+# A secret's key may be part of a longer name (ClientSecret, AccessToken); its value may be a
+# braced ODBC value that contains semicolons ({a;b}, with }} for a literal brace).
+_SECRET_KEYS = re.compile(
+    r"(?i)([A-Za-z_]*(?:pwd|password|pass|secret|token|key)[A-Za-z_]*)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
 
 
 def mask_connection_string(text: str) -> str:
