@@ -36,9 +36,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo.runtime import Runtime
     from htmx_flask import Htmx
 
+    from rsgo import security
     from rsgo.live import Hub
     from rsgo.live_push import LivePush
-    from rsgo.views import api, errors, pages, probes
+    from rsgo.views import admin, api, auth, errors, pages, probes
     from rsgo.views.live import sock
 
     settings = settings or load_settings()
@@ -53,13 +54,17 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     runtime = Runtime(settings, gateway=gateway)
     app.extensions["rsgo"] = runtime
     runtime.reload_config()
+    security.first_start(settings)
     app.extensions["rsgo_settings"] = settings
 
     Htmx(app)
     errors.register(app)
+    security.register(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(probes.blueprint)
     app.register_blueprint(pages.blueprint)
+    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(admin.blueprint)
     # simple-websocket pings idle browsers, so a vanished one is noticed and its thread freed.
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 20}
     sock.init_app(app)

@@ -13,7 +13,7 @@ OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed")
 def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome: str, source: str, actor: str,
            reason: str = "", requested_mode: str | None = None, observed_value: str | None = None,
            error: str | None = None, requested_at: dt.datetime | None = None, transition=None,
-           bus=None) -> AuditEntry:
+           bus=None, address: str | None = None) -> AuditEntry:
     """Write one entry; with ``bus``, announce it (the live history and, later, webhooks listen)."""
     assert outcome in OUTCOMES, outcome
     entry = AuditEntry.create(
@@ -30,14 +30,24 @@ def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome
         requested_at=requested_at or utcnow(),
         finished_at=utcnow(),
         transition=transition,
+        address=address,
     )
     if bus is not None:
         bus.publish("audit.recorded", entry_id=entry.id, deployment_id=entry.deployment_id)
     return entry
 
 
+def record_refusal(deployment: Deployment, *, requested_mode: str | None, source: str, actor: str, reason: str,
+                   error: str, address: str | None, bus=None) -> AuditEntry:
+    """A mode change refused before it reached the transition service (not allowed for this caller)."""
+    return record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="rejected",
+                  source=source, actor=actor, reason=reason, requested_mode=requested_mode, error=error,
+                  address=address, bus=bus)
+
+
 def entries(*, deployment_id: int | None = None, source: str | None = None, actor: str | None = None,
-            outcome: str | None = None, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
+            outcome: str | None = None, before: int | None = None, limit: int = 50,
+            stacks: set[str] | None = None) -> list[AuditEntry]:
     """Newest first; ``before`` is the id of the last entry of the previous page (a cursor)."""
     query = AuditEntry.select(AuditEntry, Deployment).join(Deployment).order_by(AuditEntry.id.desc())
     if deployment_id is not None:
@@ -50,4 +60,6 @@ def entries(*, deployment_id: int | None = None, source: str | None = None, acto
         query = query.where(AuditEntry.outcome == outcome)
     if before is not None:
         query = query.where(AuditEntry.id < before)
+    if stacks is not None:  # a token limited to some stacks sees only their entries
+        query = query.where(Deployment.name.in_(sorted(stacks)))
     return list(query.limit(limit))

@@ -9,9 +9,8 @@ import sys
 from rsgo.settings import SettingsError, load_settings
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, stream=sys.stdout) -> None:
+    logging.basicConfig(level=level, stream=stream, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def serve(settings) -> int:
@@ -72,20 +71,99 @@ def check_config(settings) -> int:
     return 0
 
 
+def _open_database(settings) -> None:
+    from rsgo import db
+
+    db.open_database(settings)
+    db.migrate()
+
+
+def create_user(settings, args) -> int:
+    from rsgo import accounts
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else _ask_password()
+    _open_database(settings)
+    try:
+        user = accounts.create_user(args.name, password, args.role)
+    except accounts.AccountError as error:
+        print(f"rsgo: {error}", file=sys.stderr)
+        return 1
+    _security_event("user.created", f"{user.username} ({user.role})")
+    print(f"created {user.role} {user.username}")
+    return 0
+
+
+def _ask_password() -> str:
+    import getpass
+
+    password = getpass.getpass("password: ")
+    if password != getpass.getpass("again: "):
+        print("rsgo: the passwords differ", file=sys.stderr)
+        sys.exit(1)
+    return password
+
+
+def create_token(settings, args) -> int:
+    import datetime as dt
+
+    from rsgo import api_tokens
+    from rsgo.settings import parse_duration
+
+    _open_database(settings)
+    try:
+        expires_at = None
+        if args.expires_in:
+            expires_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
+                seconds=parse_duration(args.expires_in))
+        row, clear = api_tokens.create_token(args.name, args.scope, created_by="cli",
+                                             stacks=(args.stacks or "").split(","), expires_at=expires_at)
+    except (api_tokens.TokenError, ValueError) as error:
+        print(f"rsgo: {error}", file=sys.stderr)
+        return 1
+    _security_event("token.created", f"{row.name} ({row.scope})")
+    # Only the token on stdout, so scripts can capture it; it is never shown again.
+    print(clear)
+    return 0
+
+
+def _security_event(kind: str, detail: str) -> None:
+    import getpass
+
+    from rsgo import security_log
+
+    security_log.record(kind, actor=f"cli:{getpass.getuser()}", address="local", detail=detail)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rsgo", description="Operation modes for Docker stacks.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the web server (settings from RSGO_* environment variables)")
-    commands.add_parser("check-config", help="validate the settings without starting")
+    commands.add_parser("check-config", help="validate the settings and the stack config file without starting")
+    user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    user_create = user.add_parser("create", help="create a user")
+    user_create.add_argument("name")
+    user_create.add_argument("--role", choices=("viewer", "operator", "admin"), default="viewer")
+    user_create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(dest="action", required=True)
+    token_create = token.add_parser("create", help="create an API token and print it (once)")
+    token_create.add_argument("name")
+    token_create.add_argument("--scope", choices=("read", "operate", "admin"), default="read")
+    token_create.add_argument("--stacks", help="comma-separated stacks the token is limited to")
+    token_create.add_argument("--expires-in", help="e.g. 30d or 12h; default: never")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as error:
         print(f"rsgo: invalid setting: {error}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    # The server logs to stdout; the other commands keep stdout for their answer (a token, say).
+    _configure_logging(settings.log_level, sys.stdout if args.command == "serve" else sys.stderr)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "user":
+        return create_user(settings, args)
+    if args.command == "token":
+        return create_token(settings, args)
     return check_config(settings)
 
 

@@ -86,16 +86,23 @@ class LivePush:
         for entry_id in audit_ids:
             self._push_audit_entry(entry_id)
 
+    def _publish(self, topic: str, render) -> None:
+        """Send ``render(can_operate)`` to the pages of operators and of viewers, each their own
+        rendering: a viewer's page never receives a mode button."""
+        for audience, can_operate in (("operate", True), ("read", False)):
+            self._hub.publish(f"{topic}|{audience}", render(can_operate))
+
     def _push_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
         item = presenters.dashboard_item_for(deployment, self._runtime)
-        self._hub.publish("dashboard", render_template("dashboard/_deployment.html", d=item, oob="true"))
+        self._publish("dashboard", lambda can_operate: render_template(
+            "dashboard/_deployment.html", d=item, oob="true", can_operate=can_operate))
         d = presenters.detail(deployment, self._runtime)
         t = presenters.latest_transition(deployment_id)
-        self._hub.publish(f"deployment:{deployment_id}", "".join(
-            render_template(template, d=d, t=t, oob="true")
+        self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
+            render_template(template, d=d, t=t, oob="true", can_operate=can_operate)
             for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html",
                              "deployments/_observer.html")))
 
@@ -105,15 +112,17 @@ class LivePush:
             return
         item = presenters.dashboard_item_for(deployment, self._runtime)
         # The slot's rows (not the tbody around them) are appended to the table.
-        self._hub.publish("dashboard", render_template("dashboard/_slot.html", d=item,
-                                                       oob="beforeend:#deployment-list"))
+        self._publish("dashboard", lambda can_operate: render_template(
+            "dashboard/_slot.html", d=item, oob="beforeend:#deployment-list", can_operate=can_operate))
 
     def _push_audit_entry(self, entry_id: int) -> None:
         entry = AuditEntry.get_or_none(AuditEntry.id == entry_id)
         if entry is None:
             return
         entries = [audit_json(entry)]
-        self._hub.publish(f"deployment:{entry.deployment_id}", render_template(
-            "history/_pushed_rows.html", entries=entries, rows_id=f"history-rows-{entry.deployment_id}"))
-        self._hub.publish("history", render_template(
-            "history/_pushed_rows.html", entries=entries, rows_id="history-rows-all", show_deployment=True))
+        deployment_rows = render_template("history/_pushed_rows.html", entries=entries,
+                                          rows_id=f"history-rows-{entry.deployment_id}")
+        self._publish(f"deployment:{entry.deployment_id}", lambda _can_operate: deployment_rows)
+        all_rows = render_template("history/_pushed_rows.html", entries=entries, rows_id="history-rows-all",
+                                   show_deployment=True)
+        self._publish("history", lambda _can_operate: all_rows)

@@ -20,7 +20,21 @@ def _observer_status(database) -> None:
     database.create_tables([models.ObserverStatus], safe=True)
 
 
+def _accounts(database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from rsgo import models
+
+    database.create_tables([models.User, models.ApiToken, models.SetupToken, models.SecurityEvent], safe=True)
+    migrator = SchemaMigrator.from_database(database)
+    for model in (models.AuditEntry, models.Transition):
+        table = model._meta.table_name
+        if "address" not in {column.name for column in database.get_columns(table)}:
+            migrate(migrator.add_column(table, "address", model.address))
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
+    (3, "users, API tokens, security events", _accounts),
 ]

@@ -46,6 +46,7 @@ class Transition(BaseModel):
     error = peewee.TextField(null=True)
     requested_at = peewee.DateTimeField(default=utcnow)
     finished_at = peewee.DateTimeField(null=True)
+    address = peewee.CharField(null=True)  # who asked, from where: carried into the audit entry
 
     class Meta:
         table_name = "transitions"
@@ -96,6 +97,7 @@ class AuditEntry(BaseModel):
     requested_at = peewee.DateTimeField(default=utcnow)
     finished_at = peewee.DateTimeField(default=utcnow)
     transition = peewee.ForeignKeyField(Transition, null=True, on_delete="SET NULL")
+    address = peewee.CharField(null=True)  # the caller's network address, for requests from outside
 
     class Meta:
         table_name = "audit_entries"
@@ -121,4 +123,52 @@ class ObserverStatus(BaseModel):
         table_name = "observer_status"
 
 
-ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus]
+class User(BaseModel):
+    username = peewee.CharField(unique=True)
+    password_hash = peewee.CharField()  # Argon2id
+    role = peewee.CharField()  # viewer, operator, admin
+    session_version = peewee.IntegerField(default=1)  # bumped to end every session of the user
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "users"
+
+
+class ApiToken(BaseModel):
+    name = peewee.CharField(unique=True)
+    token_hash = peewee.CharField(unique=True)  # SHA-256 of the token; the token itself is never stored
+    hint = peewee.CharField()  # the first characters after the prefix, to tell tokens apart
+    scope = peewee.CharField()  # read, operate, admin
+    stacks = peewee.TextField(null=True)  # comma-separated; null: every stack
+    expires_at = peewee.DateTimeField(null=True)
+    last_used_at = peewee.DateTimeField(null=True)
+    created_by = peewee.CharField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
+class SetupToken(BaseModel):
+    token_hash = peewee.CharField(unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "setup_tokens"
+
+
+class SecurityEvent(BaseModel):
+    kind = peewee.CharField()
+    actor = peewee.CharField()
+    address = peewee.CharField(null=True)
+    detail = peewee.TextField(default="")
+    at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "security_events"
+
+
+ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
+              SetupToken, SecurityEvent]

@@ -58,7 +58,8 @@ _SCHEMAS = {
             "detail": {"type": "string"},
             "code": {"type": "string", "enum": [
                 "invalid_json", "invalid_mode", "invalid_request", "not_found", "method_not_allowed",
-                "unsupported_media_type", "transition_not_allowed", "transition_in_progress",
+                "unsupported_media_type", "unauthorized", "forbidden", "csrf_failed", "transition_not_allowed",
+                "transition_in_progress",
                 "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle",
                 "container_action_failed", "docker_unreachable", "internal_error"]},
             "validModes": {"type": "array", "items": {"type": "string"}},
@@ -178,8 +179,20 @@ _SCHEMAS = {
 }
 
 
+def _with_auth_responses(paths: dict) -> dict:
+    """401 and 403 can answer every operation that needs a caller."""
+    for operations in paths.values():
+        for operation in operations.values():
+            if operation.get("security") == []:
+                continue
+            operation["responses"].setdefault("401", _problem("no or an unknown, expired or revoked token/session"))
+            operation["responses"].setdefault("403", _problem(
+                "forbidden (scope or role too low, token limited to other stacks) or csrf_failed"))
+    return paths
+
+
 def openapi_document() -> dict:
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "rsgo", "version": "0.1.0",
                  "description": "Operation modes for Docker stacks. Errors are application/problem+json."},
@@ -250,11 +263,24 @@ def openapi_document() -> dict:
                 "summary": "A transition with per-container results", "operationId": "getTransition",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                 "responses": {"200": _json("the transition", _ref("Transition")), "404": _problem("not_found")}}},
-            "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
+            "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
                                  "responses": {"200": _json("alive", {"type": "object"})}}},
             "/readyz": {"get": {"summary": "Readiness: database and Docker reachable", "operationId": "readyz",
+                                "security": [],
                                 "responses": {"200": _json("ready", {"type": "object"}),
                                               "503": _json("not ready", {"type": "object"})}}},
         },
-        "components": {"schemas": _SCHEMAS},
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "an API token (rsgo_...) with scope read, operate or admin"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "rsgo_session",
+                            "description": "a signed-in browser session; unsafe methods also need X-CSRF-Token"},
+            },
+        },
+        # Every operation needs a token or a session, except the probes (they say so themselves).
+        "security": [{"bearerAuth": []}, {"session": []}],
     }
+    _with_auth_responses(document["paths"])
+    return document

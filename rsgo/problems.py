@@ -10,11 +10,12 @@ from flask import jsonify
 class Problem(Exception):
     """Raise from a view to answer with a problem; the app's error handler renders it."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra):
+    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None, **extra):
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
 

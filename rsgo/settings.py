@@ -66,6 +66,23 @@ def _positive_duration(text: str) -> float:
     return seconds
 
 
+def _tri_state(text: str) -> str:
+    value = text.strip().lower()
+    if value == "auto":
+        return value
+    return "true" if parse_bool(value) else "false"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        number = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"{number} must not be negative")
+    return number
+
+
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -94,7 +111,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_DATA_DIR", "./data", "Directory for the SQLite database and the generated secret key."),
     Setting("RSGO_CONFIG", "", "Stack config file (observers). Empty: `<data dir>/rsgo.yml`, if it exists."),
-    Setting("RSGO_HOST", "127.0.0.1", "Address `rsgo serve` binds to. Loopback until user accounts exist."),
+    Setting("RSGO_HOST", "0.0.0.0", "Address `rsgo serve` binds to (all interfaces; every route but /healthz and /readyz needs a sign-in or a token)."),
     Setting("RSGO_PORT", "8080", "TCP port `rsgo serve` listens on.", _port),
     Setting("RSGO_THREADS", "32", "Worker threads of `rsgo serve` (each open websocket holds one).", _positive_int),
     Setting("RSGO_ENVIRONMENT", "local", "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket)."),
@@ -105,6 +122,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_DEFAULT_START_TIMEOUT", "60s", "How long a started dependency may take to run (and be healthy) when `rsgo.start_timeout` is not set.", _positive_duration),
     Setting("RSGO_OBSERVER_THREADS", "32", "Threads for observer checks; a hung source holds one until its timeout.", _positive_int),
     Setting("RSGO_SECRET_KEY", "", "Key that signs browser sessions. Empty: generated once and kept in the data dir (mode 0600).", secret=True),
+    Setting("RSGO_ADMIN_USER", "admin", "Name of the admin `RSGO_ADMIN_PASSWORD` creates."),
+    Setting("RSGO_ADMIN_PASSWORD", "", "With no users yet: create the admin with this password instead of printing a setup link.", secret=True),
+    Setting("RSGO_SECURE_COOKIES", "auto", "`auto`: session cookies are Secure when the request came over HTTPS; `true` or `false` to force.", _tri_state),
+    Setting("RSGO_SESSION_LIFETIME", "12h", "How long a browser session lasts.", _positive_duration),
+    Setting("RSGO_TRUSTED_PROXIES", "0", "How many reverse proxies in front of rsgo to trust for X-Forwarded-For/-Proto.", _non_negative_int),
     Setting("RSGO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
     Setting("DATABASE_URL", "", "Empty: SQLite in the data dir. `postgresql://user:pass@host:5432/db` for PostgreSQL.", secret=True),
 )

@@ -6,6 +6,7 @@ the outcome. It also resumes transitions a crash left ``running``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -20,6 +21,9 @@ from rsgo.models import Deployment, StoppedSetEntry, Transition, TransitionActio
 from rsgo.modes import Mode, allowed_targets, is_allowed, needs_docker, parse_mode
 
 log = logging.getLogger(__name__)
+
+# The network address of the request being handled, for the audit entries it causes.
+_caller_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller_address", default=None)
 
 
 class ModeChangeRefused(Exception):
@@ -103,9 +107,19 @@ class TransitionService:
     # -- requests --------------------------------------------------------------------------
 
     def change_mode(self, deployment_id: int, requested: str, *, source: str, actor: str, reason: str = "",
-                    force: bool = False, observed_value: str | None = None, wait: bool = True) -> ModeChange:
+                    force: bool = False, observed_value: str | None = None, wait: bool = True,
+                    address: str | None = None) -> ModeChange:
         target = parse_mode(requested)
         requested_at = utcnow()
+        address_token = _caller_address.set(address)
+        try:
+            return self._change_mode(deployment_id, target, requested_at, source=source, actor=actor, reason=reason,
+                                     force=force, observed_value=observed_value, wait=wait)
+        finally:
+            _caller_address.reset(address_token)
+
+    def _change_mode(self, deployment_id: int, target: Mode, requested_at, *, source: str, actor: str, reason: str,
+                     force: bool, observed_value: str | None, wait: bool) -> ModeChange:
         lock = self._lock_for(deployment_id)
         if not lock.acquire(blocking=False):
             running = self._running_transition_once_written(deployment_id, lock)
@@ -125,7 +139,8 @@ class TransitionService:
             if target is current:
                 audit.record(deployment, previous_mode=current.value, new_mode=current.value, outcome="noop",
                              source=source, actor=actor, reason=reason, requested_mode=target.value,
-                             observed_value=observed_value, requested_at=requested_at, bus=self._bus)
+                             observed_value=observed_value, requested_at=requested_at, bus=self._bus,
+                             address=_caller_address.get())
                 return ModeChange(deployment, current, current, "noop")
             overrides_observer = self._check_allowed(deployment, current, target, force, source, actor, reason,
                                                      observed_value, requested_at)
@@ -136,7 +151,8 @@ class TransitionService:
                 except DockerError as error:
                     audit.record(deployment, previous_mode=current.value, new_mode=current.value, outcome="failed",
                                  source=source, actor=actor, reason=reason, requested_mode=target.value,
-                                 observed_value=observed_value, error=str(error), requested_at=requested_at, bus=self._bus)
+                                 observed_value=observed_value, error=str(error), requested_at=requested_at, bus=self._bus,
+                                 address=_caller_address.get())
                     raise DockerUnavailable(f"mode unchanged: {error}") from None
             try:
                 planned = plan(target, containers, deployments.stopped_set_names(deployment.id))
@@ -196,7 +212,7 @@ class TransitionService:
         audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="rejected",
                      source=source, actor=actor, reason=reason, requested_mode=target.value,
                      observed_value=observed_value, error=f"{refusal.code}: {refusal.detail}",
-                     requested_at=requested_at, bus=self._bus)
+                     requested_at=requested_at, bus=self._bus, address=_caller_address.get())
         raise refusal
 
     def _persist(self, deployment, current, target, planned: list[PlannedAction], source, actor, reason, force,
@@ -205,7 +221,8 @@ class TransitionService:
         with database.atomic():
             transition = Transition.create(
                 deployment=deployment, previous_mode=current.value, target_mode=target.value, source=source,
-                actor=actor, reason=reason, force=force, observed_value=observed_value, requested_at=requested_at)
+                actor=actor, reason=reason, force=force, observed_value=observed_value, requested_at=requested_at,
+                address=_caller_address.get())
             for action in planned:
                 TransitionAction.create(
                     transition=transition, container_name=action.container_name, action=action.action,
@@ -305,7 +322,8 @@ class TransitionService:
             entry = audit.record(deployment, previous_mode=transition.previous_mode, new_mode=new_mode.value, outcome=outcome,
                          source=transition.source, actor=transition.actor, reason=transition.reason,
                          requested_mode=target.value, observed_value=transition.observed_value,
-                         error=transition.error, requested_at=transition.requested_at, transition=transition)
+                         error=transition.error, requested_at=transition.requested_at, transition=transition,
+                         address=transition.address)
         log.info("deployment %s (id %s) transition %s: %s -> %s %s", deployment.name, deployment.id, transition.id,
                  previous, new_mode.value, outcome)
         # Announced after the commit, so every listener reads the finished state.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,9 @@ import docker
 import pytest
 import requests
 
-from rsgo import create_app
+from flask.testing import FlaskClient
+
+from rsgo import api_tokens, create_app
 from rsgo.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,11 +143,25 @@ def make_app(tmp_path):
     def make(background: bool = True, data_dir: Path | None = None, **environ):
         app = create_app(settings_for(data_dir or tmp_path / "data", **environ), background=background)
         runtimes.append(app.extensions["rsgo"])
+        authenticate_test_client(app)
         return app
 
     yield make
     for runtime in runtimes:
         runtime.stop(timeout=60)
+
+
+def authenticate_test_client(app, scope: str = "admin") -> str:
+    """``app.test_client()`` sends an API token of ``scope`` made through rsgo's own token code."""
+    _, token = api_tokens.create_token(f"tests-{uuid.uuid4().hex[:8]}", scope, created_by="tests")
+
+    class TokenClient(FlaskClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    app.test_client_class = TokenClient
+    return token
 
 
 @pytest.fixture
@@ -173,24 +190,66 @@ def put_mode(client, stack_name: str, mode: str, **body):
     return client.put(f"/api/deployments/{stack_name}/operation-mode", json={"newMode": mode, **body})
 
 
+def csrf_of(session: requests.Session, url: str) -> str:
+    """The CSRF token a signed-in page carries (HTMX sends it as X-CSRF-Token)."""
+    page = session.get(f"{url}/", timeout=10).text
+    return re.search(r'"X-CSRF-Token": "([^"]+)"', page).group(1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
+
+
 class ServerProcess:
-    """``rsgo serve`` as a real process (its own session, so SIGKILL takes its workers too)."""
+    """``rsgo serve`` as a real process (its own session, so SIGKILL takes its workers too).
+
+    Its first start creates the admin from RSGO_ADMIN_PASSWORD; ``headers`` carry an admin API
+    token made with ``rsgo token create``; ``login()`` signs a browser-like session in.
+    """
 
     def __init__(self, data_dir: Path, **environ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.env = {**os.environ, "RSGO_DATA_DIR": str(data_dir), "RSGO_PORT": str(self.port),
-                    "RSGO_RESYNC_INTERVAL": "2s", **environ}
+                    "RSGO_HOST": "127.0.0.1", "RSGO_RESYNC_INTERVAL": "2s", "RSGO_ADMIN_USER": ADMIN_USER,
+                    "RSGO_ADMIN_PASSWORD": ADMIN_PASSWORD, **environ}
         self.process = None
+        self.token = None
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def cli(self, *args, stdin: str | None = None) -> str:
+        result = subprocess.run([sys.executable, "-m", "rsgo.cli", *args], env=self.env, input=stdin,
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def login(self, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> requests.Session:
+        """A signed-in session, the way a browser gets one: the login form, its CSRF token, a POST."""
+        session = requests.Session()
+        form = session.get(f"{self.url}/login", timeout=10).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        answer = session.post(f"{self.url}/login", data={"username": username, "password": password,
+                                                         "csrf_token": csrf}, timeout=10, allow_redirects=False)
+        assert answer.status_code == 302, answer.text
+        session.headers["X-CSRF-Token"] = csrf_of(session, self.url)
+        return session
+
+    def websocket_headers(self, session: requests.Session) -> list[str]:
+        cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+        return [f"Cookie: {cookie}", f"Origin: {self.url}"]
 
     def start(self, timeout: float = 30):
+        if self.token is None:
+            self.token = self.cli("token", "create", f"tests-{uuid.uuid4().hex[:6]}", "--scope", "admin")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", "serve"], env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)

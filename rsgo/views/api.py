@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from rsgo import audit, deployments
+from rsgo.auth import check_stack, client_address, current, requires, visible
 from rsgo.models import Deployment, Transition
 from rsgo.openapi import openapi_document
 from rsgo.problems import Problem
@@ -14,24 +15,24 @@ from rsgo.views.api_input import int_param, json_object, mode_change_request
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
-# Until user accounts exist every caller is the same anonymous one.
-ANONYMOUS = "anonymous"
-
-
 def _runtime():
     return current_app.extensions["rsgo"]
 
 
 def _load_deployment(ref: str) -> Deployment:
-    return deployments.find_deployment(ref, request.args.get("environment") or None)
+    deployment = deployments.find_deployment(ref, request.args.get("environment") or None)
+    check_stack(deployment)
+    return deployment
 
 
 @blueprint.get("/openapi.json")
+@requires("read")
 def openapi():
     return jsonify(openapi_document())
 
 
 @blueprint.get("/deployments")
+@requires("read")
 def list_deployments():
     inventory = _runtime().inventory
     stopped_sets = deployments.stopped_sets_by_deployment()
@@ -39,6 +40,7 @@ def list_deployments():
     items = [
         deployment_summary(d, inventory, stopped_sets.get(d.id, set()), running.get(d.id))
         for d in Deployment.select().order_by(Deployment.name, Deployment.environment)
+        if visible(d)
     ]
     return jsonify(items=items)
 
@@ -49,11 +51,13 @@ def _detail(deployment: Deployment) -> dict:
 
 
 @blueprint.get("/deployments/<ref>")
+@requires("read")
 def show_deployment(ref: str):
     return jsonify(_detail(_load_deployment(ref)))
 
 
 @blueprint.get("/deployments/<ref>/observer")
+@requires("read")
 def show_observer(ref: str):
     deployment = _load_deployment(ref)
     status = _runtime().observers.status(deployment.id)
@@ -63,6 +67,7 @@ def show_observer(ref: str):
 
 
 @blueprint.post("/deployments/<ref>/observer/check")
+@requires("operate")
 def check_observer(ref: str):
     """Check now, at once, and act on the result like a scheduled check would."""
     deployment = _load_deployment(ref)
@@ -73,6 +78,7 @@ def check_observer(ref: str):
 
 
 @blueprint.post("/config/reload")
+@requires("admin")
 def reload_config():
     """Read the stack config file again (like SIGHUP); observers whose config is unchanged keep their status."""
     config = _runtime().reload_config()
@@ -82,6 +88,7 @@ def reload_config():
 
 
 @blueprint.get("/deployments/<ref>/operation-mode")
+@requires("read")
 def show_operation_mode(ref: str):
     deployment = _load_deployment(ref)
     running = deployments.running_transition(deployment.id)
@@ -91,14 +98,27 @@ def show_operation_mode(ref: str):
 
 
 @blueprint.put("/deployments/<ref>/operation-mode")
+@requires("read")
 def change_operation_mode(ref: str):
-    deployment = _load_deployment(ref)
+    deployment = deployments.find_deployment(ref, request.args.get("environment") or None)
     change_request = mode_change_request(json_object())
     runtime = _runtime()
+    principal = current()
+    refusal = None
+    if not principal.can("operate"):
+        refusal = Problem(403, "forbidden", f"{principal.name} may not change modes (needs operate)")
+    elif not visible(deployment):
+        refusal = Problem(403, "forbidden", f"{principal.name} is limited to other stacks")
+    if refusal is not None:
+        audit.record_refusal(deployment, requested_mode=change_request.new_mode, source="api", actor=principal.name,
+                             reason=change_request.reason, error=f"{refusal.code}: {refusal.detail}",
+                             address=client_address(), bus=runtime.bus)
+        raise refusal
     try:
         change = runtime.transitions.change_mode(
-            deployment.id, change_request.new_mode, source="api", actor=ANONYMOUS, reason=change_request.reason,
-            force=change_request.force, wait=change_request.wait)
+            deployment.id, change_request.new_mode, source="api", actor=principal.name,
+            reason=change_request.reason, force=change_request.force, wait=change_request.wait,
+            address=client_address())
     except ModeChangeRefused as refusal:
         raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
     body = {
@@ -133,17 +153,20 @@ def _message(change) -> str:
 
 
 @blueprint.get("/deployments/<ref>/history")
+@requires("read")
 def deployment_history(ref: str):
     deployment = _load_deployment(ref)
     return _history_page(deployment_id=deployment.id)
 
 
 @blueprint.get("/history")
+@requires("read")
 def global_history():
     deployment_id = None
     if request.args.get("deployment"):
         deployment_id = _load_deployment(request.args["deployment"]).id
-    return _history_page(deployment_id=deployment_id, source=request.args.get("source") or None,
+    return _history_page(deployment_id=deployment_id, stacks=current().stacks,
+                         source=request.args.get("source") or None,
                          actor=request.args.get("actor") or None, outcome=request.args.get("outcome") or None)
 
 
@@ -161,8 +184,10 @@ def _history_page(**filters):
 
 
 @blueprint.get("/transitions/<int:transition_id>")
+@requires("read")
 def show_transition(transition_id: int):
     transition = Transition.get_or_none(Transition.id == transition_id)
     if transition is None:
         raise Problem(404, "not_found", f"no transition {transition_id}")
+    check_stack(transition.deployment)
     return jsonify(transition_json(transition))

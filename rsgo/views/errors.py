@@ -20,21 +20,21 @@ _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 40
 
 
 def _wants_problem() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith("/api/") or request.path in ("/metrics", "/ws")
 
 
 def register(app) -> None:
-    def answer(status: int, code: str, detail: str, **extra):
+    def answer(status: int, code: str, detail: str, headers: dict | None = None, **extra):
         if _wants_problem():
-            return problem_response(status, code, detail, **extra)
+            return problem_response(status, code, detail, headers=headers, **extra)
         # Browser requests (full pages and HTMX fragments) get the same message as HTML.
         problem = {"title": HTTPStatus(status).phrase, "detail": detail, "code": code, **extra}
         template = "shared/_problem.html" if request.headers.get("HX-Request") else "shared/problem_page.html"
-        return render_template(template, problem=problem), status
+        return render_template(template, problem=problem), status, headers or {}
 
     @app.errorhandler(Problem)
     def on_problem(problem: Problem):
-        return answer(problem.status, problem.code, problem.detail, **problem.extra)
+        return answer(problem.status, problem.code, problem.detail, headers=problem.headers, **problem.extra)
 
     @app.errorhandler(DeploymentNotFound)
     def on_not_found(error):

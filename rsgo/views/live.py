@@ -8,6 +8,8 @@ import socket
 from flask import current_app, request
 from flask_sock import ConnectionClosed, Sock
 
+from rsgo.auth import current
+
 sock = Sock()
 
 # How often an idle connection checks whether the browser is still there.
@@ -17,8 +19,10 @@ IDLE_CHECK_SECONDS = 2
 @sock.route("/ws")
 def live_updates(ws):
     hub = current_app.extensions["rsgo_live"].hub
-    # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those.
-    topics = {t for t in request.args.get("topics", "").split(",") if t}
+    # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those,
+    # rendered for what its user may do (operators see mode buttons, viewers do not).
+    audience = "operate" if current().can("operate") else "read"
+    topics = {f"{t}|{audience}" for t in request.args.get("topics", "").split(",") if t}
     client = hub.register(topics)
     client.on_drop = lambda: _abort(ws)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template, request, url_for
 
 from rsgo import audit, presenters
+from rsgo.auth import client_address, current, requires
 from rsgo.deployments import find_deployment
 from rsgo.models import Deployment
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
@@ -17,7 +18,6 @@ from rsgo.views.api_input import clean_reason, int_param
 
 blueprint = Blueprint("pages", __name__)
 
-ANONYMOUS = "anonymous"
 HISTORY_PAGE_SIZE = 25
 
 
@@ -35,6 +35,7 @@ def _asked_region() -> str | None:
 
 
 @blueprint.get("/")
+@requires("read")
 def dashboard():
     deployments = presenters.dashboard_items(_runtime())
     if _asked_region() == "deployment-list":
@@ -43,6 +44,7 @@ def dashboard():
 
 
 @blueprint.get("/deployments/<ref>")
+@requires("read")
 def deployment_page(ref: str):
     deployment = find_deployment(ref, request.args.get("environment") or None)
     d = presenters.detail(deployment, _runtime())
@@ -61,6 +63,7 @@ def deployment_page(ref: str):
 
 
 @blueprint.get("/deployments/<ref>/history")
+@requires("read")
 def deployment_history(ref: str):
     deployment = find_deployment(ref, request.args.get("environment") or None)
     entries = audit.entries(deployment_id=deployment.id, before=int_param("before", None),
@@ -70,6 +73,7 @@ def deployment_history(ref: str):
 
 
 @blueprint.get("/history")
+@requires("read")
 def history():
     filters = {key: request.args.get(key) or None for key in ("deployment", "source", "actor")}
     deployment_id = find_deployment(filters["deployment"]).id if filters["deployment"] else None
@@ -99,6 +103,7 @@ def _history_context(entries, rows_id: str, endpoint: str, **url_args) -> dict:
 
 
 @blueprint.get("/deployments/<ref>/mode-change")
+@requires("operate")
 def mode_change_form(ref: str):
     """The confirmation step: what the change will do, and a reason. Without ``to``: nothing (cancel)."""
     deployment = find_deployment(ref)
@@ -111,14 +116,24 @@ def mode_change_form(ref: str):
 
 
 @blueprint.post("/deployments/<ref>/mode-change")
+@requires("read")
 def change_mode(ref: str):
     deployment = find_deployment(ref)
+    principal = current()
+    if not principal.can("operate"):
+        refusal = Problem(403, "forbidden", f"{principal.name} may not change modes (needs operate)")
+        audit.record_refusal(deployment, requested_mode=request.form.get("newMode"), source="ui",
+                             actor=principal.name, reason=request.form.get("reason") or "",
+                             error=f"{refusal.code}: {refusal.detail}", address=client_address(),
+                             bus=_runtime().bus)
+        raise refusal
     reason = clean_reason(request.form.get("reason"))
     if not reason:
         raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
     try:
         change = current_app.extensions["rsgo"].transitions.change_mode(
-            deployment.id, request.form.get("newMode", ""), source="ui", actor=ANONYMOUS, reason=reason, wait=False)
+            deployment.id, request.form.get("newMode", ""), source="ui", actor=principal.name, reason=reason, wait=False,
+            address=client_address())
     except ModeChangeRefused as refusal:
         raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
     if change.outcome == "noop":
@@ -129,6 +144,7 @@ def change_mode(ref: str):
 
 
 @blueprint.post("/deployments/<ref>/observer/check")
+@requires("operate")
 def check_observer(ref: str):
     deployment = find_deployment(ref)
     if _runtime().observers.check(deployment.id) is None:

@@ -1,0 +1,122 @@
+"""People: users with a role, passwords hashed with Argon2id (memory-hard), the one-time setup token."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import peewee
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from rsgo.db import database, utcnow
+from rsgo.models import SetupToken, User
+
+ROLES = ("viewer", "operator", "admin")
+# What each role may do; API tokens carry one of the same scopes.
+ROLE_PERMISSIONS = {"viewer": {"read"}, "operator": {"read", "operate"}, "admin": {"read", "operate", "admin"}}
+
+_hasher = PasswordHasher()  # Argon2id with the library's current recommended memory and time costs
+# Verifying against this keeps a login for an unknown user as slow as one for a known user.
+_DUMMY_HASH = _hasher.hash("rsgo-no-such-user")
+
+MIN_PASSWORD_LENGTH = 10
+
+
+class AccountError(ValueError):
+    """A user cannot be created or changed as asked; the message says why."""
+
+
+def validate_username(username: str) -> str:
+    name = (username or "").strip()
+    if not name or len(name) > 64 or not all(ch.isalnum() or ch in "._-@" for ch in name):
+        raise AccountError("user names are 1-64 letters, digits, '.', '_', '-' or '@'")
+    return name
+
+
+def validate_password(password: str) -> str:
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_user(username: str, password: str, role: str) -> User:
+    name = validate_username(username)
+    validate_password(password)
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    try:
+        return User.create(username=name, password_hash=_hasher.hash(password), role=role)
+    except peewee.IntegrityError:
+        raise AccountError(f"a user named {name!r} already exists") from None
+
+
+def set_role(user: User, role: str) -> None:
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if user.role == "admin" and role != "admin" and _admins() <= 1:
+        raise AccountError("the last admin cannot be demoted")
+    user.role = role
+    user.save()
+
+
+def delete_user(user: User) -> None:
+    if user.role == "admin" and _admins() <= 1:
+        raise AccountError("the last admin cannot be deleted")
+    user.delete_instance()
+
+
+def _admins() -> int:
+    return User.select().where(User.role == "admin").count()
+
+
+def authenticate(username: str, password: str) -> User | None:
+    user = User.get_or_none(User.username == (username or "").strip())
+    if user is None:
+        try:
+            _hasher.verify(_DUMMY_HASH, password or "")
+        except VerificationError:
+            pass
+        return None
+    try:
+        _hasher.verify(user.password_hash, password or "")
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+        user.save()
+    return user
+
+
+def has_users() -> bool:
+    return User.select().exists()
+
+
+# -- first start --------------------------------------------------------------------------
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_setup_token() -> str:
+    """A fresh one-time token for creating the first admin; earlier unused ones stop working."""
+    token = secrets.token_urlsafe(32)
+    with database.atomic():
+        SetupToken.delete().where(SetupToken.used_at.is_null()).execute()
+        SetupToken.create(token_hash=_digest(token))
+    return token
+
+
+def setup_token_valid(token: str) -> bool:
+    return bool(token) and SetupToken.select().where(
+        (SetupToken.token_hash == _digest(token)) & SetupToken.used_at.is_null()).exists() and not has_users()
+
+
+def complete_setup(token: str, username: str, password: str) -> User:
+    """Create the first admin with the setup token, which then never works again."""
+    with database.atomic():
+        if not setup_token_valid(token):
+            raise AccountError("this setup link is invalid or was already used")
+        user = create_user(username, password, "admin")
+        SetupToken.update(used_at=utcnow()).where(SetupToken.token_hash == _digest(token)).execute()
+    return user

@@ -1,0 +1,152 @@
+"""Who is asking, and may they (§11): sessions for people, bearer tokens for scripts, CSRF for browsers.
+
+Every request gets a ``Principal`` in ``g.principal`` before its view runs. Views declare
+what they need with ``@requires("read" | "operate" | "admin")``; a token limited to some
+stacks is checked with ``check_stack``. Only the endpoints in ``PUBLIC_ENDPOINTS`` answer
+anonymous callers.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import g, redirect, request, session, url_for
+
+from rsgo import api_tokens
+from rsgo.accounts import ROLE_PERMISSIONS
+from rsgo.models import User
+from rsgo.problems import Problem
+
+PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "probes.healthz", "probes.readyz", "static"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CSRF_HEADER = "X-CSRF-Token"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # user, token, anonymous
+    name: str  # the actor the audit trail records
+    permissions: frozenset = frozenset()
+    stacks: frozenset | None = None  # a token limited to these stacks
+    via_session: bool = False
+    role: str | None = None
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
+    def anonymous(self) -> bool:
+        return self.kind == "anonymous"
+
+
+ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+def current() -> Principal:
+    return getattr(g, "principal", ANONYMOUS)
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _from_request() -> Principal:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise Problem(401, "unauthorized", "use Authorization: Bearer <token>")
+        try:
+            token = api_tokens.authenticate(credential.strip())
+        except api_tokens.TokenRejected as rejected:
+            raise Problem(401, "unauthorized", str(rejected)) from None
+        stacks = api_tokens.stacks_of(token)
+        return Principal("token", f"token:{token.name}", frozenset(api_tokens.SCOPE_PERMISSIONS[token.scope]),
+                         frozenset(stacks) if stacks is not None else None)
+    user_id = session.get("user_id")
+    if user_id is not None:
+        user = User.get_or_none(User.id == user_id)
+        # A password change or role change bumps the user's session version and ends old sessions.
+        if user is not None and session.get("version") == user.session_version:
+            return Principal("user", user.username, frozenset(ROLE_PERMISSIONS[user.role]), via_session=True,
+                             role=user.role)
+        session.clear()
+    return ANONYMOUS
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _csrf_ok() -> bool:
+    expected = session.get("csrf")
+    sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
+    return bool(expected) and hmac.compare_digest(expected, sent)
+
+
+def same_origin() -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    parts = urlsplit(origin)
+    return parts.netloc == request.host and parts.scheme in ("http", "https")
+
+
+def before_request():
+    g.principal = _from_request()
+    bearer = g.principal.kind == "token"
+    if request.method not in SAFE_METHODS and not bearer and not _csrf_ok():
+        # Browsers send cookies on their own; only a page of ours knows the session's CSRF token.
+        raise Problem(403, "csrf_failed", "missing or wrong CSRF token; reload the page and try again")
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if request.endpoint == "__flask_sock.live_updates":
+        if not g.principal.via_session:
+            raise Problem(401, "unauthorized", "the live connection needs a signed-in browser session")
+        if not same_origin():
+            raise Problem(403, "forbidden", "the live connection must come from this site's own pages")
+        return None
+    if g.principal.anonymous:
+        if request.path.startswith("/api/") or request.path == "/metrics":
+            raise Problem(401, "unauthorized", "sign in, or send Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": 'Bearer realm="rsgo"'})
+        if request.headers.get("HX-Request"):
+            # An HTMX request whose session ended: send the whole page to the login form.
+            return "", 401, {"HX-Redirect": url_for("auth.login", next=request.referrer or "/")}
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+def requires(permission: str):
+    """The view needs ``permission`` (read, operate, admin) — 403 otherwise."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            principal = current()
+            if not principal.can(permission):
+                raise Problem(403, "forbidden", f"{principal.name} may not do this (needs {permission})")
+            return view(*args, **kwargs)
+
+        wrapper.required_permission = permission
+        return wrapper
+
+    return decorate
+
+
+def check_stack(deployment) -> None:
+    """A token limited to some stacks may not see or touch any other (403)."""
+    principal = current()
+    if principal.stacks is not None and deployment.name not in principal.stacks:
+        raise Problem(403, "forbidden", f"{principal.name} is limited to other stacks")
+
+
+def visible(deployment) -> bool:
+    principal = current()
+    return principal.stacks is None or deployment.name in principal.stacks

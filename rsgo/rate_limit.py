@@ -1,0 +1,39 @@
+"""Login throttling: at most N failures per user name and per address within a window."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+
+
+class FailureWindow:
+    def __init__(self, limit: int, window_seconds: float, clock=time.monotonic):
+        self._limit = limit
+        self._window = window_seconds
+        self._clock = clock
+        self._failures: dict[str, deque] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str) -> deque:
+        entries = self._failures[key]
+        cutoff = self._clock() - self._window
+        while entries and entries[0] <= cutoff:
+            entries.popleft()
+        return entries
+
+    def blocked(self, *keys: str) -> float:
+        """Seconds until another attempt is allowed for all ``keys`` (0: allowed now)."""
+        with self._lock:
+            waits = [self._recent(k)[0] + self._window - self._clock()
+                     for k in keys if len(self._recent(k)) >= self._limit]
+        return max(waits, default=0.0)
+
+    def fail(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._recent(key).append(self._clock())
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)

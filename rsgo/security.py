@@ -1,0 +1,90 @@
+"""Wiring the security of the web surface: sessions, the auth hook, response headers,
+template helpers, and what happens on the very first start (no users yet)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from flask import request
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from rsgo import accounts, auth
+from rsgo.rate_limit import FailureWindow
+
+log = logging.getLogger(__name__)
+
+# The sixth failed sign-in within the window is refused (429), per user name and per address.
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_WINDOW_SECONDS = 15 * 60
+
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",  # no inline script, no eval: htmx runs with allowEval off
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",  # the websocket is same-origin
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Secure cookies behind HTTPS even when RSGO_SECURE_COOKIES is ``auto``."""
+
+    def __init__(self, secure: str):
+        self._secure = secure
+
+    def get_cookie_secure(self, app) -> bool:
+        if self._secure == "auto":
+            return request.is_secure
+        return self._secure == "true"
+
+
+def register(app, settings) -> None:
+    app.config.update(
+        SESSION_COOKIE_NAME="rsgo_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(seconds=settings.session_lifetime),
+    )
+    app.session_interface = _SessionInterface(settings.secure_cookies)
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
+                                x_host=settings.trusted_proxies)
+    app.extensions["rsgo_login_limiter"] = FailureWindow(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
+    app.before_request(auth.before_request)
+
+    @app.after_request
+    def security_headers(response):
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.context_processor
+    def principal_helpers():
+        principal = auth.current()
+        return {"csrf_token": auth.csrf_token, "principal": principal, "can_operate": principal.can("operate"),
+                "can_admin": principal.can("admin")}
+
+
+def first_start(settings) -> None:
+    """No users yet: create the admin from RSGO_ADMIN_PASSWORD, or print a one-time setup link.
+    Never "the first visitor becomes admin"."""
+    if accounts.has_users():
+        return
+    if settings.admin_password:
+        accounts.create_user(settings.admin_user, settings.admin_password, "admin")
+        log.info("created the admin %r from RSGO_ADMIN_PASSWORD", settings.admin_user)
+        return
+    token = accounts.new_setup_token()
+    host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    log.warning("no users yet: create the first admin at http://%s:%s/setup?token=%s (works once)",
+                host, settings.port, token)

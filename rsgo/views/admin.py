@@ -1,0 +1,107 @@
+"""Admin pages: users, API tokens and the security log."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from rsgo import accounts, api_tokens, security_log
+from rsgo.auth import client_address, current, requires
+from rsgo.models import ApiToken, User
+from rsgo.settings import parse_duration
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@blueprint.get("/users")
+@requires("admin")
+def users(error: str | None = None, status: int = 200):
+    return render_template("admin/users.html", users=User.select().order_by(User.username), roles=accounts.ROLES,
+                           error=error), status
+
+
+@blueprint.post("/users")
+@requires("admin")
+def create_user():
+    try:
+        user = accounts.create_user(request.form.get("username", ""), request.form.get("password", ""),
+                                    request.form.get("role", ""))
+    except accounts.AccountError as error:
+        return users(str(error), 400)
+    security_log.record("user.created", actor=current().name, address=client_address(),
+                        detail=f"{user.username} ({user.role})")
+    return redirect(url_for("admin.users"))
+
+
+@blueprint.post("/users/<int:user_id>/role")
+@requires("admin")
+def change_role(user_id: int):
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        return users("no such user", 404)
+    try:
+        accounts.set_role(user, request.form.get("role", ""))
+    except accounts.AccountError as error:
+        return users(str(error), 400)
+    security_log.record("user.changed", actor=current().name, address=client_address(),
+                        detail=f"{user.username} is now {user.role}")
+    return redirect(url_for("admin.users"))
+
+
+@blueprint.post("/users/<int:user_id>/delete")
+@requires("admin")
+def delete_user(user_id: int):
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        return users("no such user", 404)
+    try:
+        accounts.delete_user(user)
+    except accounts.AccountError as error:
+        return users(str(error), 400)
+    security_log.record("user.deleted", actor=current().name, address=client_address(), detail=user.username)
+    return redirect(url_for("admin.users"))
+
+
+@blueprint.get("/tokens")
+@requires("admin")
+def tokens(error: str | None = None, created: str | None = None, status: int = 200):
+    return render_template("admin/tokens.html", tokens=ApiToken.select().order_by(ApiToken.id.desc()),
+                           scopes=api_tokens.SCOPES, error=error, created=created), status
+
+
+@blueprint.post("/tokens")
+@requires("admin")
+def create_token():
+    expires = (request.form.get("expires_in") or "").strip()
+    try:
+        expires_at = None
+        if expires:
+            expires_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
+                seconds=parse_duration(expires))
+        row, clear = api_tokens.create_token(
+            request.form.get("name", ""), request.form.get("scope", ""), created_by=current().name,
+            stacks=(request.form.get("stacks") or "").split(","), expires_at=expires_at)
+    except (api_tokens.TokenError, ValueError) as error:
+        return tokens(str(error), status=400)
+    security_log.record("token.created", actor=current().name, address=client_address(),
+                        detail=f"{row.name} ({row.scope})")
+    # Shown once, in this answer only; the database keeps only its hash.
+    return tokens(created=clear)
+
+
+@blueprint.post("/tokens/<int:token_id>/revoke")
+@requires("admin")
+def revoke_token(token_id: int):
+    row = ApiToken.get_or_none(ApiToken.id == token_id)
+    if row is None:
+        return tokens("no such token", status=404)
+    api_tokens.revoke(row)
+    security_log.record("token.revoked", actor=current().name, address=client_address(), detail=row.name)
+    return redirect(url_for("admin.tokens"))
+
+
+@blueprint.get("/security")
+@requires("admin")
+def security():
+    return render_template("admin/security.html", events=security_log.recent())

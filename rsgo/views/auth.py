@@ -1,0 +1,89 @@
+"""Signing in and out, and the one-time setup of the first admin."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+
+from rsgo import accounts, security_log
+from rsgo.auth import client_address, current, requires
+
+blueprint = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
+
+
+def _limiter():
+    return current_app.extensions["rsgo_login_limiter"]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only local paths: a login link must not send people elsewhere."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("pages.dashboard")
+
+
+def _sign_in(user) -> None:
+    session.clear()  # a new session id for a new identity (no fixation)
+    session.permanent = True
+    session["user_id"] = user.id
+    session["version"] = user.session_version
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        if not current().anonymous:
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("auth/login.html", next=request.args.get("next", ""), error=None)
+    username = (request.form.get("username") or "").strip()
+    address = client_address()
+    keys = (f"user:{username.lower()}", f"address:{address}")
+    wait = _limiter().blocked(*keys)
+    if wait:
+        security_log.record("login.throttled", actor=username or "?", address=address)
+        return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
+                               error=f"Too many failed sign-ins. Try again in {int(wait) + 1} seconds."), 429, \
+            {"Retry-After": str(int(wait) + 1)}
+    user = accounts.authenticate(username, request.form.get("password") or "")
+    if user is None:
+        _limiter().fail(*keys)
+        security_log.record("login.failed", actor=username or "?", address=address)
+        log.info("failed sign-in for %r from %s", username, address)
+        return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
+                               error="Wrong user name or password."), 401
+    _limiter().clear(keys[0])
+    _sign_in(user)
+    security_log.record("login.succeeded", actor=user.username, address=address)
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@blueprint.post("/logout")
+@requires("read")
+def logout():
+    security_log.record("logout", actor=current().name, address=client_address())
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@blueprint.route("/setup", methods=["GET", "POST"])
+def setup():
+    """The first admin, created with the token rsgo printed to its log. Works once."""
+    token = request.values.get("token", "")
+    if not accounts.setup_token_valid(token):
+        return render_template("auth/setup_used.html"), 404
+    if request.method == "GET":
+        return render_template("auth/setup.html", token=token, error=None)
+    username = request.form.get("username", "")
+    password = request.form.get("password", "")
+    if password != request.form.get("password_again", ""):
+        return render_template("auth/setup.html", token=token, username=username,
+                               error="The two passwords differ."), 400
+    try:
+        user = accounts.complete_setup(token, username, password)
+    except accounts.AccountError as error:
+        return render_template("auth/setup.html", token=token, username=username, error=str(error)), 400
+    security_log.record("setup.completed", actor=user.username, address=client_address())
+    _sign_in(user)
+    return redirect(url_for("pages.dashboard"))
