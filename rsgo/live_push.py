@@ -25,7 +25,8 @@ from rsgo.representations import audit_json
 log = logging.getLogger(__name__)
 
 _DEPLOYMENT_EVENTS = ("transition.started", "transition.progress", "transition.finished", "mode.changed",
-                      "deployment.enforced", "observer.checked", "observer.failing", "observer.recovered")
+                      "deployment.enforced", "observer.checked", "observer.failing", "observer.recovered",
+                      "windows.changed")
 
 
 class LivePush:
@@ -69,7 +70,8 @@ class LivePush:
         audit_ids: list[int] = []
         for kind, payload in batch:
             if kind in _DEPLOYMENT_EVENTS:
-                deployment_ids.append(payload["deployment_id"])
+                if payload.get("deployment_id") is not None:
+                    deployment_ids.append(payload["deployment_id"])
             elif kind == "container.changed":
                 container = payload["new"] or payload["old"]
                 deployment_ids.extend(d.id for d in Deployment.select(Deployment.id).where(
@@ -104,7 +106,7 @@ class LivePush:
         self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
             render_template(template, d=d, t=t, oob="true", can_operate=can_operate)
             for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html",
-                             "deployments/_observer.html")))
+                             "deployments/_observer.html", "deployments/_windows.html")))
 
     def _push_new_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)

@@ -33,8 +33,15 @@ def _accounts(database) -> None:
             migrate(migrator.add_column(table, "address", model.address))
 
 
+def _windows(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.MaintenanceWindow, models.ScheduleSuppression], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
     (3, "users, API tokens, security events", _accounts),
+    (4, "maintenance windows", _windows),
 ]

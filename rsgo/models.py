@@ -170,5 +170,34 @@ class SecurityEvent(BaseModel):
         table_name = "security_events"
 
 
+class MaintenanceWindow(BaseModel):
+    """A scheduled maintenance period: one-time (start/end) or recurring (cron, duration, time zone)."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="windows", on_delete="CASCADE")
+    name = peewee.CharField()
+    starts_at = peewee.DateTimeField(null=True)  # one-time, UTC
+    ends_at = peewee.DateTimeField(null=True)
+    cron = peewee.CharField(null=True)  # recurring
+    timezone = peewee.CharField(default="UTC")
+    duration_seconds = peewee.IntegerField(null=True)
+    reason = peewee.TextField(default="")
+    origin = peewee.CharField()  # config, api, ui
+    created_by = peewee.CharField()
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "maintenance_windows"
+
+
+class ScheduleSuppression(BaseModel):
+    """A person ended a schedule's Maintenance: the schedule stays out until this instant."""
+
+    deployment = peewee.ForeignKeyField(Deployment, unique=True, on_delete="CASCADE")
+    until = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "schedule_suppressions"
+
+
 ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
-              SetupToken, SecurityEvent]
+              SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression]

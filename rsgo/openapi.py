@@ -60,7 +60,7 @@ _SCHEMAS = {
                 "invalid_json", "invalid_mode", "invalid_request", "not_found", "method_not_allowed",
                 "unsupported_media_type", "unauthorized", "forbidden", "csrf_failed", "transition_not_allowed",
                 "transition_in_progress",
-                "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle",
+                "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle", "window_from_config",
                 "container_action_failed", "docker_unreachable", "internal_error"]},
             "validModes": {"type": "array", "items": {"type": "string"}},
             "allowedModes": {"type": "array", "items": {"type": "string"}},
@@ -95,7 +95,7 @@ _SCHEMAS = {
             "stoppedSet": {"type": "array", "items": {"type": "string"}},
             "allowedModes": {"type": "array", "items": _ref("Mode")},
             "observer": {"oneOf": [_ref("ObserverStatus"), {"type": "null"}]},
-            "windows": {"type": "array"},
+            "windows": {"type": "array", "items": _ref("Window")},
         },
     },
     "ContainerResult": {
@@ -171,6 +171,31 @@ _SCHEMAS = {
             "confirmations": {"type": "integer"},
         },
     },
+    "Window": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["one-time", "recurring"]},
+            "start": _TIME, "end": _TIME, "cron": _TEXT_OR_NULL, "timezone": _TEXT_OR_NULL,
+            "durationSeconds": {"type": ["integer", "null"]}, "reason": {"type": "string"},
+            "origin": {"type": "string", "enum": ["config", "api", "ui"]}, "createdBy": {"type": "string"},
+            "active": {"type": "boolean"},
+            "nextOccurrences": {"type": "array", "items": {"type": "object", "properties": {
+                "start": {"type": "string", "format": "date-time"},
+                "end": {"type": "string", "format": "date-time"}}}},
+        },
+    },
+    "WindowRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"}, "reason": {"type": "string", "maxLength": 500},
+            "start": {"type": "string", "format": "date-time", "description": "ISO 8601 with an offset"},
+            "end": {"type": "string", "format": "date-time"},
+            "cron": {"type": "string", "description": "5 fields, e.g. 0 2 * * SUN"},
+            "duration": {"type": "string", "description": "45m, 2h; alone: maintenance from now"},
+            "timezone": {"type": "string", "description": "IANA name, for cron"},
+        },
+    },
     "HistoryPage": {
         "type": "object",
         "properties": {"items": {"type": "array", "items": _ref("AuditEntry")},
@@ -242,6 +267,25 @@ def openapi_document() -> dict:
                 "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
                 "responses": {"200": _json("observer status after the check", _ref("ObserverStatus")),
                               "404": _problem("no such deployment, or it has no observer")}}},
+            "/api/deployments/{id}/windows": {
+                "get": {"summary": "The deployment's maintenance windows with their next 5 occurrences",
+                        "operationId": "listWindows", "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                        "responses": {"200": _json("windows", {"type": "object", "properties": {
+                            "items": {"type": "array", "items": _ref("Window")}}}),
+                            "404": _problem("not_found")}},
+                "post": {"summary": "Add a window: one-time, recurring, or {duration} from now (ad hoc)",
+                         "operationId": "addWindow", "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": _ref("WindowRequest")}}},
+                         "responses": {"201": _json("the window", _ref("Window")),
+                                       "400": _problem("invalid_request naming the field"),
+                                       "404": _problem("not_found"), "415": _problem("unsupported_media_type")}}},
+            "/api/deployments/{id}/windows/{windowId}": {"delete": {
+                "summary": "Remove a window added through the API or UI", "operationId": "deleteWindow",
+                "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT,
+                               {"name": "windowId", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"204": {"description": "removed"}, "404": _problem("not_found"),
+                              "409": _problem("window_from_config: change it in the config file")}}},
             "/api/config/reload": {"post": {
                 "summary": "Read the stack config file again (like SIGHUP)", "operationId": "reloadConfig",
                 "responses": {"200": _json("what was loaded and every problem found", {"type": "object"})}}},

@@ -68,7 +68,8 @@ def dashboard_item_for(deployment: Deployment, runtime) -> dict:
 
 
 def detail(deployment: Deployment, runtime) -> dict:
-    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id))
+    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id),
+                             runtime.windows.windows_json(deployment.id))
 
 
 def preview(deployment: Deployment, target: Mode, inventory: Inventory) -> dict:

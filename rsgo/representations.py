@@ -45,7 +45,8 @@ def deployment_summary(deployment: Deployment, inventory: Inventory, stopped_set
     }
 
 
-def deployment_detail(deployment: Deployment, inventory: Inventory, observer_status: dict | None = None) -> dict:
+def deployment_detail(deployment: Deployment, inventory: Inventory, observer_status: dict | None = None,
+                      windows: list[dict] | None = None) -> dict:
     stopped_set = deployment_queries.stopped_set_names(deployment.id)
     body = deployment_summary(deployment, inventory, stopped_set, deployment_queries.running_transition(deployment.id))
     containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
@@ -65,7 +66,7 @@ def deployment_detail(deployment: Deployment, inventory: Inventory, observer_sta
     body["stoppedSet"] = sorted(stopped_set)
     body["allowedModes"] = [m.value for m in allowed_targets(Mode(deployment.mode))]
     body["observer"] = observer_status
-    body["windows"] = []
+    body["windows"] = windows or []
     return body
 
 

@@ -13,6 +13,7 @@ from rsgo.observer_service import ObserverService
 from rsgo.schedule import Scheduler
 from rsgo.stack_config import Config, load_config
 from rsgo.transitions import TransitionService
+from rsgo.windows import WindowService
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class Runtime:
         self.transitions = TransitionService(self.gateway, self.bus, settings)
         self.scheduler = Scheduler(settings.observer_threads)
         self.observers = ObserverService(self.transitions, self.bus, settings.environment, self.scheduler)
+        self.windows = WindowService(self.transitions, self.bus)
         self.config: Config | None = None
         self._reload_lock = threading.Lock()
         self.enforcer: Enforcer | None = None
@@ -54,16 +56,28 @@ class Runtime:
             for problem in config.problems:
                 log.warning("config: %s", problem)
             self.observers.apply(config)
+            self._apply_windows(config)
             self.config = config
             log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
                      sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
             return config
+
+    def _apply_windows(self, config: Config) -> None:
+        from rsgo.models import Deployment
+
+        for stack in config.stacks.values():
+            deployment = Deployment.get((Deployment.environment == self.settings.environment)
+                                        & (Deployment.name == stack.name))
+            self.windows.sync_config(deployment, stack.windows)
+        self.bus.publish("windows.changed", deployment_id=None)
 
     def start(self) -> None:
         """Start discovery, enforcement, observers and the resumption of interrupted transitions. Once."""
         if self.started:
             return
         self.started = True
+        # Windows are looked at every few seconds, and at once: started inside a window enters it now.
+        self.scheduler.every("windows", self.settings.window_check_interval, self._evaluate_windows)
         self.scheduler.start()
         if self.settings.enforce_modes:
             self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
@@ -71,6 +85,15 @@ class Runtime:
         self.discovery.start()
         self._resume_thread = threading.Thread(target=self._resume, name="rsgo-resume", daemon=True)
         self._resume_thread.start()
+
+    def _evaluate_windows(self) -> None:
+        from rsgo.db import database
+
+        try:
+            self.windows.evaluate()
+        finally:
+            if not database.is_closed():
+                database.close()
 
     def _resume(self) -> None:
         resumed = self.transitions.resume_interrupted(self._stopping)

@@ -19,6 +19,9 @@ import yaml
 
 from rsgo.observers import REGISTRY, Field, Observer, ObserverError
 from rsgo.settings import parse_duration
+from rsgo.windows import WindowError, WindowSpec, parse_window
+
+WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered")
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -69,12 +72,22 @@ class ObserverConfig:
 class StackConfig:
     name: str
     observer: ObserverConfig | None = None
+    windows: list[WindowSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    name: str
+    url: str
+    secret: str | None
+    events: tuple[str, ...]
 
 
 @dataclass
 class Config:
     path: str
     stacks: dict[str, StackConfig] = field(default_factory=dict)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
 
 
@@ -106,8 +119,9 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, required: b
         config.problems.append(ConfigProblem(path, "", "the top level must be a mapping with a 'stacks' key"))
         return config
     for key in document:
-        if key != "stacks":
-            config.problems.append(ConfigProblem(path, str(key), _unknown_key_message(key, ["stacks"])))
+        if key not in ("stacks", "webhooks"):
+            config.problems.append(ConfigProblem(path, str(key), _unknown_key_message(key, ["stacks", "webhooks"])))
+    _load_webhooks(config, document.get("webhooks"), environ)
     stacks = document.get("stacks") or {}
     if not isinstance(stacks, dict):
         config.problems.append(ConfigProblem(path, "stacks", "must be a mapping of stack name to settings"))
@@ -118,10 +132,44 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, required: b
 
 
 def _unknown_key_message(key, allowed) -> str:
-    later = {"windows": "scheduled windows", "webhooks": "webhooks"}
-    if key in later:
-        return f"unknown key: {later[key]} are not supported by this version of rsgo"
     return f"unknown key (allowed: {', '.join(allowed)})"
+
+
+def _load_webhooks(config: Config, document, environ) -> None:
+    if document is None:
+        return
+    if not isinstance(document, list):
+        config.problems.append(ConfigProblem(config.path, "webhooks", "must be a list"))
+        return
+    for index, hook in enumerate(document):
+        base = f"webhooks[{index}]"
+        if not isinstance(hook, dict):
+            config.problems.append(ConfigProblem(config.path, base, "must be a mapping with url and events"))
+            continue
+        problems = [ConfigProblem(config.path, f"{base}.{key}", _unknown_key_message(key, ["name", "url", "secret",
+                                                                                          "events"]))
+                    for key in hook if key not in ("name", "url", "secret", "events")]
+        try:
+            url = _substitute(hook.get("url"), environ)
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise _Invalid("required: an http:// or https:// URL")
+        except _Invalid as invalid:
+            problems.append(ConfigProblem(config.path, f"{base}.url", str(invalid)))
+        try:
+            secret = _substitute(hook.get("secret"), environ)
+            if secret is not None and (not isinstance(secret, str) or not secret):
+                raise _Invalid("must be a non-empty string")
+        except _Invalid as invalid:
+            problems.append(ConfigProblem(config.path, f"{base}.secret", str(invalid)))
+        events = hook.get("events", list(WEBHOOK_EVENTS))
+        if not isinstance(events, list) or not events or any(e not in WEBHOOK_EVENTS for e in events):
+            problems.append(ConfigProblem(config.path, f"{base}.events",
+                                          f"must be a list of {', '.join(WEBHOOK_EVENTS)}"))
+        if problems:
+            config.problems.extend(problems)
+            continue
+        config.webhooks.append(WebhookConfig(name=str(hook.get("name") or f"webhook-{index + 1}"), url=url,
+                                             secret=secret, events=tuple(events)))
 
 
 def _load_stack(config: Config, stack_name: str, document, environ) -> None:
@@ -133,11 +181,31 @@ def _load_stack(config: Config, stack_name: str, document, environ) -> None:
         config.problems.append(ConfigProblem(config.path, base, "must be a mapping"))
         return
     for key in document:
-        if key != "maintenanceObserver":
+        if key not in ("maintenanceObserver", "windows"):
             config.problems.append(ConfigProblem(config.path, f"{base}.{key}",
-                                                 _unknown_key_message(key, ["maintenanceObserver"])))
+                                                 _unknown_key_message(key, ["maintenanceObserver", "windows"])))
     if "maintenanceObserver" in document:
         stack.observer = _load_observer(config, stack_name, document["maintenanceObserver"], environ)
+    windows = document.get("windows") or []
+    if not isinstance(windows, list):
+        config.problems.append(ConfigProblem(config.path, f"{base}.windows", "must be a list"))
+        return
+    for index, window in enumerate(windows):
+        path = f"{base}.windows[{index}]"
+        if not isinstance(window, dict):
+            config.problems.append(ConfigProblem(config.path, path, "must be a mapping"))
+            continue
+        try:
+            spec = parse_window(_substitute(window, environ), default_name=f"window-{index + 1}")
+        except (WindowError, _Invalid) as error:
+            key, _, message = str(error).partition(": ")
+            config.problems.append(ConfigProblem(config.path, f"{path}.{key}" if message else path,
+                                                 message or str(error)))
+            continue
+        if spec.cron is None and spec.starts_at is None:
+            config.problems.append(ConfigProblem(config.path, path, "give start and end, or cron with duration"))
+            continue
+        stack.windows.append(spec)
 
 
 def _load_observer(config: Config, stack_name: str, document, environ) -> ObserverConfig:

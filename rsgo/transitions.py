@@ -83,6 +83,8 @@ class TransitionService:
         self.observer_holds_maintenance = lambda deployment: True
         # ...and is told when a forced request overrides it, so it stays quiet until it reads normal.
         self.observer_overridden = lambda deployment: None
+        # The window service is told when someone else ends a schedule's Maintenance.
+        self.schedule_overridden = lambda deployment: None
 
     # -- locking ---------------------------------------------------------------------------
 
@@ -163,6 +165,8 @@ class TransitionService:
                                        observed_value, requested_at)
             if overrides_observer:
                 self.observer_overridden(deployment)
+            if current is Mode.MAINTENANCE and deployment.trigger_source == "schedule" and source != "schedule":
+                self.schedule_overridden(deployment)
             self._bus.publish("transition.started", deployment_id=deployment.id, transition_id=transition.id)
             if wait:
                 self._execute(transition, containers, planned)

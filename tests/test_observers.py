@@ -249,7 +249,12 @@ def test_check_config_names_the_key_path_of_an_unknown_key(tmp_path):
     ("stacks:\n  shop:\n    maintenanceObserver: {type: file, path: /x, maintenanceValue: x, confirmations: two}\n",
      "stacks.shop.maintenanceObserver.confirmations: must be a whole number"),
     ("stacks: [shop]\n", "stacks: must be a mapping"),
-    ("stacks:\n  shop:\n    windows: []\n", "stacks.shop.windows: unknown key: scheduled windows are not supported"),
+    ("stacks:\n  shop:\n    windows: [{cron: '0 2 * *', duration: 45m}]\n",
+     "stacks.shop.windows[0].cron: '0 2 * *' needs 5 fields"),
+    ("stacks:\n  shop:\n    windows: [{cron: '0 2 * * SUN', duration: 45m, timezone: Mars/Olympus}]\n",
+     "stacks.shop.windows[0].cron: unknown time zone 'Mars/Olympus'"),
+    ("webhooks: [{url: ftp://x, events: [mode.changed]}]\n", "webhooks[0].url: required: an http:// or https:// URL"),
+    ("webhooks: [{url: 'http://x', events: [mode.exploded]}]\n", "webhooks[0].events: must be a list of"),
     ("stacks:\n  shop: {maintenanceObserver: {type: file\n", "not valid YAML (line"),
 ])
 def test_config_problems_name_the_file_the_key_path_and_the_problem(tmp_path, document, expected):
@@ -296,10 +301,10 @@ def test_sighup_reloads_the_config_in_place_keeping_unchanged_observers_state(ma
     import requests
 
     def status(stack):
-        return requests.get(f"{server.url}/api/deployments/{stack.name}/observer", timeout=5).json()
+        return requests.get(f"{server.url}/api/deployments/{stack.name}/observer", headers=server.headers, timeout=5).json()
 
     wait_until(lambda: status(kept)["failures"] == 1, 10, message="the first (failing) check")
-    requests.post(f"{server.url}/api/deployments/{kept.name}/observer/check", timeout=10)
+    requests.post(f"{server.url}/api/deployments/{kept.name}/observer/check", headers=server.headers, timeout=10)
     assert status(kept)["failures"] == 2
     assert str(first_flag) in status(changed)["target"]
 
@@ -321,13 +326,13 @@ def test_the_reload_endpoint_reports_problems_and_keeps_serving(make_app, make_s
         stacks:
           {stack.name}:
             maintenanceObserver: {{type: file, path: {flag}, maintenanceValue: "true", pollingInterval: 2s}}
-        webhooks: []
+        webhooks: {{}}
         """)
 
     body = client.post("/api/config/reload").json
 
     assert body["observers"] == 1
-    assert [p["path"] for p in body["problems"]] == ["webhooks"]
+    assert [(p["path"], p["message"]) for p in body["problems"]] == [("webhooks", "must be a list")]
     assert observer_status(client, stack.name)["pollingIntervalSeconds"] == 2
 
 

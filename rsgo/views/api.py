@@ -6,12 +6,13 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from rsgo import audit, deployments
 from rsgo.auth import check_stack, client_address, current, requires, visible
-from rsgo.models import Deployment, Transition
+from rsgo.models import Deployment, MaintenanceWindow, Transition
 from rsgo.openapi import openapi_document
 from rsgo.problems import Problem
 from rsgo.representations import audit_json, deployment_detail, deployment_summary, transition_json
 from rsgo.transitions import ModeChangeRefused
-from rsgo.views.api_input import int_param, json_object, mode_change_request
+from rsgo.views.api_input import clean_reason, int_param, json_object, mode_change_request
+from rsgo.windows import WindowError, parse_window
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -47,7 +48,8 @@ def list_deployments():
 
 def _detail(deployment: Deployment) -> dict:
     runtime = _runtime()
-    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id))
+    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id),
+                             runtime.windows.windows_json(deployment.id))
 
 
 @blueprint.get("/deployments/<ref>")
@@ -75,6 +77,49 @@ def check_observer(ref: str):
     if status is None:
         raise Problem(404, "not_found", f"{deployment.name} has no observer (configure one in the stack config file)")
     return jsonify(status)
+
+
+@blueprint.get("/deployments/<ref>/windows")
+@requires("read")
+def list_windows(ref: str):
+    deployment = _load_deployment(ref)
+    return jsonify(items=_runtime().windows.windows_json(deployment.id))
+
+
+@blueprint.post("/deployments/<ref>/windows")
+@requires("operate")
+def add_window(ref: str):
+    """A one-time (start, end) or recurring (cron, duration, timezone) window, or ``{"duration": "2h"}``:
+    maintenance from now for that long, so nobody has to remember to end it."""
+    deployment = _load_deployment(ref)
+    body = json_object()
+    if "reason" in body:
+        body["reason"] = clean_reason(body["reason"])
+    try:
+        spec = parse_window(body, default_name="ad hoc" if set(body) <= {"duration", "reason", "name"}
+                            else "window")
+    except WindowError as error:
+        field, _, message = str(error).partition(": ")
+        raise Problem(400, "invalid_request", str(error), field=field if message else None) from None
+    runtime = _runtime()
+    window = runtime.windows.add(deployment, spec, origin="api", created_by=current().name)
+    runtime.windows.evaluate()  # a window that contains now takes effect at once
+    created = next(w for w in runtime.windows.windows_json(deployment.id) if w["id"] == window.id)
+    return jsonify(created), 201, {"Location": url_for("api.list_windows", ref=deployment.id) + f"/{window.id}"}
+
+
+@blueprint.delete("/deployments/<ref>/windows/<int:window_id>")
+@requires("operate")
+def delete_window(ref: str, window_id: int):
+    deployment = _load_deployment(ref)
+    window = MaintenanceWindow.get_or_none((MaintenanceWindow.id == window_id)
+                                           & (MaintenanceWindow.deployment == deployment.id))
+    if window is None:
+        raise Problem(404, "not_found", f"{deployment.name} has no window {window_id}")
+    if window.origin == "config":
+        raise Problem(409, "window_from_config", f"window {window.name} comes from the config file; change it there")
+    _runtime().windows.remove(window)
+    return "", 204
 
 
 @blueprint.post("/config/reload")

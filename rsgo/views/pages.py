@@ -9,12 +9,13 @@ from flask import Blueprint, current_app, render_template, request, url_for
 from rsgo import audit, presenters
 from rsgo.auth import client_address, current, requires
 from rsgo.deployments import find_deployment
-from rsgo.models import Deployment
+from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
 from rsgo.representations import audit_json
 from rsgo.transitions import ModeChangeRefused
 from rsgo.views.api_input import clean_reason, int_param
+from rsgo.windows import WindowSpec
 
 blueprint = Blueprint("pages", __name__)
 
@@ -50,7 +51,8 @@ def deployment_page(ref: str):
     d = presenters.detail(deployment, _runtime())
     regions = {f"mode-{d['id']}": "deployments/_mode.html", f"progress-{d['id']}": "deployments/_progress.html",
                f"containers-{d['id']}": "deployments/_containers.html",
-               f"observer-{d['id']}": "deployments/_observer.html"}
+               f"observer-{d['id']}": "deployments/_observer.html",
+               f"windows-{d['id']}": "deployments/_windows.html"}
     context = {"d": d, "t": presenters.latest_transition(deployment.id)}
     if _asked_region() in regions:
         return render_template(regions[_asked_region()], **context)
@@ -150,3 +152,36 @@ def check_observer(ref: str):
     if _runtime().observers.check(deployment.id) is None:
         raise Problem(404, "not_found", f"{deployment.name} has no observer")
     return render_template("deployments/_observer.html", d=presenters.detail(deployment, _runtime()))
+
+
+@blueprint.post("/deployments/<ref>/windows")
+@requires("operate")
+def add_adhoc_window(ref: str):
+    """"Maintenance for N hours": a one-time window from now, so nobody forgets to end it."""
+    deployment = find_deployment(ref)
+    try:
+        hours = float(request.form.get("hours", ""))
+    except ValueError:
+        raise Problem(400, "invalid_request", "hours must be a number") from None
+    if not 0 < hours <= 24 * 7:
+        raise Problem(400, "invalid_request", "hours must be more than 0 and at most a week (168)")
+    reason = clean_reason(request.form.get("reason"))
+    if not reason:
+        raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
+    windows = _runtime().windows
+    windows.add(deployment, WindowSpec("ad hoc", reason, duration=hours * 3600), origin="ui",
+                created_by=current().name)
+    windows.evaluate()
+    return render_template("deployments/_windows.html", d=presenters.detail(deployment, _runtime()))
+
+
+@blueprint.post("/deployments/<ref>/windows/<int:window_id>/delete")
+@requires("operate")
+def delete_window(ref: str, window_id: int):
+    deployment = find_deployment(ref)
+    window = MaintenanceWindow.get_or_none((MaintenanceWindow.id == window_id)
+                                           & (MaintenanceWindow.deployment == deployment.id))
+    if window is None or window.origin == "config":
+        raise Problem(404, "not_found", "no such window (windows from the config file are changed there)")
+    _runtime().windows.remove(window)
+    return render_template("deployments/_windows.html", d=presenters.detail(deployment, _runtime()))
