@@ -40,12 +40,21 @@ def serve(settings) -> int:
             self.cfg.set("errorlog", "-")
             # One shared control socket path would clash between instances (and tests) on one host.
             self.cfg.set("control_socket_disable", True)
+            self.cfg.set("worker_exit", finish_background_work)
 
         def load(self):
             return create_app(settings)
 
         def run(self):
             ForwardingArbiter(self).run()
+
+    def finish_background_work(_server, worker):
+        """On SIGTERM gunicorn lets requests finish; this lets background transitions finish too,
+        bounded by the graceful timeout. What is still running then stays resumable (it is persisted)."""
+        app = getattr(worker, "wsgi", None)
+        runtime = app.extensions.get("rsgo") if app is not None else None
+        if runtime is not None:
+            runtime.stop(timeout=25)
 
     logging.getLogger(__name__).info("rsgo serving on http://%s:%s/", settings.host, settings.port)
     Server().run()

@@ -106,9 +106,10 @@ class Runtime:
     def stop(self, timeout: float = 30) -> None:
         self._stopping.set()
         self.scheduler.shutdown()
+        if not self.transitions.wait_idle(timeout):
+            log.warning("stopping with transitions still running; they resume at the next start")
         for hook in self._stop_hooks:
             hook()
-        self.transitions.wait_idle(timeout)
         self.discovery.stop()
         if self.enforcer is not None:
             self.enforcer.close()

@@ -1,0 +1,43 @@
+"""`rsgo serve` as a process: graceful SIGTERM, one scheduler, logs."""
+
+from __future__ import annotations
+
+import signal
+
+import requests
+
+from conftest import wait_until
+
+SLOW_3S = ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while :; do sleep 0.1; done"]
+
+
+def test_sigterm_lets_a_running_transition_finish_before_the_process_exits(make_stack, make_server):
+    stack = make_stack()
+    for index in range(3):
+        stack.add(f"c{index}", command=SLOW_3S)
+    server = make_server().start()
+    wait_until(lambda: requests.get(f"{server.url}/api/deployments/{stack.name}", headers=server.headers,
+                                    timeout=5).json().get("containerCounts", {}).get("total") == 3, 15,
+               message="discovery")
+    accepted = requests.put(f"{server.url}/api/deployments/{stack.name}/operation-mode", headers=server.headers,
+                            json={"newMode": "Maintenance", "reason": "before shutdown", "wait": False}, timeout=10)
+    assert accepted.status_code == 202, accepted.text
+    transition_url = server.url + accepted.headers["Location"]
+
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=40)
+
+    assert all(not stack.is_running(f"c{index}") for index in range(3)), "the transition ran to its end"
+    server.start()
+    transition = requests.get(transition_url, headers=server.headers, timeout=5).json()
+    assert (transition["outcome"], transition["resumed"]) == ("succeeded", False)
+    log = server.log()
+    assert "transition" in log and f"(id {transition['deploymentId']})" in log
+
+
+def test_the_server_runs_one_scheduler_and_logs_to_stdout(make_server):
+    server = make_server().start()
+    log = server.log()
+    assert log.count("Booting worker") == 1
+    assert "rsgo serving on http://127.0.0.1:" in log
+    assert "INFO rsgo.runtime: config " in log and " loaded: " in log
