@@ -26,13 +26,20 @@ class Inventory:
         self._bus = bus
         self._lock = threading.Lock()
         self._by_name: dict[str, ContainerInfo] = {}
+        # Built on the first read after a change: pages ask for every stack's containers, changes are rare.
+        self._by_stack: dict[str, list[ContainerInfo]] | None = None
         self.reachable: bool | None = None  # None until the first sync
         self.last_error: str | None = None
         self.synced_at: dt.datetime | None = None
 
     def containers_of(self, stack: str) -> list[ContainerInfo]:
         with self._lock:
-            return sorted((c for c in self._by_name.values() if c.stack == stack), key=lambda c: c.name)
+            if self._by_stack is None:
+                index: dict[str, list[ContainerInfo]] = {}
+                for container in sorted(self._by_name.values(), key=lambda c: c.name):
+                    index.setdefault(container.stack, []).append(container)
+                self._by_stack = index
+            return list(self._by_stack.get(stack, ()))
 
     def all_containers(self) -> list[ContainerInfo]:
         with self._lock:
@@ -44,6 +51,7 @@ class Inventory:
         with self._lock:
             old = self._by_name
             self._by_name = new
+            self._by_stack = None
             self.reachable = True
             self.last_error = None
             self.synced_at = dt.datetime.now(dt.timezone.utc)
@@ -59,6 +67,7 @@ class Inventory:
             old = self._by_name.get(container.name)
             # A container recreated under the same name replaces the old one: identity is the name.
             self._by_name[container.name] = container
+            self._by_stack = None
         if _differs(old, container):
             self._announce(old, container)
 
@@ -68,6 +77,7 @@ class Inventory:
             if old is None or (container_id and old.id != container_id):
                 return  # already replaced by a newer container of the same name
             del self._by_name[name]
+            self._by_stack = None
         self._announce(old, None)
 
     def mark_unreachable(self, error: str) -> None:
