@@ -224,7 +224,9 @@ def test_enforcement_stops_a_stopped_set_container_started_by_hand(client, make_
 
 
 def test_enforcement_is_off_with_rsgo_enforce_modes_false(make_app, make_stack):
-    client = make_app(RSGO_ENFORCE_MODES="false").test_client()
+    app = make_app(RSGO_ENFORCE_MODES="false")
+    client = app.test_client()
+    inventory = app.extensions["rsgo"].inventory
     stack = make_stack()
     stack.add("api")
     wait_for_deployment(client, stack.name, 1)
@@ -232,10 +234,17 @@ def test_enforcement_is_off_with_rsgo_enforce_modes_false(make_app, make_stack):
 
     stack.containers["api"].start()
 
-    wait_for_deployment_state = lambda: client.get(f"/api/deployments/{stack.name}").json  # noqa: E731
-    wait_until(lambda: wait_for_deployment_state()["containerCounts"]["running"] == 1, 10,
+    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["containerCounts"]["running"] == 1, 10,
                message="discovery to see api running")
-    time.sleep(0)  # enforcement would have acted on the same event that discovery just delivered
+    # Two more full resyncs (every 2 s here): enforcement, if it were on, acts within one of them.
+    seen = {inventory.synced_at}
+
+    def two_more_resyncs():
+        seen.add(inventory.synced_at)
+        return len(seen) > 2
+
+    wait_until(two_more_resyncs, 10, message="two more resyncs")
+    assert app.extensions["rsgo"].enforcer is None
     assert stack.is_running("api")
     assert not [e for e in client.get(f"/api/deployments/{stack.name}/history").json["items"]
                 if e["outcome"] == "enforced"]
