@@ -9,7 +9,7 @@ import peewee
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from rsgo.db import database, utcnow
+from rsgo.db import utcnow, write_transaction
 from rsgo.models import SetupToken, User
 
 ROLES = ("viewer", "operator", "admin")
@@ -101,7 +101,7 @@ def _digest(token: str) -> str:
 def new_setup_token() -> str:
     """A fresh one-time token for creating the first admin; earlier unused ones stop working."""
     token = secrets.token_urlsafe(32)
-    with database.atomic():
+    with write_transaction():
         SetupToken.delete().where(SetupToken.used_at.is_null()).execute()
         SetupToken.create(token_hash=_digest(token))
     return token
@@ -114,7 +114,7 @@ def setup_token_valid(token: str) -> bool:
 
 def complete_setup(token: str, username: str, password: str) -> User:
     """Create the first admin with the setup token, which then never works again."""
-    with database.atomic():
+    with write_transaction():
         if not setup_token_valid(token):
             raise AccountError("this setup link is invalid or was already used")
         user = create_user(username, password, "admin")

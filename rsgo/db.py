@@ -40,6 +40,15 @@ def open_database(settings) -> peewee.Database:
     return db
 
 
+def write_transaction():
+    """A transaction that will write. On SQLite it takes the write lock at once (IMMEDIATE): a
+    transaction that read first and wanted to write later would fail with "database is locked"
+    whenever another thread committed in between, busy timeout or not."""
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()
+
+
 class SchemaMigration(peewee.Model):
     version = peewee.IntegerField(primary_key=True)
     name = peewee.CharField()
@@ -60,7 +69,7 @@ def migrate() -> list[int]:
     for version, name, step in MIGRATIONS:
         if version in done:
             continue
-        with database.atomic():
+        with write_transaction():
             step(database)
             SchemaMigration.create(version=version, name=name)
         log.info("database migration %s (%s) applied", version, name)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from rsgo import audit, deployments
-from rsgo.db import database, utcnow
+from rsgo.db import database, utcnow, write_transaction
 from rsgo.docker_ops import ContainerInfo, DockerError, DockerGateway
 from rsgo.events import EventBus
 from rsgo.lifecycle import ActionResult, DependencyCycle, LevelRunner, PlannedAction, plan
@@ -222,7 +222,7 @@ class TransitionService:
     def _persist(self, deployment, current, target, planned: list[PlannedAction], source, actor, reason, force,
                  observed_value, requested_at) -> Transition:
         # Written before the first Docker call: a crash from here on is resumed at the next start.
-        with database.atomic():
+        with write_transaction():
             transition = Transition.create(
                 deployment=deployment, previous_mode=current.value, target_mode=target.value, source=source,
                 actor=actor, reason=reason, force=force, observed_value=observed_value, requested_at=requested_at,
@@ -279,7 +279,7 @@ class TransitionService:
         self._finish(transition)
 
     def _record_action(self, transition: Transition, deployment_id: int, result: ActionResult) -> None:
-        with database.atomic():
+        with write_transaction():
             (TransitionAction.update(result=result.result, error=result.error, duration_ms=result.duration_ms,
                                      finished_at=utcnow())
              .where((TransitionAction.transition == transition.id)
@@ -301,7 +301,7 @@ class TransitionService:
         actions = list(transition.actions)
         failures = [a for a in actions if a.result == "failed"]
         target = Mode(transition.target_mode)
-        with database.atomic():
+        with write_transaction():
             deployment = Deployment.get_by_id(transition.deployment_id)
             previous = deployment.mode
             if failures:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from rsgo.cron import Cron, CronError
-from rsgo.db import database, utcnow
+from rsgo.db import write_transaction
 from rsgo.events import EventBus
 from rsgo.models import Deployment, MaintenanceWindow, ScheduleSuppression
 from rsgo.modes import Mode
@@ -124,7 +124,7 @@ class WindowService:
 
     def sync_config(self, deployment: Deployment, specs: list[WindowSpec]) -> None:
         """The config file's windows replace the deployment's earlier config windows."""
-        with database.atomic():
+        with write_transaction():
             MaintenanceWindow.delete().where((MaintenanceWindow.deployment == deployment.id)
                                              & (MaintenanceWindow.origin == "config")).execute()
             for spec in specs:

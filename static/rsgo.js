@@ -8,7 +8,6 @@
     return Math.min(5000, 250 * Math.pow(2, retries)) * (0.5 + Math.random() / 2);
   };
 
-  var everOpened = false;
 
   function showStatus(state, text) {
     var indicator = document.getElementById("live-status");
@@ -20,13 +19,11 @@
 
   document.addEventListener("htmx:wsOpen", function () {
     showStatus("live", "Live");
-    if (everOpened) {
-      // Whatever changed while we were offline was never pushed to us: fetch every live region anew.
-      document.querySelectorAll("[data-live-region]").forEach(function (region) {
-        htmx.trigger(region, "rsgo:refresh");
-      });
-    }
-    everOpened = true;
+    // Whatever changed while we were not connected was never pushed to us: after a reconnect, and
+    // also between rendering this page and the first connection, so fetch every live region anew.
+    document.querySelectorAll("[data-live-region]").forEach(function (region) {
+      htmx.trigger(region, "rsgo:refresh");
+    });
   });
 
   document.addEventListener("htmx:wsClose", function () {
