@@ -18,10 +18,27 @@
   }
 
   document.addEventListener("htmx:wsOpen", function () {
-    showStatus("live", "Live");
     // Whatever changed while we were not connected was never pushed to us: after a reconnect, and
-    // also between rendering this page and the first connection, so fetch every live region anew.
-    document.querySelectorAll("[data-live-region]").forEach(function (region) {
+    // also between rendering this page and the first connection. So fetch every live region anew,
+    // and say "Live" only once they are all current.
+    var regions = Array.prototype.slice.call(document.querySelectorAll("[data-live-region]"));
+    var pending = regions.slice();
+    if (!pending.length) {
+      showStatus("live", "Live");
+      return;
+    }
+    showStatus("syncing", "Updating…");
+    function regionDone(event) {
+      var index = pending.indexOf(event.detail.elt);
+      if (index < 0) return;
+      pending.splice(index, 1);
+      if (!pending.length) {
+        document.removeEventListener("htmx:afterRequest", regionDone);
+        showStatus("live", "Live");
+      }
+    }
+    document.addEventListener("htmx:afterRequest", regionDone);
+    regions.forEach(function (region) {
       htmx.trigger(region, "rsgo:refresh");
     });
   });
