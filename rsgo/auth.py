@@ -100,19 +100,11 @@ def same_origin() -> bool:
 
 def before_request():
     g.principal = _from_request()
-    bearer = g.principal.kind == "token"
-    if request.method not in SAFE_METHODS and not bearer and not _csrf_ok():
-        # Browsers send cookies on their own; only a page of ours knows the session's CSRF token.
-        raise Problem(403, "csrf_failed", "missing or wrong CSRF token; reload the page and try again")
-    if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if request.endpoint == "__flask_sock.live_updates":
-        if not g.principal.via_session:
-            raise Problem(401, "unauthorized", "the live connection needs a signed-in browser session")
-        if not same_origin():
-            raise Problem(403, "forbidden", "the live connection must come from this site's own pages")
-        return None
-    if g.principal.anonymous:
+    public = request.endpoint in PUBLIC_ENDPOINTS
+    live = request.endpoint == "__flask_sock.live_updates"
+    if g.principal.anonymous and not public and not live:
+        # Nobody is signed in: say how to authenticate (401 for the API, the sign-in page for people),
+        # whatever the method; a CSRF refusal would hide that.
         if request.path.startswith("/api/") or request.path == "/metrics":
             raise Problem(401, "unauthorized", "sign in, or send Authorization: Bearer <token>",
                           headers={"WWW-Authenticate": 'Bearer realm="rsgo"'})
@@ -120,6 +112,18 @@ def before_request():
             # An HTMX request whose session ended: send the whole page to the login form.
             return "", 401, {"HX-Redirect": url_for("auth.login", next=request.referrer or "/")}
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    if g.principal.stacks is not None and not public and not request.path.startswith("/api/"):
+        # Only the API checks a token's stacks on every route; the pages show and change every stack.
+        raise Problem(403, "forbidden", f"{g.principal.name} is limited to some stacks and works only on /api/")
+    bearer = g.principal.kind == "token"
+    if request.method not in SAFE_METHODS and not bearer and not _csrf_ok():
+        # Browsers send cookies on their own; only a page of ours knows the session's CSRF token.
+        raise Problem(403, "csrf_failed", "missing or wrong CSRF token; reload the page and try again")
+    if live:
+        if not g.principal.via_session:
+            raise Problem(401, "unauthorized", "the live connection needs a signed-in browser session")
+        if not same_origin():
+            raise Problem(403, "forbidden", "the live connection must come from this site's own pages")
     return None
 
 

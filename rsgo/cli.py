@@ -9,8 +9,15 @@ import sys
 from rsgo.settings import SettingsError, load_settings
 
 
+# Libraries whose DEBUG lines hold secrets: urllib3 logs every request's URL with its query (an http
+# observer's ?token=...). Even at RSGO_LOG_LEVEL=DEBUG they log from INFO up.
+_SECRET_LEAKING_LOGGERS = ("urllib3",)
+
+
 def _configure_logging(level: str, stream=sys.stdout) -> None:
     logging.basicConfig(level=level, stream=stream, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in _SECRET_LEAKING_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
 def serve(settings) -> int:

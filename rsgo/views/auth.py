@@ -19,7 +19,10 @@ def _limiter():
 
 def _safe_next(target: str | None) -> str:
     """Only local paths: a login link must not send people elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # Browsers drop tabs and newlines from a Location ("/\t/evil.example" is "//evil.example") and read
+    # "\\" as "/": such a target is refused, not cleaned.
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and not any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target)):
         return target
     return url_for("pages.dashboard")
 
