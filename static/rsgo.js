@@ -28,16 +28,19 @@
       return;
     }
     showStatus("syncing", "Updating…");
+    // Counted when the answer arrives, before the swap: an outerHTML swap detaches the region, and
+    // events of a detached element never reach the document.
+    var doneEvents = ["htmx:beforeOnLoad", "htmx:sendError"];
     function regionDone(event) {
       var index = pending.indexOf(event.detail.elt);
       if (index < 0) return;
       pending.splice(index, 1);
       if (!pending.length) {
-        document.removeEventListener("htmx:afterRequest", regionDone);
+        doneEvents.forEach(function (name) { document.removeEventListener(name, regionDone); });
         showStatus("live", "Live");
       }
     }
-    document.addEventListener("htmx:afterRequest", regionDone);
+    doneEvents.forEach(function (name) { document.addEventListener(name, regionDone); });
     regions.forEach(function (region) {
       htmx.trigger(region, "rsgo:refresh");
     });

@@ -25,7 +25,7 @@ def test_defaults_parse():
     assert settings.port == 8080
     assert settings.enforce_modes is True
     assert settings.resync_interval == 30
-    assert settings.host == "127.0.0.1"
+    assert settings.host == "0.0.0.0"  # every route but the probes needs a sign-in or a token
 
 
 @pytest.mark.parametrize("name, value", [

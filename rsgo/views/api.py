@@ -126,6 +126,8 @@ def delete_window(ref: str, window_id: int):
 @requires("admin")
 def reload_config():
     """Read the stack config file again (like SIGHUP); observers whose config is unchanged keep their status."""
+    if current().stacks is not None:
+        raise Problem(403, "forbidden", f"{current().name} is limited to some stacks; a reload affects all")
     config = _runtime().reload_config()
     return jsonify(path=config.path, stacks=sorted(config.stacks),
                    observers=sum(1 for stack in config.stacks.values() if stack.observer),

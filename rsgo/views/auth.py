@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 
 from rsgo import accounts, security_log
 from rsgo.auth import client_address, current, requires
+from rsgo.models import User
 
 blueprint = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ def login():
 @blueprint.post("/logout")
 @requires("read")
 def logout():
+    """Ends every session of this user: a copied cookie must not outlive a sign-out (cookies are
+    signed, not stored, so the user's session version is what a cookie is checked against)."""
+    user = User.get_or_none(User.id == session.get("user_id"))
+    if user is not None:
+        User.update(session_version=User.session_version + 1).where(User.id == user.id).execute()
     security_log.record("logout", actor=current().name, address=client_address())
     session.clear()
     return redirect(url_for("auth.login"))
