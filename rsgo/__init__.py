@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo.runtime import Runtime
     from htmx_flask import Htmx
 
-    from rsgo import security
+    from rsgo import metrics, security
     from rsgo.live import Hub
     from rsgo.live_push import LivePush
     from rsgo.views import admin, api, auth, errors, pages, probes
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(admin.blueprint)
+    metrics.register(app, runtime, settings)
     # simple-websocket pings idle browsers, so a vanished one is noticed and its thread freed.
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 20}
     sock.init_app(app)

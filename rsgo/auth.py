@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import g, redirect, request, session, url_for
+from flask import current_app, g, redirect, request, session, url_for
 
 from rsgo import api_tokens
 from rsgo.accounts import ROLE_PERMISSIONS
@@ -100,7 +100,8 @@ def same_origin() -> bool:
 
 def before_request():
     g.principal = _from_request()
-    public = request.endpoint in PUBLIC_ENDPOINTS
+    public = request.endpoint in PUBLIC_ENDPOINTS or request.endpoint in current_app.config.get(
+        "RSGO_PUBLIC_ENDPOINTS", ())  # per app: /metrics with RSGO_METRICS_PUBLIC=true
     live = request.endpoint == "__flask_sock.live_updates"
     if g.principal.anonymous and not public and not live:
         # Nobody is signed in: say how to authenticate (401 for the API, the sign-in page for people),

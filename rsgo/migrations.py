@@ -39,9 +39,16 @@ def _windows(database) -> None:
     database.create_tables([models.MaintenanceWindow, models.ScheduleSuppression], safe=True)
 
 
+def _webhooks(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.Webhook, models.WebhookDelivery], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
     (3, "users, API tokens, security events", _accounts),
     (4, "maintenance windows", _windows),
+    (5, "webhooks and their deliveries", _webhooks),
 ]

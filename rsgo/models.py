@@ -199,5 +199,43 @@ class ScheduleSuppression(BaseModel):
         table_name = "schedule_suppressions"
 
 
+class Webhook(BaseModel):
+    """Where rsgo POSTs its events; from the config file (kept in step with it) or added in the admin UI."""
+
+    name = peewee.CharField()
+    url = peewee.TextField()
+    secret = peewee.TextField(null=True)  # signs the body (HMAC-SHA256); never shown, never logged
+    events = peewee.TextField()  # comma-separated: mode.changed, transition.failed, observer.failing, observer.recovered
+    origin = peewee.CharField()  # config, ui
+    created_by = peewee.CharField(default="config")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "webhooks"
+
+    @property
+    def event_list(self) -> list[str]:
+        return [event for event in self.events.split(",") if event]
+
+
+class WebhookDelivery(BaseModel):
+    """One event sent to one webhook: the exact body, and every attempt at sending it."""
+
+    webhook = peewee.ForeignKeyField(Webhook, backref="deliveries", on_delete="CASCADE")
+    delivery_id = peewee.CharField(unique=True)  # X-RSGO-Delivery and the body's deliveryId
+    event = peewee.CharField()
+    body = peewee.TextField()  # the JSON sent, byte for byte (ASCII)
+    status = peewee.CharField(default="pending", index=True)  # pending, delivered, failed
+    attempts = peewee.IntegerField(default=0)
+    attempt_log = peewee.TextField(default="[]")  # JSON list: {at, statusCode, error, durationMs}
+    last_status_code = peewee.IntegerField(null=True)
+    last_error = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    delivered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "webhook_deliveries"
+
+
 ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
-              SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression]
+              SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression, Webhook, WebhookDelivery]

@@ -130,6 +130,7 @@ class ObserverService:
             self._record(observer, before, value, decision, error)
             if decision is not None:
                 self._act(deployment_id, observer, value, decision)
+            self._bus.publish("observer.check.finished", deployment_id=deployment_id, ok=error is None)  # metrics
             status = self._status_row(deployment_id)
             if (before.last_value, before.last_decision, before.last_error, before.failures, before.suppressed,
                     before.last_check_at is None) != (status.last_value, status.last_decision, status.last_error,

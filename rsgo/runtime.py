@@ -13,6 +13,7 @@ from rsgo.observer_service import ObserverService
 from rsgo.schedule import Scheduler
 from rsgo.stack_config import Config, load_config
 from rsgo.transitions import TransitionService
+from rsgo.webhooks import WebhookDispatcher
 from rsgo.windows import WindowService
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Runtime:
         self.scheduler = Scheduler(settings.observer_threads)
         self.observers = ObserverService(self.transitions, self.bus, settings.environment, self.scheduler)
         self.windows = WindowService(self.transitions, self.bus)
+        self.webhooks = WebhookDispatcher(self.bus, settings.environment)
         self.config: Config | None = None
         self._reload_lock = threading.Lock()
         self.enforcer: Enforcer | None = None
@@ -57,6 +59,7 @@ class Runtime:
                 log.warning("config: %s", problem)
             self.observers.apply(config)
             self._apply_windows(config)
+            self.webhooks.sync_config(config.webhooks)
             self.config = config
             log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
                      sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
@@ -83,6 +86,7 @@ class Runtime:
             self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
                                      self.settings.default_stop_timeout)
         self.discovery.start()
+        self.webhooks.start()
         self._resume_thread = threading.Thread(target=self._resume, name="rsgo-resume", daemon=True)
         self._resume_thread.start()
 
@@ -110,6 +114,7 @@ class Runtime:
             log.warning("stopping with transitions still running; they resume at the next start")
         for hook in self._stop_hooks:
             hook()
+        self.webhooks.stop()
         self.discovery.stop()
         if self.enforcer is not None:
             self.enforcer.close()

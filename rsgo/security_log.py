@@ -1,4 +1,4 @@
-"""Security events that belong to no deployment: logins, setup, users and tokens (§11).
+"""Security events that belong to no deployment: logins, setup, users, tokens and webhooks (§11).
 
 Refused mode changes are ordinary audit entries of their deployment (with the address).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from rsgo.models import SecurityEvent
 
 KINDS = ("login.succeeded", "login.failed", "login.throttled", "logout", "setup.completed", "user.created",
-         "user.changed", "user.deleted", "token.created", "token.revoked")
+         "user.changed", "user.deleted", "token.created", "token.revoked", "webhook.created", "webhook.deleted")
 
 
 def record(kind: str, *, actor: str, address: str | None, detail: str = "") -> SecurityEvent:

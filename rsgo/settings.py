@@ -122,6 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_DEFAULT_START_TIMEOUT", "60s", "How long a started dependency may take to run (and be healthy) when `rsgo.start_timeout` is not set.", _positive_duration),
     Setting("RSGO_OBSERVER_THREADS", "32", "Threads for observer checks; a hung source holds one until its timeout.", _positive_int),
     Setting("RSGO_WINDOW_CHECK_INTERVAL", "5s", "How often maintenance windows are checked for their start and end.", _positive_duration),
+    Setting("RSGO_METRICS_PUBLIC", "false", "`true`: `GET /metrics` answers without a token (for a Prometheus on a trusted network).", parse_bool),
     Setting("RSGO_SECRET_KEY", "", "Key that signs browser sessions. Empty: generated once and kept in the data dir (mode 0600).", secret=True),
     Setting("RSGO_ADMIN_USER", "admin", "Name of the admin `RSGO_ADMIN_PASSWORD` creates."),
     Setting("RSGO_ADMIN_PASSWORD", "", "With no users yet: create the admin with this password instead of printing a setup link.", secret=True),

@@ -1,15 +1,17 @@
-"""Admin pages: users, API tokens and the security log."""
+"""Admin pages: users, API tokens, webhooks and their deliveries, and the security log."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from rsgo import accounts, api_tokens, security_log
+from rsgo import accounts, api_tokens, security_log, webhooks as webhook_service
 from rsgo.auth import client_address, current, requires
-from rsgo.models import ApiToken, User
+from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
+from rsgo.observers.http import mask_url
 from rsgo.settings import parse_duration
+from rsgo.stack_config import WEBHOOK_EVENTS
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -105,3 +107,47 @@ def revoke_token(token_id: int):
 @requires("admin")
 def security():
     return render_template("admin/security.html", events=security_log.recent())
+
+
+DELIVERIES_SHOWN = 100
+
+
+@blueprint.get("/webhooks")
+@requires("admin")
+def webhooks(error: str | None = None, status: int = 200):
+    hooks = [{"id": hook.id, "name": hook.name, "url": mask_url(hook.url), "events": hook.event_list,
+              "origin": hook.origin, "signed": bool(hook.secret), "created_by": hook.created_by}
+             for hook in Webhook.select().order_by(Webhook.origin, Webhook.name)]
+    deliveries = [{"row": row, "webhook": row.webhook.name, "attempts": webhook_service.attempts_of(row)}
+                  for row in WebhookDelivery.select(WebhookDelivery, Webhook).join(Webhook)
+                  .order_by(WebhookDelivery.id.desc()).limit(DELIVERIES_SHOWN)]
+    return render_template("admin/webhooks.html", webhooks=hooks, deliveries=deliveries, events=WEBHOOK_EVENTS,
+                           secret_mask=webhook_service.SECRET_MASK, error=error), status
+
+
+@blueprint.post("/webhooks")
+@requires("admin")
+def add_webhook():
+    try:
+        hook = current_app.extensions["rsgo"].webhooks.add(
+            request.form.get("name", ""), request.form.get("url", ""), request.form.get("secret"),
+            request.form.getlist("events"), created_by=current().name)
+    except webhook_service.WebhookError as error:
+        return webhooks(str(error), 400)
+    security_log.record("webhook.created", actor=current().name, address=client_address(),
+                        detail=f"{hook.name} ({hook.events})")
+    return redirect(url_for("admin.webhooks"))
+
+
+@blueprint.post("/webhooks/<int:webhook_id>/delete")
+@requires("admin")
+def delete_webhook(webhook_id: int):
+    hook = Webhook.get_or_none(Webhook.id == webhook_id)
+    if hook is None:
+        return webhooks("no such webhook", 404)
+    try:
+        webhook_service.WebhookDispatcher.remove(hook)
+    except webhook_service.WebhookError as error:
+        return webhooks(str(error), 400)
+    security_log.record("webhook.deleted", actor=current().name, address=client_address(), detail=hook.name)
+    return redirect(url_for("admin.webhooks"))

@@ -1,0 +1,124 @@
+"""Prometheus metrics at ``GET /metrics`` (§7), in a registry of the app's own.
+
+Counters and the duration histogram follow the event bus; the mode of every
+deployment, the failing observers and the active windows are read from the
+database at each scrape, so they are right even just after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from rsgo.auth import current
+from rsgo.models import Deployment, ObserverStatus, Transition
+from rsgo.modes import Mode
+from rsgo.problems import Problem
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("metrics", __name__)
+
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class _StateCollector:
+    """Gauges computed at scrape time from the database and the window service."""
+
+    def __init__(self, runtime):
+        self._runtime = runtime
+
+    @staticmethod
+    def _families():
+        return (
+            GaugeMetricFamily("rsgo_deployment_operation_mode",
+                              "1 for the operation mode the deployment is in, 0 for every other mode",
+                              labels=["deployment", "environment", "mode"]),
+            GaugeMetricFamily("rsgo_observer_failing",
+                              "1 while the deployment's observer has failed failureThreshold times in a row",
+                              labels=["deployment"]),
+            GaugeMetricFamily("rsgo_windows_active", "Maintenance windows active now"),
+        )
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        modes, failing, windows = self._families()
+        for deployment in Deployment.select().order_by(Deployment.environment, Deployment.name):
+            for mode in Mode:
+                modes.add_metric([deployment.name, deployment.environment, mode.value],
+                                 1 if deployment.mode == mode.value else 0)
+        rows = (ObserverStatus.select(ObserverStatus, Deployment).join(Deployment)
+                .order_by(Deployment.name))
+        for row in rows:
+            failing.add_metric([row.deployment.name], 1 if row.failing else 0)
+        windows.add_metric([], self._runtime.windows.active_count())
+        return [modes, failing, windows]
+
+
+class Metrics:
+    def __init__(self, runtime):
+        self.registry = CollectorRegistry()
+        self.transitions = Counter("rsgo_transitions", "Finished transitions by outcome", ["outcome"],
+                                   registry=self.registry)
+        self.duration = Histogram("rsgo_transition_duration_seconds",
+                                  "Time from a transition's request to its end", buckets=DURATION_BUCKETS,
+                                  registry=self.registry)
+        self.observer_checks = Counter("rsgo_observer_checks", "Observer checks by deployment and result (ok, error)",
+                                       ["deployment", "result"], registry=self.registry)
+        self.webhook_deliveries = Counter("rsgo_webhook_deliveries",
+                                          "Webhook deliveries by final result (delivered, failed)", ["result"],
+                                          registry=self.registry)
+        for outcome in ("succeeded", "failed"):
+            self.transitions.labels(outcome)
+        for result in ("delivered", "failed"):
+            self.webhook_deliveries.labels(result)
+        self.registry.register(_StateCollector(runtime))
+        self._unsubscribe = runtime.bus.subscribe(self._on_event)
+
+    def _on_event(self, kind: str, payload: dict) -> None:
+        if kind == "transition.finished":
+            self.transitions.labels(payload["outcome"]).inc()
+            transition = Transition.get_or_none(Transition.id == payload["transition_id"])
+            if transition is not None and transition.finished_at is not None:
+                self.duration.observe(max(0.0, (transition.finished_at - transition.requested_at).total_seconds()))
+        elif kind == "observer.check.finished":
+            deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
+            if deployment is not None:
+                self.observer_checks.labels(deployment.name, "ok" if payload["ok"] else "error").inc()
+        elif kind == "webhook.delivery.finished":
+            self.webhook_deliveries.labels(payload["result"]).inc()
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def register(app, runtime, settings) -> Metrics:
+    """Metrics for this app; with ``RSGO_METRICS_PUBLIC=true`` /metrics needs no token."""
+    metrics = Metrics(runtime)
+    app.extensions["rsgo_metrics"] = metrics
+    runtime.on_stop(metrics.close)
+    app.register_blueprint(blueprint)
+    if settings.metrics_public:
+        app.config.setdefault("RSGO_PUBLIC_ENDPOINTS", set()).add("metrics.scrape")
+    return metrics
+
+
+@blueprint.get("/metrics")
+def scrape():
+    principal = current()
+    public = "metrics.scrape" in current_app.config.get("RSGO_PUBLIC_ENDPOINTS", ())
+    if not (public and principal.anonymous):
+        if not principal.can("read"):
+            raise Problem(403, "forbidden", f"{principal.name} may not read metrics (needs read)")
+        if principal.stacks is not None:
+            raise Problem(403, "forbidden", f"{principal.name} is limited to some stacks; metrics cover every stack")
+    return Response(current_app.extensions["rsgo_metrics"].exposition(), content_type=CONTENT_TYPE_LATEST)
