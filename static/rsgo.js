@@ -30,7 +30,9 @@
     showStatus("syncing", "Updating…");
     // Counted when the answer arrives, before the swap: an outerHTML swap detaches the region, and
     // events of a detached element never reach the document.
-    var doneEvents = ["htmx:beforeOnLoad", "htmx:sendError"];
+    // A push that replaces a region while its request is out makes it current too; htmx then drops
+    // that request's answer (no beforeOnLoad ever comes), so the replacement counts as its answer.
+    var doneEvents = ["htmx:beforeOnLoad", "htmx:sendError", "htmx:beforeCleanupElement"];
     function regionDone(event) {
       var index = pending.indexOf(event.detail.elt);
       if (index < 0) return;

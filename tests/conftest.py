@@ -152,8 +152,12 @@ def make_app(tmp_path):
 
 
 def authenticate_test_client(app, scope: str = "admin") -> str:
-    """``app.test_client()`` sends an API token of ``scope`` made through rsgo's own token code."""
-    _, token = api_tokens.create_token(f"tests-{uuid.uuid4().hex[:8]}", scope, created_by="tests")
+    """``app.test_client()`` sends an API token of ``scope`` made through rsgo's own token code.
+
+    ``app.config["TEST_ACTOR"]`` is the actor the audit trail records for it (``token:<name>``).
+    """
+    row, token = api_tokens.create_token(f"tests-{uuid.uuid4().hex[:8]}", scope, created_by="tests")
+    app.config["TEST_ACTOR"] = f"token:{row.name}"
 
     class TokenClient(FlaskClient):
         def __init__(self, *args, **kwargs):

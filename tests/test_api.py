@@ -43,6 +43,11 @@ def current_mode(client, name) -> str:
     return client.get(mode_url(name)).json["operationMode"]
 
 
+def actor(client) -> str:
+    """The actor history records for the test client's API token: ``token:<its name>``."""
+    return client.application.config["TEST_ACTOR"]
+
+
 def parse_time(text: str) -> dt.datetime:
     assert text.endswith("Z"), text
     return dt.datetime.fromisoformat(text[:-1] + "+00:00")
@@ -291,7 +296,7 @@ def test_it_records_refused_requests_in_history_as_rejected_with_the_error_code(
     assert entry["error"].startswith("transition_not_allowed")
     assert entry["requestedMode"] == "Migrating"
     assert (entry["previousMode"], entry["newMode"]) == ("Maintenance", "Maintenance")
-    assert (entry["source"], entry["actor"], entry["reason"]) == ("api", "anonymous", "too early")
+    assert (entry["source"], entry["actor"], entry["reason"]) == ("api", actor(client), "too early")
     assert entry["transitionId"] is None
     assert current_mode(client, one_running.name) == "Maintenance"
 
@@ -452,7 +457,7 @@ def _five_entries(client, name) -> list[str]:
     return ["step 1", "step 2", "step 3", "step 4", "step 5"]
 
 
-def test_it_gives_every_audit_field_newest_first_with_actor_anonymous_and_source_api(client, one_running):
+def test_it_gives_every_audit_field_newest_first_with_the_token_actor_and_source_api(client, one_running):
     reasons = _five_entries(client, one_running.name)
     deployment_id = client.get(f"/api/deployments/{one_running.name}").json["id"]
 
@@ -465,7 +470,7 @@ def test_it_gives_every_audit_field_newest_first_with_actor_anonymous_and_source
     for entry in entries:
         assert AUDIT_FIELDS <= set(entry), AUDIT_FIELDS - set(entry)
         assert (entry["deploymentId"], entry["deployment"]) == (deployment_id, one_running.name)
-        assert (entry["source"], entry["actor"]) == ("api", "anonymous")
+        assert (entry["source"], entry["actor"]) == ("api", actor(client))
         assert entry["observedValue"] is None
         assert parse_time(entry["finishedAt"]) >= parse_time(entry["requestedAt"])
     requested = [parse_time(e["requestedAt"]) for e in entries]
@@ -538,7 +543,8 @@ def test_it_filters_global_history_by_deployment_source_and_actor(app, client, m
     assert reasons(source="cli") == ["second via cli"]
     assert reasons(actor="alice") == ["second via cli"]
     assert reasons(source="api") == ["second via api", "first via api"]
-    assert reasons(actor="anonymous") == ["second via api", "first via api"]
+    assert reasons(actor=actor(client)) == ["second via api", "first via api"]
+    assert reasons(actor="anonymous") == []
     assert reasons(deployment=second.name, source="api") == ["second via api"]
     assert reasons(deployment=first.name, actor="alice") == []
     assert reasons() == ["second via cli", "second via api", "first via api"]
@@ -575,7 +581,7 @@ def test_it_lists_deployments_with_mode_health_counts_and_trigger(client, make_s
     assert item["operationMode"] == "Maintenance"
     assert item["containers"] == {"running": 0, "total": 2}
     assert (item["trigger"]["source"], item["trigger"]["actor"], item["trigger"]["reason"]) == (
-        "api", "anonymous", "list me")
+        "api", actor(client), "list me")
     assert item["trigger"]["at"] == item["modeChangedAt"]
     assert parse_time(item["modeChangedAt"]) >= sent - dt.timedelta(seconds=1)
 
@@ -632,7 +638,7 @@ def test_it_shows_the_operation_mode_and_its_trigger(client, one_running):
 
     assert mode["operationMode"] == "Stopped"
     assert (mode["trigger"]["source"], mode["trigger"]["actor"], mode["trigger"]["reason"]) == (
-        "api", "anonymous", "shut down")
+        "api", actor(client), "shut down")
     assert mode["modeChangedAt"] == mode["trigger"]["at"]
 
 

@@ -25,13 +25,13 @@ MISSING_SOCKET = "unix:///tmp/rsgo-test-does-not-exist.sock"
 # -- helpers for a real server -------------------------------------------------------------
 
 def get(server, path: str) -> requests.Response:
-    return requests.get(f"{server.url}{path}", timeout=30)
+    return requests.get(f"{server.url}{path}", headers=server.headers, timeout=30)
 
 
 def put(server, stack_name: str, mode: str, **body) -> requests.Response:
     # No client timeout below the slowest transition here: a 4 s stop must not look like a hang.
     return requests.put(f"{server.url}/api/deployments/{stack_name}/operation-mode",
-                        json={"newMode": mode, **body}, timeout=120)
+                        json={"newMode": mode, **body}, headers=server.headers, timeout=120)
 
 
 def wait_for_server_deployment(server, stack_name: str, containers: int, timeout: float = 15) -> dict:

@@ -215,9 +215,14 @@ def test_enforcement_stops_a_stopped_set_container_started_by_hand(client, make_
     stack.containers["api"].start()
 
     wait_until(lambda: not stack.is_running("api"), 10, message="rsgo to stop api again")
-    entries = client.get(f"/api/deployments/{stack.name}/history").json["items"]
-    enforced = [e for e in entries if e["outcome"] == "enforced"]
-    assert enforced and stack.container_name("api") in enforced[0]["reason"]
+
+    def enforced_entries():
+        # rsgo records the entry after Docker reports the container stopped: wait for it, briefly.
+        entries = client.get(f"/api/deployments/{stack.name}/history").json["items"]
+        return [e for e in entries if e["outcome"] == "enforced"]
+
+    enforced = wait_until(enforced_entries, 5, message="the enforced history entry")
+    assert stack.container_name("api") in enforced[0]["reason"]
     assert enforced[0]["source"] == "system"
     assert stack.is_running("migration")
     assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Maintenance"

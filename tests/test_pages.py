@@ -73,7 +73,7 @@ def test_the_history_page_filters_by_deployment_source_and_actor(app, client, ma
     assert reasons("") == {"first-api", "first-cli", "second-api"}
     assert reasons(f"deployment={first_id}") == {"first-api", "first-cli"}
     assert reasons("source=cli") == {"first-cli"}
-    assert reasons("actor=anonymous&source=api") == {"first-api", "second-api"}
+    assert reasons(f"actor={app.config['TEST_ACTOR']}&source=api") == {"first-api", "second-api"}
     filtered = client.get("/history?source=cli").get_data(as_text=True)
     assert 'id="history-rows-filtered"' in filtered and 'id="history-rows-all"' not in filtered
 
