@@ -37,6 +37,7 @@ class ObserverService:
         self._scheduler = scheduler
         self._configs: dict[int, ObserverConfig] = {}  # deployment id → its observer
         self._check_locks: dict[int, threading.Lock] = {}
+        self._last_check_at: dict = {}  # newer than the database's when readings did not change
         self._guard = threading.Lock()
         transitions.observer_holds_maintenance = self.holds_maintenance
         transitions.observer_overridden = self.suppress
@@ -105,7 +106,7 @@ class ObserverService:
 
     def run_scheduled_check(self, deployment_id: int) -> None:
         try:
-            self.check(deployment_id)
+            self._check_once(deployment_id)
         except Exception:
             log.exception("observer check of deployment %s failed unexpectedly", deployment_id)
         finally:
@@ -114,11 +115,15 @@ class ObserverService:
 
     def check(self, deployment_id: int) -> dict | None:
         """Read the source once, decide, act; returns the new status (None: no observer)."""
-        observer = self.observer_for(deployment_id)
-        if observer is None:
+        if self.observer_for(deployment_id) is None:
             return None
-        if observer.disabled:
-            return self.status(deployment_id)
+        self._check_once(deployment_id)
+        return self.status(deployment_id)
+
+    def _check_once(self, deployment_id: int) -> None:
+        observer = self.observer_for(deployment_id)
+        if observer is None or observer.disabled:
+            return
         with self._check_lock(deployment_id):
             before = self._status_row(deployment_id)
             value, decision, error = None, None, None
@@ -127,46 +132,51 @@ class ObserverService:
                 decision = decide(value, observer.maintenance_value, observer.normal_value)
             except (ObserverError, UnexpectedValue) as failure:
                 error = str(failure)
-            self._record(observer, before, value, decision, error)
+            changed, after = self._record(observer, before, value, decision, error)
             if decision is not None:
-                self._act(deployment_id, observer, value, decision)
+                self._act(deployment_id, observer, value, decision, after)
             self._bus.publish("observer.check.finished", deployment_id=deployment_id, ok=error is None)  # metrics
-            status = self._status_row(deployment_id)
-            if (before.last_value, before.last_decision, before.last_error, before.failures, before.suppressed,
-                    before.last_check_at is None) != (status.last_value, status.last_decision, status.last_error,
-                                                      status.failures, status.suppressed, False):
+            if changed:
                 self._bus.publish("observer.checked", deployment_id=deployment_id)
-        return self.status(deployment_id)
 
     def _check_lock(self, deployment_id: int) -> threading.Lock:
         with self._guard:
             return self._check_locks.setdefault(deployment_id, threading.Lock())
 
-    def _record(self, observer: ObserverConfig, status: ObserverStatus, value, decision, error) -> None:
+    def _record(self, observer: ObserverConfig, status: ObserverStatus, value, decision, error) -> tuple[bool, dict]:
+        """Store the result. Returns whether anything but the check time changed, and the new fields.
+
+        A source that keeps reading the same is the common case: then only the in-memory check time
+        moves, and nothing is written (hundreds of observers at 1 s must not queue up on the database).
+        """
         now = utcnow()
+        self._last_check_at[status.deployment_id] = now
         if error is not None:
             failures = status.failures + 1
-            failing = failures >= observer.failure_threshold
-            ObserverStatus.update(last_error=error, last_check_at=now, failures=failures, failing=failing).where(
-                ObserverStatus.id == status.id).execute()
+            after = {"last_error": error, "failures": failures, "failing": failures >= observer.failure_threshold,
+                     "streak_decision": status.streak_decision, "streak_count": status.streak_count,
+                     "suppressed": status.suppressed}
             log.warning("observer %s of %s failed (%d in a row): %s", observer.name, observer.stack, failures, error)
-            if failing and not status.failing:
-                self._bus.publish("observer.failing", deployment_id=status.deployment_id, observer=observer.name,
-                                  failures=failures, error=error)
-            return
-        streak = status.streak_count + 1 if status.streak_decision == decision else 1
-        ObserverStatus.update(
-            last_value=value, last_decision=decision, last_error=None, last_check_at=now, failures=0, failing=False,
-            streak_decision=decision, streak_count=streak,
-            # Reading normal once ends a suppression: the next "maintenance" is a new one.
-            suppressed=status.suppressed and decision != NORMAL,
-        ).where(ObserverStatus.id == status.id).execute()
-        if status.failing:
+        else:
+            # The streak only needs to reach the number of confirmations; counting further changes nothing.
+            streak = min(status.streak_count + 1, observer.confirmations) if status.streak_decision == decision else 1
+            after = {"last_value": value, "last_decision": decision, "last_error": None, "failures": 0,
+                     "failing": False, "streak_decision": decision, "streak_count": streak,
+                     # Reading normal once ends a suppression: the next "maintenance" is a new one.
+                     "suppressed": status.suppressed and decision != NORMAL}
+        changed = status.last_check_at is None or any(getattr(status, key) != value for key, value in after.items())
+        if changed:
+            ObserverStatus.update(last_check_at=now, **after).where(ObserverStatus.id == status.id).execute()
+        # Announced once stored, so listeners (webhooks) read the new status.
+        if after["failing"] and not status.failing:
+            self._bus.publish("observer.failing", deployment_id=status.deployment_id, observer=observer.name,
+                              failures=after["failures"], error=error)
+        elif status.failing and not after["failing"]:
             self._bus.publish("observer.recovered", deployment_id=status.deployment_id, observer=observer.name)
+        return changed, after
 
-    def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str) -> None:
-        status = self._status_row(deployment_id)
-        if status.streak_count < observer.confirmations or status.suppressed:
+    def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str, status: dict) -> None:
+        if status["streak_count"] < observer.confirmations or status["suppressed"]:
             return
         deployment = Deployment.get_by_id(deployment_id)
         mode = Mode(deployment.mode)
@@ -209,7 +219,7 @@ class ObserverService:
             "error": observer.error if observer.disabled else (row.last_error if row else None),
             "lastValue": row.last_value if row else None,
             "lastDecision": row.last_decision if row else None,
-            "lastCheckAt": timestamp(row.last_check_at) if row else None,
+            "lastCheckAt": timestamp(self._last_check_at.get(deployment_id) or (row.last_check_at if row else None)),
             "nextCheckAt": timestamp(next_run) if next_run else None,
             "failures": row.failures if row else 0,
             "failureThreshold": observer.failure_threshold,
