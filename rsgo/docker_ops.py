@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -195,14 +196,21 @@ class DockerGateway:
             raise _explain(error, f"inspecting {name_or_id}") from None
 
     def inspect_stack(self, stack: str) -> list[ContainerInfo]:
-        """Full details (stop timeout, healthcheck) of a stack's containers, as a transition needs."""
-        infos = []
-        for summary in self.list_stack_containers(stack):
+        """Full details (stop timeout, healthcheck) of a stack's containers, as a transition needs.
+
+        Inspected concurrently: one by one, a 30-container stack waits 30 round trips before acting.
+        """
+        summaries = self.list_stack_containers(stack)
+
+        def inspect_or_none(summary: ContainerInfo) -> ContainerInfo | None:
             try:
-                infos.append(self.inspect(summary.id))
+                return self.inspect(summary.id)
             except ContainerNotFound:
-                continue  # removed between list and inspect
-        return infos
+                return None  # removed between list and inspect
+
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(summaries))),
+                                thread_name_prefix="rsgo-inspect") as pool:
+            return [info for info in pool.map(inspect_or_none, summaries) if info is not None]
 
     def stop(self, name: str, grace_seconds: float) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from rsgo.docker_ops import ContainerNotFound, DockerError, DockerGateway
+from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
 from rsgo.inventory import DiscoveryService, Inventory
@@ -42,12 +42,18 @@ class Runtime:
         self._stop_hooks = []
 
     def _refresh_acted_container(self, kind: str, payload: dict) -> None:
-        if kind != "transition.progress":
+        """A finished transition's stack is read once more at once, so the transition's own answer
+        (and the pushes after it) show the new states without waiting for the events stream."""
+        if kind != "transition.finished":
+            return
+        from rsgo.models import Deployment
+
+        deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
+        if deployment is None or deployment.environment != self.settings.environment:
             return
         try:
-            self.inventory.update(self.gateway.inspect(payload["container"]))
-        except ContainerNotFound:
-            self.inventory.remove(payload["container"])
+            for container in self.gateway.list_stack_containers(deployment.name):
+                self.inventory.update(container)
         except DockerError:
             pass  # the events stream or the next resync will bring it
 
