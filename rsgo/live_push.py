@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _DEPLOYMENT_EVENTS = ("transition.started", "transition.progress", "transition.finished", "mode.changed",
                       "deployment.enforced", "observer.checked", "observer.failing", "observer.recovered",
                       "windows.changed")
+_PUSHED_EVENTS = frozenset(_DEPLOYMENT_EVENTS) | {"container.changed", "deployment.discovered", "audit.recorded"}
 
 
 class LivePush:
@@ -37,7 +38,9 @@ class LivePush:
         self._runtime = runtime
         self._events: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
-        self._unsubscribe = bus.subscribe(lambda kind, payload: self._events.put((kind, payload)))
+        # Only what changes a page wakes the worker (hundreds of observer checks a second must not).
+        self._unsubscribe = bus.subscribe(
+            lambda kind, payload: self._events.put((kind, payload)) if kind in _PUSHED_EVENTS else None)
         self._thread = threading.Thread(target=self._run, name="rsgo-live-push", daemon=True)
         self._thread.start()
 
