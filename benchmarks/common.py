@@ -1,0 +1,388 @@
+"""What every benchmark needs: the Docker engine and the test image, a real ``rsgo serve`` on a free
+port with its own temp data dir, process facts from /proc, percentiles, and the result file.
+
+The machines are shared and noisy, so every benchmark measures its baseline in the same run and
+reports the ratio next to the absolute figure. Every script creates what it needs under a
+benchmark-only label and removes exactly that afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TEST_IMAGE = "rsgo-test/busybox:2"
+BENCH_LABEL = "rsgo.bench.run"  # every container a benchmark creates carries it: cleanup removes only these
+RUN_ID = uuid.uuid4().hex[:8]
+ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-benchmarks"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# PID 1 that idles without waking up (docker-init forwards SIGTERM to it, so it stops at once): 300
+# of them cost no CPU, unlike a shell loop that forks `sleep 0.1` ten times a second.
+IDLE = ["sleep", "86400"]
+
+
+# -- Docker -----------------------------------------------------------------------------------
+
+def docker_client() -> docker.DockerClient:
+    client = docker.from_env(version="auto", timeout=300, max_pool_size=32)
+    client.ping()
+    ensure_test_image(client)
+    return client
+
+
+def ensure_test_image(client) -> None:
+    """The tests' busybox image, built from the host's static busybox (no registry is reachable)."""
+    try:
+        client.images.get(TEST_IMAGE)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tmp = tarfile.TarInfo("tmp")
+        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+        tar.addfile(tmp)
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        for tool in ("sh", "sleep", "echo", "cat", "ls", "date", "touch", "kill", "true", "false", "test", "rm"):
+            link = tarfile.TarInfo(f"bin/{tool}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    repository, tag = TEST_IMAGE.split(":")
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+
+
+def create_containers(client, specs: list[dict], parallel: int = 8) -> list[str]:
+    """Create and start containers (``name``, ``stack``, ``command``, ``init``) in parallel; returns the names."""
+
+    def create(spec: dict) -> str:
+        host_config = client.api.create_host_config(init=spec.get("init", False))
+        created = client.api.create_container(
+            TEST_IMAGE, spec["command"], name=spec["name"], host_config=host_config,
+            labels={"rsgo.stack": spec["stack"], BENCH_LABEL: RUN_ID}, stop_timeout=spec.get("stop_timeout", 10))
+        client.api.start(created["Id"])
+        return spec["name"]
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(create, specs))
+
+
+def remove_benchmark_containers(client, parallel: int = 8) -> int:
+    """Remove every container this run created (and nothing else): they carry our run id."""
+    containers = client.api.containers(all=True, filters={"label": f"{BENCH_LABEL}={RUN_ID}"})
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda c: client.api.remove_container(c["Id"], force=True), containers))
+    return len(containers)
+
+
+def docker_cli(*args: str, timeout: float = 300) -> float:
+    """Run the Docker CLI; returns its wall time in seconds."""
+    began = time.monotonic()
+    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=timeout)
+    return time.monotonic() - began
+
+
+# -- rsgo serve --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``rsgo serve`` as a real process on a free port, with its own temp data dir.
+
+    The admin is created from RSGO_ADMIN_PASSWORD at first start; ``token(scope)`` makes an API token
+    with ``rsgo token create``; ``login()`` signs a browser-like session in (form, CSRF token, POST).
+    """
+
+    def __init__(self, name: str, environ: dict | None = None, data_dir: Path | None = None):
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"rsgo-bench-{name}-"))
+        self.data_dir = data_dir or self.workdir / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "server.log"
+        self.env = {**os.environ, "RSGO_DATA_DIR": str(self.data_dir), "RSGO_PORT": str(self.port),
+                    "RSGO_HOST": "127.0.0.1", "RSGO_ADMIN_USER": ADMIN_USER, "RSGO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                    "RSGO_LOG_LEVEL": "WARNING", **(environ or {})}
+        self.process: subprocess.Popen | None = None
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "rsgo.cli", *args], env=self.env, capture_output=True,
+                                text=True, timeout=120, cwd=ROOT)
+        if result.returncode != 0:
+            raise RuntimeError(f"rsgo {' '.join(args)} failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def token(self, scope: str = "operate") -> str:
+        return self.cli("token", "create", f"bench-{scope}-{uuid.uuid4().hex[:6]}", "--scope", scope)
+
+    def start(self, timeout: float = 120) -> "Server":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", "serve"], env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rsgo serve exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rsgo serve did not answer /healthz within {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """/readyz: the database answers and the first Docker sync is done."""
+        deadline = time.monotonic() + timeout
+        while requests.get(f"{self.url}/readyz", timeout=10).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("rsgo never became ready")
+            time.sleep(0.2)
+
+    def login(self) -> requests.Session:
+        session = requests.Session()
+        form = session.get(f"{self.url}/login", timeout=10).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        answer = session.post(f"{self.url}/login", data={"username": ADMIN_USER, "password": ADMIN_PASSWORD,
+                                                         "csrf_token": csrf}, timeout=30, allow_redirects=False)
+        if answer.status_code != 302:
+            raise RuntimeError(f"sign-in failed: {answer.status_code} {answer.text[:300]}")
+        page = session.get(f"{self.url}/", timeout=60).text
+        session.headers["X-CSRF-Token"] = re.search(r'"X-CSRF-Token": "([^"]+)"', page).group(1)
+        return session
+
+    def cookie_header(self, session: requests.Session) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # The gunicorn master is our child; its one worker (the app: scheduler, hub, requests) is the master's child.
+    @property
+    def master_pid(self) -> int:
+        return self.process.pid
+
+    def worker_pid(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children = child_pids(self.master_pid)
+            if children:
+                return children[0]
+            time.sleep(0.1)
+        raise RuntimeError("no gunicorn worker found")
+
+    def pids(self) -> list[int]:
+        return [self.master_pid, self.worker_pid()]
+
+    def rss_mb(self) -> float:
+        return sum(rss_kb(pid) for pid in self.pids()) / 1024
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# -- /proc --------------------------------------------------------------------------------------
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return sorted(children)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5), counted from 1
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: list[float]) -> float:
+    return percentile(values, 50)
+
+
+# -- results -------------------------------------------------------------------------------------
+
+def figure(what: str, measured: float, unit: str, target: str, passed: bool, baseline: float | None = None,
+           baseline_what: str = "", ratio: float | None = None, note: str = "") -> dict:
+    """One §13 figure: the measured value, its target, the same-run baseline and their ratio."""
+    return {"what": what, "measured": round(measured, 3), "unit": unit, "target": target,
+            "baseline": None if baseline is None else round(baseline, 3), "baselineWhat": baseline_what,
+            "ratio": None if ratio is None else round(ratio, 3), "passed": bool(passed), "note": note}
+
+
+def write_result(name: str, figures: list[dict], details: dict, quick: bool) -> dict:
+    result = {"benchmark": name, "quick": quick, "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "figures": figures, "details": details}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print_figures(name, figures)
+    print(f"written: {path.relative_to(ROOT)}")
+    return result
+
+
+def print_figures(name: str, figures: list[dict]) -> None:
+    print(f"\n== {name}")
+    for f in figures:
+        baseline = "" if f["baseline"] is None else f"  baseline {f['baseline']} {f['unit']} ({f['baselineWhat']})"
+        ratio = "" if f["ratio"] is None else f"  ratio {f['ratio']}"
+        print(f"  {'PASS' if f['passed'] else 'FAIL'}  {f['what']}: {f['measured']} {f['unit']}"
+              f"  (target {f['target']}){baseline}{ratio}")
+        if f.get("note"):
+            print(f"        {f['note']}")
+
+
+def machine_facts() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    try:
+        docker_version = docker.from_env(version="auto").version()["Version"]
+    except Exception as error:  # noqa: BLE001 - reported, not fatal
+        docker_version = f"unknown ({error})"
+    return {"nproc": os.cpu_count(), "cpuModel": cpu, "memoryGiB": round(memory_kb / 1024 / 1024, 1),
+            "dockerServerVersion": docker_version, "python": platform.python_version(),
+            "kernel": platform.release(), "loadAverage": os.getloadavg()}
+
+
+# -- profiling (optional: py-spy is installed separately, `.venv/bin/pip install py-spy`) ----------
+
+def start_profiler(pid: int, output: str) -> subprocess.Popen:
+    """py-spy sampling the server's worker (only threads holding the GIL: where Python spends CPU)."""
+    profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", "200",
+                                 "--gil", "-f", "raw", "-o", output], stdout=subprocess.DEVNULL)
+    time.sleep(1)  # attached
+    return profiler
+
+
+def stop_profiler(profiler: subprocess.Popen) -> None:
+    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+    profiler.wait(60)
+
+
+# -- bounding time -------------------------------------------------------------------------------
+
+class BenchmarkTimeout(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Raise BenchmarkTimeout in the main thread after ``seconds`` (so the finally blocks still clean up)."""
+
+    def expire(_signum, _frame):
+        raise BenchmarkTimeout(f"benchmark exceeded its {seconds:g}s bound")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def terminate_on_sigterm() -> None:
+    """A SIGTERM (run_all's own bound) unwinds like an exception, so cleanup runs."""
+
+    def stop(_signum, _frame):
+        raise BenchmarkTimeout("terminated")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def deployment_ids(server: Server, token: str, names: set[str], timeout: float = 120) -> dict[str, int]:
+    """Wait until the server lists every stack in ``names``; returns name → deployment id."""
+
+    def listed():
+        items = requests.get(f"{server.url}/api/deployments", headers={"Authorization": f"Bearer {token}"},
+                             timeout=60).json()["items"]
+        found = {i["name"]: i["id"] for i in items if i["name"] in names}
+        return found if len(found) == len(names) else None
+
+    return wait_until(listed, timeout, 0.5, f"{len(names)} deployments to be listed")
+
+
+def run_in_thread(target, *args, name: str = "bench") -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,284 @@
+"""§13: 300 observers polling every 1 s: ≥ 95 % of checks on time (≤ 0.5 s late), under 30 % of one core.
+
+rsgo gets nothing added for this: its observers are ``http`` observers (300 stacks declared in the
+config file, no containers needed) whose URLs point at a small asyncio HTTP server in this script.
+That server records when each observer's request arrived; a check's lateness is the gap since the
+same observer's previous check minus the 1 s interval (a skipped run shows as a gap of 2 s). The
+source always answers "0" (normal), so no check ever changes a mode.
+
+CPU: utime + stime of the gunicorn master and worker from /proc over the measured window, as a
+share of one core. Measured three times, one server each: with the 300 http observers; with 300
+``file`` observers (a flag file reading "0": the cheapest source, so what is left is rsgo's own
+work per check); and with no observers at all (what the process costs anyway, on this shared engine
+mostly following other stacks' container events), for half the window.
+
+Baseline, in the same run: an APScheduler BackgroundScheduler in this process with 300 no-op
+interval jobs at 1 s (the same executor size and job defaults as rsgo's), its lateness from the
+jobs' own run times and this process's CPU, for the same duration.
+
+    .venv/bin/python benchmarks/observers.py [--quick] [--observers 300] [--seconds 60] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from rsgo.settings import load_settings  # noqa: E402
+
+INTERVAL = 1.0
+LATE = 0.5
+
+
+class SourceServer:
+    """An HTTP source for the observers: answers "0" at once and records each path's arrival times."""
+
+    def __init__(self):
+        self.arrivals: dict[str, list[float]] = {}
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = common.run_in_thread(self._run, name="source-server")
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """HTTP/1.1 with keep-alive, like a real status endpoint: an observer that keeps its connection
+        open is not made to reconnect every second."""
+        try:
+            while request_line := await reader.readline():
+                arrival = time.monotonic()
+                path = request_line.split(b" ")[1].decode()
+                self.arrivals.setdefault(path, []).append(arrival)
+                while (await reader.readline()) not in (b"\r\n", b""):
+                    pass  # headers; a GET has no body
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\n0")
+                await writer.drain()
+        except (IndexError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def observer_config(stacks: list[str], source: SourceServer) -> str:
+    lines = ["stacks:"]
+    for index, stack in enumerate(stacks):
+        lines.append(f"  {stack}:")
+        lines.append(f"    maintenanceObserver: {{type: http, url: \"{source.url(f'/obs/{index}')}\", "
+                     "maintenanceValue: \"1\", normalValue: \"0\", pollingInterval: 1s, timeout: 5s}")
+    return "\n".join(lines) + "\n"
+
+
+def lateness(arrivals_by_key: dict, start: float, end: float) -> list[float]:
+    """Gap between consecutive checks of one observer minus the interval, for checks inside the window."""
+    late = []
+    for times in arrivals_by_key.values():
+        inside = [t for t in times if start <= t <= end]
+        late += [later - earlier - INTERVAL for earlier, later in zip(inside, inside[1:])]
+    return late
+
+
+def checks_in(arrivals_by_key: dict, start: float, end: float) -> int:
+    return sum(1 for times in arrivals_by_key.values() for t in times if start <= t <= end)
+
+
+def summarize(late: list[float], checks: int, observers: int, seconds: float, cpu: float) -> dict:
+    on_time = sum(1 for value in late if value <= LATE)
+    return {"checks": checks, "checksPerObserverSecond": checks / (observers * seconds),
+            "onTimeShare": on_time / len(late) if late else 0.0,
+            "latenessP50Ms": common.median(late) * 1000, "latenessP95Ms": common.percentile(late, 95) * 1000,
+            "latenessP99Ms": common.percentile(late, 99) * 1000, "latenessMaxMs": max(late) * 1000,
+            "cpuPercentOfOneCore": cpu}
+
+
+def measure_window(server: common.Server, seconds: float) -> tuple[float, float, float]:
+    """(start, end, CPU % of one core) of the gunicorn master + worker over ``seconds``."""
+    cpu_before, start = server.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    cpu_after, end = server.cpu_seconds(), time.monotonic()
+    return start, end, (cpu_after - cpu_before) / (end - start) * 100
+
+
+def measure_rsgo_http(stack_count: int, seconds: float, threads: int | None) -> tuple[dict, dict]:
+    source = SourceServer()
+    environ = {"RSGO_OBSERVER_THREADS": str(threads)} if threads else {}
+    server = common.Server("observers", environ)
+    stacks = [f"bench-ob-{common.RUN_ID}-{i:03d}" for i in range(stack_count)]
+    config = server.workdir / "rsgo.yml"
+    config.write_text(observer_config(stacks, source))
+    server.env["RSGO_CONFIG"] = str(config)
+    try:
+        server.start()
+        # Warm-up: every observer has run a few times (imports, connections, status rows all exist).
+        common.wait_until(lambda: len(source.arrivals) == stack_count
+                          and min(len(v) for v in source.arrivals.values()) >= 3, 120, 0.5,
+                          "every observer to have checked three times")
+        start, end, cpu = measure_window(server, seconds)
+        rss_mb = server.rss_mb()
+        errors = server.log().count("failed")
+    finally:
+        server.cleanup()
+        source.close()
+    result = summarize(lateness(source.arrivals, start, end), checks_in(source.arrivals, start, end), stack_count,
+                       end - start, cpu)
+    return result, {"rssMb": rss_mb, "failedLinesInLog": errors}
+
+
+def measure_rsgo_file(stack_count: int, seconds: float, threads: int | None, py_spy: str | None = None) -> dict:
+    """The same with ``file`` observers (a flag file reading "0"): the cheapest source, so the CPU is
+    rsgo's own per-check work. No arrival times here; the status API shows the checks ran."""
+    environ = {"RSGO_OBSERVER_THREADS": str(threads)} if threads else {}
+    server = common.Server("observers-file", environ)
+    lines = ["stacks:"]
+    for index in range(stack_count):
+        flag = server.workdir / f"flag-{index}"
+        flag.write_text("0")
+        lines.append(f"  bench-obf-{common.RUN_ID}-{index:03d}:\n"
+                     f"    maintenanceObserver: {{type: file, path: \"{flag}\", "
+                     "mode: content, maintenanceValue: \"1\", normalValue: \"0\", pollingInterval: 1s}")
+    config = server.workdir / "rsgo.yml"
+    config.write_text("\n".join(lines) + "\n")
+    server.env["RSGO_CONFIG"] = str(config)
+    try:
+        token = server.token("read")
+        server.start()
+        time.sleep(5)  # warm-up
+        profiler = common.start_profiler(server.worker_pid(), py_spy) if py_spy else None
+        start, end, cpu = measure_window(server, seconds)
+        if profiler is not None:
+            common.stop_profiler(profiler)
+        # Every observer checked within the last 2 s: they all kept running during the window.
+        items = requests.get(f"{server.url}/api/deployments", headers={"Authorization": f"Bearer {token}"},
+                             timeout=60).json()["items"]
+        now = dt.datetime.now(dt.timezone.utc)
+        recent = 0
+        for item in items:
+            if not item["name"].startswith(f"bench-obf-{common.RUN_ID}-"):
+                continue
+            status = requests.get(f"{server.url}/api/deployments/{item['id']}/observer", timeout=30,
+                                  headers={"Authorization": f"Bearer {token}"}).json()
+            checked = dt.datetime.fromisoformat(status["lastCheckAt"].replace("Z", "+00:00"))
+            recent += (now - checked).total_seconds() <= 2.5 and status["state"] == "ok"
+    finally:
+        server.cleanup()
+    return {"cpuPercentOfOneCore": cpu, "observersCheckedInLast2_5s": recent, "seconds": end - start}
+
+
+def measure_rsgo_idle(seconds: float) -> float:
+    """rsgo with no observers over the same kind of window: what the process costs anyway (on this
+    shared engine mostly discovery following other stacks' container events)."""
+    server = common.Server("observers-idle")
+    try:
+        server.start()
+        time.sleep(5)
+        return measure_window(server, seconds)[2]
+    finally:
+        server.cleanup()
+
+
+def measure_baseline(jobs: int, seconds: float, threads: int) -> dict:
+    """Bare APScheduler: what polling 300 no-op jobs every second costs without any rsgo work."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    runs: dict[int, list[float]] = {index: [] for index in range(jobs)}
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(threads)},
+                                    job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+                                    timezone=dt.timezone.utc)
+    for index in range(jobs):
+        # The "no-op" records its own run time, the one thing the lateness needs.
+        scheduler.add_job(_record, IntervalTrigger(seconds=INTERVAL), args=(runs[index],), id=str(index),
+                          next_run_time=dt.datetime.now(dt.timezone.utc))
+    scheduler.start()
+    try:
+        time.sleep(3)  # warm-up, as for rsgo
+        cpu_before, start = common.cpu_seconds(os.getpid()), time.monotonic()
+        time.sleep(seconds)
+        cpu_after, end = common.cpu_seconds(os.getpid()), time.monotonic()
+    finally:
+        scheduler.shutdown(wait=False)
+    return summarize(lateness(runs, start, end), checks_in(runs, start, end), jobs, end - start,
+                     (cpu_after - cpu_before) / (end - start) * 100)
+
+
+def _record(times: list[float]) -> None:
+    times.append(time.monotonic())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100 observers for 15 s")
+    parser.add_argument("--observers", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--threads", type=int, help="RSGO_OBSERVER_THREADS (default: rsgo's default)")
+    parser.add_argument("--py-spy", metavar="FILE", help="profile the worker during the file-observer window "
+                        "(py-spy installed separately) into FILE, collapsed stacks")
+    args = parser.parse_args(argv)
+    count = args.observers or (100 if args.quick else 300)
+    seconds = args.seconds or (15 if args.quick else 60)
+    threads = args.threads or load_settings({}).observer_threads
+    common.terminate_on_sigterm()
+
+    with common.time_limit(360 + 3 * seconds):
+        rsgo, extra = measure_rsgo_http(count, seconds, args.threads)
+        print(f"  rsgo, http observers: {rsgo['onTimeShare'] * 100:.1f} % on time, "
+              f"{rsgo['cpuPercentOfOneCore']:.1f} % CPU", flush=True)
+        files = measure_rsgo_file(count, seconds, args.threads, args.py_spy)
+        print(f"  rsgo, file observers: {files['cpuPercentOfOneCore']:.1f} % CPU", flush=True)
+        idle_cpu = measure_rsgo_idle(seconds / 2)
+        print(f"  rsgo without observers: {idle_cpu:.1f} % CPU", flush=True)
+        baseline = measure_baseline(count, seconds, threads)
+        print(f"  APScheduler alone: {baseline['onTimeShare'] * 100:.1f} % on time, "
+              f"{baseline['cpuPercentOfOneCore']:.1f} % CPU", flush=True)
+
+    share, base_share = rsgo["onTimeShare"] * 100, baseline["onTimeShare"] * 100
+    cpu, base_cpu = rsgo["cpuPercentOfOneCore"], baseline["cpuPercentOfOneCore"]
+    figures = [
+        common.figure(f"{count} http observers at 1 s: checks ≤ 0.5 s late ({seconds:g} s)", share, "%", "≥ 95 %",
+                      share >= 95, base_share, f"APScheduler alone, {count} no-op jobs",
+                      share / base_share if base_share else None,
+                      note=f"lateness p50 {rsgo['latenessP50Ms']:.0f} ms, p99 {rsgo['latenessP99Ms']:.0f} ms; "
+                           f"{rsgo['checksPerObserverSecond']:.2f} checks per observer-second"),
+        common.figure(f"{count} http observers at 1 s: CPU of rsgo (master + worker)", cpu, "% of one core", "< 30 %",
+                      cpu < 30, base_cpu, f"APScheduler alone, {count} no-op jobs",
+                      cpu / base_cpu if base_cpu else None,
+                      note=f"http observers; RSGO_OBSERVER_THREADS={threads}; rsgo without observers: "
+                           f"{idle_cpu:.1f} %"),
+        common.figure(f"{count} file observers at 1 s: CPU of rsgo (master + worker)", files["cpuPercentOfOneCore"],
+                      "% of one core", "< 30 %", files["cpuPercentOfOneCore"] < 30, base_cpu,
+                      f"APScheduler alone, {count} no-op jobs",
+                      files["cpuPercentOfOneCore"] / base_cpu if base_cpu else None,
+                      note=f"the cheapest source (a flag file): rsgo's own per-check cost; "
+                           f"{files['observersCheckedInLast2_5s']} of {count} checked in the last 2.5 s"),
+    ]
+    details = {"observers": count, "seconds": seconds, "observerThreads": threads, "rsgo": rsgo,
+               "fileObservers": files, "rsgoIdleCpuPercent": idle_cpu,
+               "baseline": baseline, **extra}
+    # A profiled run is slowed by the profiler: it never replaces a real result.
+    return common.write_result("observers" + ("-profiled" if args.py_spy else ""), figures, details, args.quick)
+
+
+if __name__ == "__main__":
+    main()
