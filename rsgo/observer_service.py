@@ -12,7 +12,7 @@ import logging
 import threading
 
 from rsgo import deployments
-from rsgo.db import database, utcnow
+from rsgo.db import utcnow
 from rsgo.events import EventBus
 from rsgo.models import Deployment, ObserverStatus
 from rsgo.modes import Mode
@@ -105,13 +105,12 @@ class ObserverService:
     # -- checking --------------------------------------------------------------------------
 
     def run_scheduled_check(self, deployment_id: int) -> None:
+        # The scheduler's threads live as long as the process: each keeps its database connection
+        # (closing it after every check made the next one reconnect and redo the PRAGMAs).
         try:
             self._check_once(deployment_id)
         except Exception:
             log.exception("observer check of deployment %s failed unexpectedly", deployment_id)
-        finally:
-            if not database.is_closed():
-                database.close()
 
     def check(self, deployment_id: int) -> dict | None:
         """Read the source once, decide, act; returns the new status (None: no observer)."""

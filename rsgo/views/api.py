@@ -58,13 +58,17 @@ def show_deployment(ref: str):
     return jsonify(_detail(_load_deployment(ref)))
 
 
+def _no_observer(deployment: Deployment) -> Problem:
+    return Problem(404, "not_found", f"{deployment.name} has no observer (configure one in the stack config file)")
+
+
 @blueprint.get("/deployments/<ref>/observer")
 @requires("read")
 def show_observer(ref: str):
     deployment = _load_deployment(ref)
     status = _runtime().observers.status(deployment.id)
     if status is None:
-        raise Problem(404, "not_found", f"{deployment.name} has no observer (configure one in the stack config file)")
+        raise _no_observer(deployment)
     return jsonify(status)
 
 
@@ -75,7 +79,7 @@ def check_observer(ref: str):
     deployment = _load_deployment(ref)
     status = _runtime().observers.check(deployment.id)
     if status is None:
-        raise Problem(404, "not_found", f"{deployment.name} has no observer (configure one in the stack config file)")
+        raise _no_observer(deployment)
     return jsonify(status)
 
 
