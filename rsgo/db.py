@@ -19,6 +19,30 @@ log = logging.getLogger(__name__)
 database = peewee.DatabaseProxy()
 
 
+# What a failing database raises: read-only files, a full disk, a lost connection, a lock held too long.
+# (IntegrityError and programming errors are not storage failures and are not caught with these.)
+STORAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+
+
+def storage_error_text(error: BaseException) -> str:
+    """The database's own words ("attempt to write a readonly database", "database or disk is full").
+
+    SQLite rolls a transaction back by itself when the disk is full; the rollback peewee then tries
+    fails with "no transaction is active" and hides the cause, which is the error it happened during.
+    """
+    while "no transaction is active" in str(error) and error.__context__ is not None:
+        error = error.__context__
+    return str(error) or type(error).__name__
+
+
+def check_writable() -> None:
+    """Write (and commit) one row, so a read-only file or a full disk shows here and not only in the
+    middle of a transition. Raises one of ``STORAGE_ERRORS``."""
+    with write_transaction():
+        database.execute_sql("UPDATE schema_migrations SET applied_at = applied_at "
+                             "WHERE version = (SELECT MAX(version) FROM schema_migrations)")
+
+
 def utcnow() -> dt.datetime:
     """Naive UTC timestamps are what both SQLite and PostgreSQL columns store here."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -59,6 +59,10 @@ class Enforcer:
                 deployment = Deployment.get_by_id(deployment.id)
                 if deployment.mode not in ENFORCED_MODES:
                     return
+                if deployments.running_transition(deployment.id) is not None:
+                    return  # interrupted by a restart and not yet resumed: resumption owns the containers
+                if self._transitions.held_failure(deployment.id) is not None:
+                    return  # its last transition could not be recorded: a person decides, not enforcement
                 if container_name not in deployments.stopped_set_names(deployment.id):
                     return  # never stopped by rsgo (a migration job, say): left alone
                 self._stop_again(deployment, container_name)

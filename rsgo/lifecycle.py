@@ -5,6 +5,7 @@ running one dependency level at a time with the containers of a level in paralle
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -151,6 +152,11 @@ class LevelRunner:
         self._default_start_timeout = default_start_timeout
         self._failed: set[str] = set()
         self._to_start: set[str] = set()
+        self._aborted = threading.Event()
+
+    def abort(self) -> None:
+        """Begin no further action (those under way finish): the transition can no longer be recorded."""
+        self._aborted.set()
 
     def run(self, actions: list[PlannedAction], on_result: Callable[[ActionResult], None]) -> None:
         pending = [a for a in actions if a.action in ("stop", "start")]
@@ -158,16 +164,22 @@ class LevelRunner:
         stopping = any(a.action == "stop" for a in pending)
         # Dependents stop before their dependencies; dependencies start before their dependents.
         for level in sorted({a.level for a in pending}, reverse=stopping):
+            if self._aborted.is_set():
+                return
             batch = [a for a in pending if a.level == level]
             with ThreadPoolExecutor(max_workers=min(self._concurrency, len(batch)),
                                     thread_name_prefix="rsgo-action") as pool:
                 for future in as_completed([pool.submit(self._perform, a) for a in batch]):
                     result = future.result()
+                    if result is None:
+                        continue  # not begun: the runner was aborted
                     if result.result == "failed":
                         self._failed.add(result.container_name)
                     on_result(result)
 
-    def _perform(self, action: PlannedAction) -> ActionResult:
+    def _perform(self, action: PlannedAction) -> ActionResult | None:
+        if self._aborted.is_set():
+            return None
         began = time.monotonic()
         try:
             outcome = self._stop(action.container_name) if action.action == "stop" else self._start(action.container_name)

@@ -43,6 +43,7 @@ def latest_transition(deployment_id: int) -> dict | None:
 
 
 def dashboard_item(deployment: Deployment, runtime, stopped_set: set[str], running: Transition | None) -> dict:
+    deployment = runtime.transitions.shown(deployment)
     item = deployment_summary(deployment, runtime.inventory, stopped_set, running)
     # Built once per row: the row's links and buttons extend it (url_for per button costs a lot at 300 rows).
     item["pageUrl"] = url_for("pages.deployment_page", ref=deployment.id)
@@ -72,7 +73,8 @@ def dashboard_item_for(deployment: Deployment, runtime) -> dict:
 
 
 def detail(deployment: Deployment, runtime) -> dict:
-    body = deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id),
+    body = deployment_detail(runtime.transitions.shown(deployment), runtime.inventory,
+                             runtime.observers.status(deployment.id),
                              runtime.windows.windows_json(deployment.id))
     body["pageUrl"] = url_for("pages.deployment_page", ref=deployment.id)
     return body

@@ -18,6 +18,8 @@ from rsgo.windows import WindowService
 
 log = logging.getLogger(__name__)
 
+HELD_FAILURE_RETRY_SECONDS = 2
+
 
 class Runtime:
     def __init__(self, settings, gateway: DockerGateway | None = None):
@@ -87,6 +89,8 @@ class Runtime:
         self.started = True
         # Windows are looked at every few seconds, and at once: started inside a window enters it now.
         self.scheduler.every("windows", self.settings.window_check_interval, self._evaluate_windows)
+        # A transition whose record could not be written is written as soon as the database takes writes.
+        self.scheduler.every("held-failures", HELD_FAILURE_RETRY_SECONDS, self._write_held_failures)
         self.scheduler.start()
         if self.settings.enforce_modes:
             self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
@@ -101,6 +105,15 @@ class Runtime:
 
         try:
             self.windows.evaluate()
+        finally:
+            if not database.is_closed():
+                database.close()
+
+    def _write_held_failures(self) -> None:
+        from rsgo.db import database
+
+        try:
+            self.transitions.write_held_failures()
         finally:
             if not database.is_closed():
                 database.close()

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from rsgo import audit, deployments
-from rsgo.db import database, utcnow, write_transaction
+from rsgo.db import STORAGE_ERRORS, database, storage_error_text, utcnow, write_transaction
 from rsgo.docker_ops import ContainerInfo, DockerError, DockerGateway
 from rsgo.events import EventBus
 from rsgo.lifecycle import ActionResult, DependencyCycle, LevelRunner, PlannedAction, plan
-from rsgo.models import Deployment, StoppedSetEntry, Transition, TransitionAction
+from rsgo.models import AuditEntry, Deployment, StoppedSetEntry, Transition, TransitionAction
 from rsgo.modes import Mode, allowed_targets, is_allowed, needs_docker, parse_mode
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,31 @@ class DockerUnavailable(ModeChangeRefused):
     code = "docker_unreachable"
 
 
+class StorageUnavailable(ModeChangeRefused):
+    """The database cannot be written: nothing new may start where bookkeeping could not be kept."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
+@dataclass
+class HeldFailure:
+    """A transition whose bookkeeping could not be written. It stopped acting; until the database takes
+    writes again, what it did lives here (and the deployment is shown Failed from it), then it is
+    written as a failed transition and this goes away."""
+
+    transition_id: int
+    deployment_id: int
+    error: str
+    results: list[ActionResult]
+    at: object  # when the write failed (naive UTC)
+
+    @property
+    def reason(self) -> str:
+        return (f"rsgo could not record transition {self.transition_id} ({self.error}); it stopped acting "
+                f"after {len(self.results)} container action(s); choose a mode once the database is writable")
+
+
 @dataclass
 class ModeChange:
     """What a mode-change request led to."""
@@ -78,6 +104,8 @@ class TransitionService:
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._background: set[threading.Thread] = set()
+        self._held: dict[int, HeldFailure] = {}  # deployment id -> failure not yet written
+        self._held_guard = threading.Lock()
         # Observers (their own issue) replace this: does the owning observer still read "maintenance"?
         # Until one can answer, an observer's Maintenance is treated as still held.
         self.observer_holds_maintenance = lambda deployment: True
@@ -136,8 +164,17 @@ class TransitionService:
                                  transitionUrl=f"/api/transitions/{running.id}" if running else None))
         handed_over = False
         try:
+            self._refuse_while_held(deployment_id)
             deployment = Deployment.get_by_id(deployment_id)
             current = Mode(deployment.mode)
+            awaiting = deployments.running_transition(deployment_id)
+            if awaiting is not None:
+                # A transition a previous process left running: resumption owns this stack until it ends.
+                self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
+                             TransitionInProgress(
+                                 f"{deployment.name} is finishing transition {awaiting.id}, interrupted by a "
+                                 "restart", transitionId=awaiting.id,
+                                 transitionUrl=f"/api/transitions/{awaiting.id}"))
             if target is current:
                 audit.record(deployment, previous_mode=current.value, new_mode=current.value, outcome="noop",
                              source=source, actor=actor, reason=reason, requested_mode=target.value,
@@ -170,6 +207,10 @@ class TransitionService:
             self._bus.publish("transition.started", deployment_id=deployment.id, transition_id=transition.id)
             if wait:
                 self._execute(transition, containers, planned)
+                held = self._held.get(deployment_id)
+                if held is not None and held.transition_id == transition.id:
+                    raise StorageUnavailable(f"{deployment.name}: {held.reason}", transitionId=transition.id,
+                                             transitionUrl=f"/api/transitions/{transition.id}")
             else:
                 self._in_background(self._execute, lock, transition, containers, planned)
                 handed_over = True
@@ -264,19 +305,119 @@ class TransitionService:
         total = len(planned)
         done = sum(1 for a in planned if a.result)
         deployment_id = transition.deployment_id
+        results: list[ActionResult] = []
+        storage_failure: Exception | None = None
+        runner = LevelRunner(self._gateway, containers, self._settings.action_concurrency,
+                             self._settings.default_stop_timeout, self._settings.default_start_timeout)
 
         def on_result(result: ActionResult) -> None:
-            nonlocal done
+            nonlocal done, storage_failure
             done += 1
-            self._record_action(transition, deployment_id, result)
+            results.append(result)
+            if storage_failure is None:
+                try:
+                    self._record_action(transition, deployment_id, result)
+                except STORAGE_ERRORS as error:
+                    # Acting on without a record would leave containers stopped that nobody knows of.
+                    storage_failure = error
+                    runner.abort()
             self._bus.publish("transition.progress", deployment_id=deployment_id, transition_id=transition.id,
                               container=result.container_name, result=result.result, error=result.error,
                               duration_ms=result.duration_ms, done=done, total=total)
 
-        runner = LevelRunner(self._gateway, containers, self._settings.action_concurrency,
-                             self._settings.default_stop_timeout, self._settings.default_start_timeout)
         runner.run([a for a in planned if not a.result], on_result)
-        self._finish(transition)
+        if storage_failure is None:
+            try:
+                self._finish(transition)
+                return
+            except STORAGE_ERRORS as error:
+                storage_failure = error
+        self._hold(transition, results, storage_failure)
+
+    # -- storage failures ------------------------------------------------------------------
+
+    def _hold(self, transition: Transition, results: list[ActionResult], error: Exception) -> None:
+        held = HeldFailure(transition.id, transition.deployment_id, storage_error_text(error), results, utcnow())
+        with self._held_guard:
+            self._held[transition.deployment_id] = held
+        log.error("transition %s: the database cannot be written (%s); stopped acting after %d container "
+                  "action(s); the deployment is Failed until the record can be written",
+                  transition.id, held.error, len(results))
+        if not self._write_held(held):
+            # Pages show the stack Failed from memory now (see ``shown``); the record follows later.
+            self._bus.publish("transition.finished", deployment_id=transition.deployment_id,
+                              transition_id=transition.id, outcome="failed")
+
+    def held_failure(self, deployment_id: int) -> HeldFailure | None:
+        return self._held.get(deployment_id)
+
+    def held_failures(self) -> list[HeldFailure]:
+        with self._held_guard:
+            return list(self._held.values())
+
+    def shown(self, deployment: Deployment) -> Deployment:
+        """The deployment as people must see it: Failed while a failure could not be written yet."""
+        held = self._held.get(deployment.id)
+        if held is not None:
+            deployment.mode = Mode.FAILED.value
+            deployment.trigger_source, deployment.trigger_actor = "system", "system"
+            deployment.trigger_reason, deployment.trigger_observed_value = held.reason, None
+            deployment.mode_changed_at = held.at
+        return deployment
+
+    def _refuse_while_held(self, deployment_id: int) -> None:
+        held = self._held.get(deployment_id)
+        if held is not None and not self._write_held(held):
+            raise StorageUnavailable(
+                f"the database cannot be written ({held.error}); transition {held.transition_id} stopped "
+                "half-way and no new transition starts on this stack until its record is written",
+                transitionId=held.transition_id)
+
+    def write_held_failures(self) -> int:
+        """Write every held failure the database now takes; returns how many are still held.
+        Runs on the scheduler every few seconds and before any request on a held stack."""
+        for held in self.held_failures():
+            self._write_held(held)
+        return len(self._held)
+
+    def _write_held(self, held: HeldFailure) -> bool:
+        try:
+            entry, deployment, previous = self._write_failed_transition(held)
+        except STORAGE_ERRORS as error:
+            held.error = storage_error_text(error)
+            return False
+        with self._held_guard:
+            if self._held.get(held.deployment_id) is held:
+                del self._held[held.deployment_id]
+        log.info("transition %s: its failure is recorded now that the database takes writes", held.transition_id)
+        self._announce_finished(entry, deployment, previous, Mode.FAILED.value, held.transition_id, "failed")
+        return True
+
+    def _write_failed_transition(self, held: HeldFailure):
+        with write_transaction():
+            transition = Transition.get_by_id(held.transition_id)
+            for result in held.results:
+                self._record_action(transition, held.deployment_id, result)
+            (TransitionAction.update(result="skipped", duration_ms=0, finished_at=utcnow(),
+                                     error="not attempted: rsgo stopped acting when its database failed")
+             .where((TransitionAction.transition == transition.id) & TransitionAction.result.is_null())
+             .execute())
+            deployment = Deployment.get_by_id(held.deployment_id)
+            previous = deployment.mode
+            transition.status, transition.finished_at = "failed", utcnow()
+            transition.error = f"storage failure: {held.error}"
+            transition.save()
+            deployment.mode, deployment.mode_changed_at = Mode.FAILED.value, held.at
+            deployment.trigger_source, deployment.trigger_actor = "system", "system"
+            deployment.trigger_reason, deployment.trigger_observed_value = held.reason, None
+            deployment.save()
+            entry = audit.record(deployment, previous_mode=transition.previous_mode, new_mode=Mode.FAILED.value,
+                                 outcome="failed", source=transition.source, actor=transition.actor,
+                                 reason=transition.reason, requested_mode=transition.target_mode,
+                                 observed_value=transition.observed_value, error=transition.error,
+                                 requested_at=transition.requested_at, transition=transition,
+                                 address=transition.address)
+        return entry, deployment, previous
 
     def _record_action(self, transition: Transition, deployment_id: int, result: ActionResult) -> None:
         with write_transaction():
@@ -328,14 +469,18 @@ class TransitionService:
                          requested_mode=target.value, observed_value=transition.observed_value,
                          error=transition.error, requested_at=transition.requested_at, transition=transition,
                          address=transition.address)
-        log.info("deployment %s (id %s) transition %s: %s -> %s %s", deployment.name, deployment.id, transition.id,
-                 previous, new_mode.value, outcome)
+        self._announce_finished(entry, deployment, previous, new_mode.value, transition.id, outcome)
+
+    def _announce_finished(self, entry, deployment: Deployment, previous: str, new_mode: str, transition_id: int,
+                           outcome: str) -> None:
+        log.info("deployment %r (id %s) transition %s: %s -> %s %s", deployment.name, deployment.id, transition_id,
+                 previous, new_mode, outcome)
         # Announced after the commit, so every listener reads the finished state.
         self._bus.publish("audit.recorded", entry_id=entry.id, deployment_id=deployment.id)
-        self._bus.publish("transition.finished", deployment_id=deployment.id, transition_id=transition.id,
+        self._bus.publish("transition.finished", deployment_id=deployment.id, transition_id=transition_id,
                           outcome=outcome)
         self._bus.publish("mode.changed", deployment_id=deployment.id, previous_mode=previous,
-                          new_mode=new_mode.value, transition_id=transition.id, outcome=outcome)
+                          new_mode=new_mode, transition_id=transition_id, outcome=outcome)
 
     # -- crash recovery --------------------------------------------------------------------
 
@@ -344,12 +489,21 @@ class TransitionService:
 
         Stop and start are idempotent, so actions without a recorded result are simply done again.
         Waits (retrying) while Docker is unreachable, because half-done must not stay half-done.
+        A transition that later events superseded (see ``_superseded_by``) is never replayed: it is
+        closed as failed, and the stack goes to Failed with what Docker shows, for a person to decide.
         """
         resumed = []
         for transition in Transition.select().where(Transition.status == "running").order_by(Transition.id):
             lock = self._lock_for(transition.deployment_id)
             with lock:
                 deployment = transition.deployment
+                containers = self._containers_when_reachable(deployment.name, stopping)
+                if containers is None:
+                    return resumed
+                superseded = self._superseded_by(transition, containers)
+                if superseded:
+                    self._close_superseded(transition, containers, superseded)
+                    continue
                 transition.resumed = True
                 transition.save()
                 audit.record(deployment, previous_mode=transition.previous_mode, new_mode=transition.target_mode,
@@ -357,14 +511,78 @@ class TransitionService:
                              reason=f"resuming transition {transition.id} interrupted by a restart "
                                     f"(requested by {transition.actor}: {transition.reason or 'no reason'})",
                              requested_mode=transition.target_mode, transition=transition, bus=self._bus)
-                containers = self._containers_when_reachable(deployment.name, stopping)
-                if containers is None:
-                    return resumed
                 planned = [PlannedAction(a.container_name, a.action, a.level, a.result) for a in transition.actions]
-                log.info("resuming transition %s of %s", transition.id, deployment.name)
+                log.info("resuming transition %s of %r", transition.id, deployment.name)
                 self._execute(transition, containers, planned)
                 resumed.append(transition.id)
         return resumed
+
+    @staticmethod
+    def _superseded_by(transition: Transition, containers: list[ContainerInfo]) -> str | None:
+        """Why replaying ``transition`` would undo something that happened after it was requested, or None.
+
+        Later requests: a newer transition of the stack, or a request for another mode recorded after it.
+        Docker: a container it was to stop was started again after the request, or one it was to start
+        was stopped again after the request. A plain crash mid-transition shows none of these.
+        """
+        newer = (Transition.select(Transition.id)
+                 .where((Transition.deployment == transition.deployment_id) & (Transition.id > transition.id))
+                 .first())
+        if newer is not None:
+            return f"transition {newer.id} was requested after it"
+        later = (AuditEntry.select()
+                 .where((AuditEntry.deployment == transition.deployment_id)
+                        & (AuditEntry.requested_at > transition.requested_at)
+                        & ((AuditEntry.transition.is_null()) | (AuditEntry.transition != transition.id))
+                        & (AuditEntry.requested_mode != transition.target_mode)
+                        # Refusals and failed attempts changed nothing; a no-op took the stored mode as true.
+                        & AuditEntry.outcome.in_(("noop", "succeeded")))
+                 .order_by(AuditEntry.id).first())
+        if later is not None:
+            return f"{later.actor} asked for {later.requested_mode} after it ({later.outcome})"
+        actions = {a.container_name: a.action for a in transition.actions}
+        for container in containers:
+            action = actions.get(container.name)
+            if action == "stop" and container.running and _after(container.started_at, transition.requested_at):
+                return f"{container.name} was started again after it was requested"
+            if action == "start" and not container.running and _after(container.finished_at,
+                                                                       transition.requested_at):
+                return f"{container.name} was stopped again after it was requested"
+        return None
+
+    def _close_superseded(self, transition: Transition, containers: list[ContainerInfo], why: str) -> None:
+        """Reconcile with Docker instead of replaying: the stopped-set keeps the containers this
+        transition was to stop that are stopped now (so leaving Failed starts them), and forgets
+        every container that runs; the stack goes to Failed for a person to choose its mode."""
+        running = {c.name for c in containers if c.running}
+        present = {c.name for c in containers}
+        with write_transaction():
+            deployment = Deployment.get_by_id(transition.deployment_id)
+            previous = deployment.mode
+            for action in transition.actions:
+                name = action.container_name
+                if name in running or name not in present:
+                    self._forget_stopped(deployment.id, name)
+                elif action.action == "stop":
+                    StoppedSetEntry.insert(deployment=deployment.id, container_name=name,
+                                           transition=transition.id).on_conflict_ignore().execute()
+            running_now = sorted(running & {a.container_name for a in transition.actions if a.action != "none"})
+            transition.status, transition.finished_at = "failed", utcnow()
+            transition.error = f"not resumed after a restart: {why}"
+            transition.save()
+            deployment.mode, deployment.mode_changed_at = Mode.FAILED.value, utcnow()
+            deployment.trigger_source, deployment.trigger_actor = "system", "system"
+            deployment.trigger_reason = (
+                f"transition {transition.id} to {transition.target_mode} was interrupted and not resumed: {why}; "
+                f"running now: {', '.join(running_now) or 'none of its containers'}; choose a mode")
+            deployment.trigger_observed_value = None
+            deployment.save()
+            entry = audit.record(deployment, previous_mode=previous, new_mode=Mode.FAILED.value, outcome="failed",
+                                 source="system", actor="system", reason=deployment.trigger_reason,
+                                 requested_mode=transition.target_mode, error=transition.error,
+                                 transition=transition)
+        log.warning("transition %s of %r not resumed: %s", transition.id, deployment.name, why)
+        self._announce_finished(entry, deployment, previous, Mode.FAILED.value, transition.id, "failed")
 
     def _containers_when_reachable(self, stack: str, stopping: threading.Event | None):
         delay = 0.5
@@ -378,3 +596,14 @@ class TransitionService:
                 if stopping is None:
                     time.sleep(delay)
                 delay = min(delay * 2, 10)
+
+
+def _after(docker_time: str | None, instant) -> bool:
+    """Whether Docker's ``2026-12-02T05:20:01.123456789Z`` is later than ``instant`` (naive UTC)."""
+    if not docker_time or docker_time.startswith("0001-"):
+        return False
+    try:
+        moment = dt.datetime.fromisoformat(docker_time[:26].rstrip("Z"))
+    except ValueError:
+        return False
+    return moment > instant

@@ -39,7 +39,7 @@ def list_deployments():
     stopped_sets = deployments.stopped_sets_by_deployment()
     running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
     items = [
-        deployment_summary(d, inventory, stopped_sets.get(d.id, set()), running.get(d.id))
+        deployment_summary(_runtime().transitions.shown(d), inventory, stopped_sets.get(d.id, set()), running.get(d.id))
         for d in Deployment.select().order_by(Deployment.name, Deployment.environment)
         if visible(d)
     ]
@@ -48,7 +48,7 @@ def list_deployments():
 
 def _detail(deployment: Deployment) -> dict:
     runtime = _runtime()
-    return deployment_detail(deployment, runtime.inventory, runtime.observers.status(deployment.id),
+    return deployment_detail(runtime.transitions.shown(deployment), runtime.inventory, runtime.observers.status(deployment.id),
                              runtime.windows.windows_json(deployment.id))
 
 
@@ -143,6 +143,7 @@ def reload_config():
 def show_operation_mode(ref: str):
     deployment = _load_deployment(ref)
     running = deployments.running_transition(deployment.id)
+    deployment = _runtime().transitions.shown(deployment)
     summary = deployment_summary(deployment, _runtime().inventory, set(), running)
     return jsonify(deploymentId=deployment.id, operationMode=deployment.mode, trigger=summary["trigger"],
                    modeChangedAt=summary["modeChangedAt"], transitionInProgress=summary["transitionInProgress"])
@@ -241,4 +242,9 @@ def show_transition(transition_id: int):
     if transition is None:
         raise Problem(404, "not_found", f"no transition {transition_id}")
     check_stack(transition.deployment)
-    return jsonify(transition_json(transition))
+    body = transition_json(transition)
+    held = _runtime().transitions.held_failure(transition.deployment_id)
+    if held is not None and held.transition_id == transition.id:
+        # Failed, though the database could not take that yet: say so rather than "running".
+        body.update(outcome="failed", error=f"storage failure (not recorded yet): {held.error}")
+    return jsonify(body)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
+import peewee
 from flask import render_template, request
 from werkzeug.exceptions import HTTPException
 
+from rsgo.db import storage_error_text
 from rsgo.deployments import AmbiguousDeployment, DeploymentNotFound
 from rsgo.modes import MODE_NAMES, InvalidMode
 from rsgo.problems import Problem, problem_response
@@ -55,6 +57,15 @@ def register(app) -> None:
         code = _HTTP_CODES.get(error.code, "http_error")
         headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else None
         return problem_response(error.code, code, error.description, headers=headers)
+
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    def on_storage_failure(error: Exception):
+        # A read-only or full disk, a lost database connection: say so, instead of a bare 500.
+        log.error("database failure on %s %s: %s", request.method, request.path, storage_error_text(error))
+        return answer(503, "storage_unavailable",
+                      f"rsgo cannot use its database: {storage_error_text(error)}; nothing was changed",
+                      headers={"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def on_unexpected(error: Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from rsgo.db import database
+from rsgo.db import check_writable
 
 blueprint = Blueprint("probes", __name__)
 
@@ -16,14 +16,19 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """Ready when the database answers and the last contact with Docker succeeded."""
-    inventory = current_app.extensions["rsgo"].inventory
+    """Ready when the database takes writes and the last contact with Docker succeeded."""
+    runtime = current_app.extensions["rsgo"]
+    inventory = runtime.inventory
     checks = {}
     try:
-        database.execute_sql("SELECT 1")
+        check_writable()  # SELECT 1 answers on a read-only or full disk; a write does not
         checks["database"] = "ok"
     except Exception as error:  # noqa: BLE001 - any database failure means not ready
-        checks["database"] = f"error: {error}"
+        checks["database"] = f"error: cannot write: {error}"
+    held = runtime.transitions.held_failures()
+    if held:
+        checks["database"] = (f"error: {len(held)} failed transition(s) not recorded yet "
+                              f"(transition {held[0].transition_id}: {held[0].error})")
     if inventory.reachable:
         checks["docker"] = "ok"
     elif inventory.reachable is None:
