@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo.runtime import Runtime
     from htmx_flask import Htmx
 
-    from rsgo import metrics, security
+    from rsgo import http_input, log_safety, metrics, security
     from rsgo.live import Hub
     from rsgo.live_push import LivePush
     from rsgo.views import admin, api, auth, errors, pages, probes
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
 
     settings = settings or load_settings()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    http_input.install(app)  # body size, unreadable bodies, ids in paths: before any route is added
+    log_safety.hide_sql_parameters()
     app.config["SECRET_KEY"] = _secret_key(settings)
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False

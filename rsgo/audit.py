@@ -9,6 +9,29 @@ from rsgo.models import AuditEntry, Deployment
 
 OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed")
 
+# The most each text field of an entry keeps, whoever writes it: the API checks what it reads, but
+# observers, windows, Docker errors and future callers must not be able to fill the history either.
+FIELD_LIMITS = {"requested_mode": 64, "reason": 1000, "actor": 200, "observed_value": 1000, "error": 2000,
+                "address": 100}
+_CUT = "…"
+
+
+def bounded(text: str | None, limit: int) -> str | None:
+    """``text`` cut to at most ``limit`` characters (ending in "…" when cut), and storable: a lone
+    surrogate, which SQLite cannot encode, becomes its escape."""
+    if text is None:
+        return None
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit - len(_CUT)] + _CUT
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        if len(text) > limit:
+            text = text[:limit - len(_CUT)] + _CUT
+    return text
+
 
 def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome: str, source: str, actor: str,
            reason: str = "", requested_mode: str | None = None, observed_value: str | None = None,
@@ -16,21 +39,22 @@ def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome
            bus=None, address: str | None = None) -> AuditEntry:
     """Write one entry; with ``bus``, announce it (the live history and, later, webhooks listen)."""
     assert outcome in OUTCOMES, outcome
+    limit = FIELD_LIMITS
     entry = AuditEntry.create(
         deployment=deployment,
         previous_mode=previous_mode,
         new_mode=new_mode,
-        requested_mode=requested_mode,
+        requested_mode=bounded(requested_mode, limit["requested_mode"]),
         outcome=outcome,
         source=source,
-        actor=actor,
-        reason=reason or "",
-        observed_value=observed_value,
-        error=error,
+        actor=bounded(actor, limit["actor"]),
+        reason=bounded(reason or "", limit["reason"]),
+        observed_value=bounded(observed_value, limit["observed_value"]),
+        error=bounded(error, limit["error"]),
         requested_at=requested_at or utcnow(),
         finished_at=utcnow(),
         transition=transition,
-        address=address,
+        address=bounded(address, limit["address"]),
     )
     if bus is not None:
         bus.publish("audit.recorded", entry_id=entry.id, deployment_id=entry.deployment_id)

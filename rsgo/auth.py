@@ -2,7 +2,7 @@
 
 Every request gets a ``Principal`` in ``g.principal`` before its view runs. Views declare
 what they need with ``@requires("read" | "operate" | "admin")``; a token limited to some
-stacks is checked with ``check_stack``. Only the endpoints in ``PUBLIC_ENDPOINTS`` answer
+stacks is checked with ``visible``. Only the endpoints in ``PUBLIC_ENDPOINTS`` answer
 anonymous callers.
 """
 
@@ -145,13 +145,8 @@ def requires(permission: str):
     return decorate
 
 
-def check_stack(deployment) -> None:
-    """A token limited to some stacks may not see or touch any other (403)."""
-    principal = current()
-    if principal.stacks is not None and deployment.name not in principal.stacks:
-        raise Problem(403, "forbidden", f"{principal.name} is limited to other stacks")
-
-
 def visible(deployment) -> bool:
+    """A token limited to some stacks sees only those; to it, the others do not exist (the API's
+    lookups answer the unknown-stack 404, so it cannot even learn their names)."""
     principal = current()
     return principal.stacks is None or deployment.name in principal.stacks

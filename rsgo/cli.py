@@ -15,7 +15,12 @@ _SECRET_LEAKING_LOGGERS = ("urllib3",)
 
 
 def _configure_logging(level: str, stream=sys.stdout) -> None:
-    logging.basicConfig(level=level, stream=stream, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rsgo import log_safety
+
+    # Names, reasons and labels come from outside: the formatter escapes their control characters, so
+    # each record stays one line. SQL parameters (password and token hashes) are never logged.
+    logging.basicConfig(level=level, handlers=[log_safety.escaping_handler(stream)])
+    log_safety.hide_sql_parameters()
     for name in _SECRET_LEAKING_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
 

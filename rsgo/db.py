@@ -53,6 +53,7 @@ def open_database(settings) -> peewee.Database:
         db = connect_url(settings.database_url)
     else:
         os.makedirs(settings.data_dir, exist_ok=True)
+        _owner_only(settings.database_path)
         # WAL lets the dashboard read while a transition writes; the busy timeout
         # makes concurrent writers (parallel container results) wait, not fail.
         db = peewee.SqliteDatabase(
@@ -62,6 +63,25 @@ def open_database(settings) -> peewee.Database:
         )
     database.initialize(db)
     return db
+
+
+def _owner_only(path: str) -> None:
+    """The database holds password and token hashes and webhook secrets: mode 0600 whatever the umask.
+    Created empty here (SQLite takes an empty file as a new database), so SQLite never creates it with
+    its default 0644; SQLite gives the -wal and -shm files the main file's mode. Files an older
+    version left readable are tightened at every start."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # it exists (tightened below), or cannot be created: SQLite then reports that itself
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # a read-only mount, someone else's file: start anyway, and say so
+            log.warning("cannot make %s readable by its owner only: %s", name, error)
 
 
 def write_transaction():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee
 
+from rsgo.http_input import MAX_ID
 from rsgo.models import Deployment, StoppedSetEntry, Transition
 
 
@@ -13,30 +14,69 @@ class DeploymentNotFound(LookupError):
 
 
 class AmbiguousDeployment(LookupError):
-    def __init__(self, name, environments):
+    """A ref that could mean more than one deployment: a name on several environments, or one
+    deployment's name and another's id. ``candidates`` say which, and how each matched."""
+
+    def __init__(self, ref: str, by_name: list[Deployment], by_id: Deployment | None = None):
+        everyone = [*by_name, *([by_id] if by_id is not None else [])]
+        self.environments = sorted({d.environment for d in everyone})
+        self.candidates = [{"id": d.id, "name": d.name, "environment": d.environment, "matches": "name"}
+                           for d in by_name]
+        if by_id is None:
+            super().__init__(
+                f"the name {ref!r} exists on several environments ({', '.join(self.environments)}); "
+                "add ?environment=<name> or use the numeric id"
+            )
+            return
+        self.candidates.append({"id": by_id.id, "name": by_id.name, "environment": by_id.environment,
+                                "matches": "id"})
+        where = len(self.environments) > 1
+        named = " and ".join(f"the stack named {d.name} (id {d.id}{f', environment {d.environment}' if where else ''})"
+                             for d in by_name)
         super().__init__(
-            f"the name {name!r} exists on several environments ({', '.join(sorted(environments))}); "
-            "add ?environment=<name> or use the numeric id"
+            f"{ref!r} is ambiguous: it is {named}, and the deployment with id {ref} ({by_id.name}); ask for the "
+            f"stack named {ref} by its id and for the deployment with id {ref} by its name {by_id.name!r} "
+            "(add ?environment=<name> when that name exists on several environments)"
         )
-        self.environments = environments
 
 
-def find_deployment(ref: str, environment: str | None = None) -> Deployment:
-    """A deployment by numeric id or by stack name (unique per environment); an id wins over a name."""
-    if ref.isdigit():
-        deployment = Deployment.get_or_none(Deployment.id == int(ref))
-        if deployment is not None and (not environment or deployment.environment == environment):
-            return deployment
-        # Not an id: a stack may well be named "2024".
+def id_in(ref: str) -> int | None:
+    """The id ``ref`` spells, if it spells one: ASCII digits in their plain form ("4", not "04", "４",
+    "٤" or "²"), at most SQLite's largest integer."""
+    if not (ref.isascii() and ref.isdigit()) or (len(ref) > 1 and ref.startswith("0")) or len(ref) > 19:
+        return None
+    number = int(ref)
+    return number if number <= MAX_ID else None
+
+
+def find_deployment(ref: str, environment: str | None = None, visible=None) -> Deployment:
+    """A deployment by stack name (unique per environment) or by numeric id.
+
+    A ref that names one deployment and is another's id is ambiguous (409), never silently either
+    of them; a name that is also its own deployment's id is that deployment. ``visible`` (a
+    predicate) limits the deployments the caller may know of: the others do not exist for it, so
+    they neither match nor make a ref ambiguous, and asking for one is the unknown-ref 404.
+    """
+    def known(deployment: Deployment | None) -> bool:
+        return deployment is not None and (not environment or deployment.environment == environment) and (
+            visible is None or visible(deployment))
+
     query = Deployment.select().where(Deployment.name == ref)
     if environment:
         query = query.where(Deployment.environment == environment)
-    matches = list(query)
-    if not matches:
-        raise DeploymentNotFound(ref)
-    if len(matches) > 1:
-        raise AmbiguousDeployment(ref, [d.environment for d in matches])
-    return matches[0]
+    by_name = [d for d in query if known(d)]
+    number = id_in(ref)
+    by_id = Deployment.get_or_none(Deployment.id == number) if number is not None else None
+    by_id = by_id if known(by_id) else None
+    if by_id is not None and by_name and all(d.id != by_id.id for d in by_name):
+        raise AmbiguousDeployment(ref, by_name, by_id)
+    if not by_name:
+        if by_id is None:
+            raise DeploymentNotFound(ref)
+        return by_id
+    if len(by_name) > 1:
+        raise AmbiguousDeployment(ref, by_name)
+    return by_name[0]
 
 
 def ensure_deployments(environment: str, names: set[str]) -> list[Deployment]:

@@ -29,7 +29,8 @@ TRIGGER_SOURCES = ("ui", "api", "cli", "observer", "schedule", "system")
 
 class InvalidMode(ValueError):
     def __init__(self, text):
-        super().__init__(f"{text!r} is not an operation mode; valid modes: {', '.join(MODE_NAMES)}")
+        shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:59] + "…"  # never echo a huge value
+        super().__init__(f"{shown} is not an operation mode; valid modes: {', '.join(MODE_NAMES)}")
         self.text = text
 
 

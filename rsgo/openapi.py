@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
 from rsgo.audit import OUTCOMES
+from rsgo.http_input import MAX_ID, MAX_REQUEST_TEXT
 
 
 def _ref(name: str) -> dict:
@@ -24,7 +25,9 @@ def _json(description: str, schema: dict) -> dict:
 
 _DEPLOYMENT_REF = {
     "name": "id", "in": "path", "required": True,
-    "description": "numeric id or stack name (409 ambiguous_deployment if the name exists on several environments)",
+    "description": "stack name or numeric id (only ASCII digits, as rsgo shows it, are an id). 409 "
+                   "ambiguous_deployment if the name exists on several environments, or if the ref is one "
+                   "deployment's name and another's id. Stacks outside a token's list are 404, as unknown ones",
     "schema": {"type": "string"},
 }
 _ENVIRONMENT = {"name": "environment", "in": "query", "required": False,
@@ -32,7 +35,7 @@ _ENVIRONMENT = {"name": "environment", "in": "query", "required": False,
 _PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
     {"name": "before", "in": "query", "description": "cursor: entries with a smaller id than this",
-     "schema": {"type": "integer", "minimum": 1}},
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
 ]
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _TEXT_OR_NULL = {"type": ["string", "null"]}
@@ -61,8 +64,14 @@ _SCHEMAS = {
                 "unsupported_media_type", "unauthorized", "forbidden", "csrf_failed", "transition_not_allowed",
                 "transition_in_progress",
                 "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle", "window_from_config",
-                "container_action_failed", "docker_unreachable", "internal_error"]},
+                "container_action_failed", "docker_unreachable", "internal_error", "request_too_large"]},
             "validModes": {"type": "array", "items": {"type": "string"}},
+            "environments": {"type": "array", "items": {"type": "string"}},
+            "candidates": {"type": "array", "description": "ambiguous_deployment: what the ref could mean",
+                           "items": {"type": "object", "properties": {
+                               "id": {"type": "integer"}, "name": {"type": "string"},
+                               "environment": {"type": "string"},
+                               "matches": {"type": "string", "enum": ["name", "id"]}}}},
             "allowedModes": {"type": "array", "items": {"type": "string"}},
             "transitionUrl": {"type": "string"},
         },
@@ -211,8 +220,22 @@ def _with_auth_responses(paths: dict) -> dict:
             if operation.get("security") == []:
                 continue
             operation["responses"].setdefault("401", _problem("no or an unknown, expired or revoked token/session"))
-            operation["responses"].setdefault("403", _problem(
-                "forbidden (scope or role too low, token limited to other stacks) or csrf_failed"))
+            operation["responses"].setdefault("403", _problem("forbidden (scope or role too low) or csrf_failed"))
+    return paths
+
+
+def _with_input_responses(paths: dict) -> dict:
+    """What a deployment ref and a request body can be answered with, wherever they are taken."""
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if _DEPLOYMENT_REF in operation.get("parameters", []):
+                responses.setdefault("404", _problem("not_found: no such deployment, or one outside the token's "
+                                                     "stacks (the same answer)"))
+                responses.setdefault("409", _problem("ambiguous_deployment (candidates lists what the ref could "
+                                                     "mean)"))
+            if "requestBody" in operation:
+                responses.setdefault("413", _problem(f"request_too_large: the body is over {MAX_REQUEST_TEXT}"))
     return paths
 
 
@@ -306,7 +329,9 @@ def openapi_document() -> dict:
             "/api/transitions/{id}": {"get": {
                 "summary": "A transition with per-container results", "operationId": "getTransition",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "responses": {"200": _json("the transition", _ref("Transition")), "404": _problem("not_found")}}},
+                "responses": {"200": _json("the transition", _ref("Transition")),
+                              "404": _problem("not_found: no such transition, or one of a stack outside the "
+                                              "token's stacks (the same answer)")}}},
             "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
                                  "responses": {"200": _json("alive", {"type": "object"})}}},
             "/readyz": {"get": {"summary": "Readiness: database and Docker reachable", "operationId": "readyz",
@@ -327,4 +352,5 @@ def openapi_document() -> dict:
         "security": [{"bearerAuth": []}, {"session": []}],
     }
     _with_auth_responses(document["paths"])
+    _with_input_responses(document["paths"])
     return document

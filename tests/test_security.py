@@ -605,16 +605,21 @@ def test_a_token_limited_to_stack_a_can_neither_see_nor_touch_stack_b(estate, ma
     def get(path):
         return requests.get(f"{server.url}{path}", headers=headers, timeout=10)
 
-    for ref in (b.name, estate.o_id):  # by name and by id
+    history_before = len(database_rows(server, "SELECT id FROM audit_entries WHERE deployment_id = ?", estate.o_id))
+    # To a token limited to A, stack B does not exist: the same 404 as an unknown stack (by name and by
+    # id), so it cannot even learn which stacks there are.
+    for ref in (b.name, estate.o_id):
         for suffix in ("", "/operation-mode", "/history", "/observer", "/windows"):
-            assert_problem(get(f"/api/deployments/{ref}{suffix}"), 403, "forbidden")
-        assert_problem(api_put(server, ref, "Maintenance", headers, reason="limited token on b"), 403, "forbidden")
+            assert_problem(get(f"/api/deployments/{ref}{suffix}"), 404, "not_found")
+        assert_problem(api_put(server, ref, "Maintenance", headers, reason="limited token on b"), 404, "not_found")
         assert_problem(requests.post(f"{server.url}/api/deployments/{ref}/observer/check", headers=headers,
-                                     timeout=10), 403, "forbidden")
+                                     timeout=10), 404, "not_found")
         assert_problem(requests.post(f"{server.url}/api/deployments/{ref}/windows", headers=headers, timeout=10,
-                                     json={"duration": "1h", "reason": "limited token on b"}), 403, "forbidden")
-    assert_problem(get(f"/api/transitions/{b_transition}"), 403, "forbidden")
-    assert_problem(get(f"/api/history?deployment={estate.o_id}"), 403, "forbidden")
+                                     json={"duration": "1h", "reason": "limited token on b"}), 404, "not_found")
+    assert_problem(get(f"/api/transitions/{b_transition}"), 404, "not_found")
+    assert_problem(get(f"/api/history?deployment={estate.o_id}"), 404, "not_found")
+    assert len(database_rows(server, "SELECT id FROM audit_entries WHERE deployment_id = ?",
+                             estate.o_id)) == history_before, "the refused requests were written to B's history"
     # The pages show and change every stack: a token limited to some may not use them at all.
     for path in ("/", f"/deployments/{estate.o_id}", "/history", f"/deployments/{estate.o_id}/history"):
         assert_refused_page(get(path))

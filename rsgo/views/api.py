@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from rsgo import audit, deployments
-from rsgo.auth import check_stack, client_address, current, requires, visible
+from rsgo.auth import client_address, current, requires, visible
 from rsgo.models import Deployment, MaintenanceWindow, Transition
 from rsgo.openapi import openapi_document
 from rsgo.problems import Problem
@@ -21,9 +21,8 @@ def _runtime():
 
 
 def _load_deployment(ref: str) -> Deployment:
-    deployment = deployments.find_deployment(ref, request.args.get("environment") or None)
-    check_stack(deployment)
-    return deployment
+    """A token limited to some stacks gets the unknown-stack 404 for any other: it cannot tell them apart."""
+    return deployments.find_deployment(ref, request.args.get("environment") or None, visible=visible)
 
 
 @blueprint.get("/openapi.json")
@@ -152,16 +151,12 @@ def show_operation_mode(ref: str):
 @blueprint.put("/deployments/<ref>/operation-mode")
 @requires("read")
 def change_operation_mode(ref: str):
-    deployment = deployments.find_deployment(ref, request.args.get("environment") or None)
-    change_request = mode_change_request(json_object())
+    deployment = _load_deployment(ref)
+    change_request = mode_change_request(json_object())  # an invalid request is refused and not recorded
     runtime = _runtime()
     principal = current()
-    refusal = None
     if not principal.can("operate"):
         refusal = Problem(403, "forbidden", f"{principal.name} may not change modes (needs operate)")
-    elif not visible(deployment):
-        refusal = Problem(403, "forbidden", f"{principal.name} is limited to other stacks")
-    if refusal is not None:
         audit.record_refusal(deployment, requested_mode=change_request.new_mode, source="api", actor=principal.name,
                              reason=change_request.reason, error=f"{refusal.code}: {refusal.detail}",
                              address=client_address(), bus=runtime.bus)
@@ -241,7 +236,8 @@ def show_transition(transition_id: int):
     transition = Transition.get_or_none(Transition.id == transition_id)
     if transition is None:
         raise Problem(404, "not_found", f"no transition {transition_id}")
-    check_stack(transition.deployment)
+    if not visible(transition.deployment):  # the same answer as for an unknown transition
+        raise Problem(404, "not_found", f"no transition {transition_id}")
     body = transition_json(transition)
     held = _runtime().transitions.held_failure(transition.deployment_id)
     if held is not None and held.transition_id == transition.id:

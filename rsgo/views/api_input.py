@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from flask import request
 
-from rsgo.modes import MODE_NAMES
+from rsgo.http_input import MAX_ID
+from rsgo.modes import MODE_NAMES, parse_mode
 from rsgo.problems import Problem
 
 MAX_REASON_LENGTH = 500
+MAX_JSON_DEPTH = 32  # rsgo's bodies are flat objects; a deeper one is not a request of ours
 
 
 def json_object() -> dict:
@@ -24,9 +26,43 @@ def json_object() -> dict:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise Problem(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    except RecursionError:  # far deeper than MAX_JSON_DEPTH
+        raise _too_deep() from None
     if not isinstance(body, dict):
         raise Problem(400, "invalid_json", "the body must be a JSON object")
+    _check_json(body)
     return body
+
+
+def _too_deep() -> Problem:
+    return Problem(400, "invalid_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+
+
+def _check_json(body: dict) -> None:
+    """Every value is at most ``MAX_JSON_DEPTH`` deep, and every string (keys too) is text that can be
+    stored: JSON can spell a lone surrogate ("\\ud800"), which no database can encode. Iterative, so
+    no depth can exhaust the stack here either."""
+    pending = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        if isinstance(value, dict):
+            pending.extend((key, depth) for key in value)
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not _storable(value):
+            raise Problem(400, "invalid_json", "the body holds a lone surrogate (\\ud800-\\udfff) in a string; "
+                                               "send text as UTF-8 or as complete surrogate pairs")
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _invalid(detail: str, field: str | None = None) -> Problem:
@@ -75,19 +111,21 @@ def mode_change_request(body: dict) -> ModeChangeRequest:
     if requested is None:
         raise Problem(400, "invalid_mode", f"newMode is required; valid modes: {', '.join(MODE_NAMES)}",
                       validModes=MODE_NAMES)
-    return ModeChangeRequest(requested, clean_reason(body.get("reason")), body.get("force", False),
-                             body.get("wait", True))
+    # Checked here, before anything is done or recorded: an unknown mode is 400 invalid_mode.
+    return ModeChangeRequest(parse_mode(requested).value, clean_reason(body.get("reason")),
+                             body.get("force", False), body.get("wait", True))
 
 
-def int_param(name: str, default: int | None, minimum: int = 1, maximum: int | None = None) -> int | None:
+def int_param(name: str, default: int | None, minimum: int = 1, maximum: int = MAX_ID) -> int | None:
+    """A whole number in ASCII digits (not "１", "1_0" or " 5", which ``int`` would take), at most
+    SQLite's largest integer unless ``maximum`` says less."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(f"query parameter {name} must be a whole number (got {raw!r})", name) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        limits = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise _invalid(f"query parameter {name} must be {limits} (got {value})", name)
+    digits = raw.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 30:
+        raise _invalid(f"query parameter {name} must be a whole number (got {raw[:40]!r})", name)
+    value = int(raw)
+    if value < minimum or value > maximum:
+        raise _invalid(f"query parameter {name} must be between {minimum} and {maximum} (got {raw[:40]})", name)
     return value

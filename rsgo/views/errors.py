@@ -7,10 +7,11 @@ from http import HTTPStatus
 
 import peewee
 from flask import render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from rsgo.db import storage_error_text
 from rsgo.deployments import AmbiguousDeployment, DeploymentNotFound
+from rsgo.http_input import MAX_REQUEST_BYTES, MAX_REQUEST_TEXT
 from rsgo.modes import MODE_NAMES, InvalidMode
 from rsgo.problems import Problem, problem_response
 
@@ -44,7 +45,13 @@ def register(app) -> None:
 
     @app.errorhandler(AmbiguousDeployment)
     def on_ambiguous(error):
-        return answer(409, "ambiguous_deployment", str(error), environments=sorted(error.environments))
+        return answer(409, "ambiguous_deployment", str(error), environments=sorted(error.environments),
+                      candidates=error.candidates)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def on_too_large(_error):
+        return answer(413, "request_too_large", f"the request body is larger than {MAX_REQUEST_TEXT} "
+                                                f"({MAX_REQUEST_BYTES} bytes); nothing was done")
 
     @app.errorhandler(InvalidMode)
     def on_invalid_mode(error):

@@ -122,19 +122,21 @@ def mode_change_form(ref: str):
 def change_mode(ref: str):
     deployment = find_deployment(ref)
     principal = current()
+    # Checked before anything is done or recorded: an unknown mode or a bad reason is a 400 and no entry.
+    target = parse_mode(request.form.get("newMode", ""))
+    reason = clean_reason(request.form.get("reason"))
     if not principal.can("operate"):
         refusal = Problem(403, "forbidden", f"{principal.name} may not change modes (needs operate)")
-        audit.record_refusal(deployment, requested_mode=request.form.get("newMode"), source="ui",
-                             actor=principal.name, reason=request.form.get("reason") or "",
+        audit.record_refusal(deployment, requested_mode=target.value, source="ui",
+                             actor=principal.name, reason=reason,
                              error=f"{refusal.code}: {refusal.detail}", address=client_address(),
                              bus=_runtime().bus)
         raise refusal
-    reason = clean_reason(request.form.get("reason"))
     if not reason:
         raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
     try:
         change = current_app.extensions["rsgo"].transitions.change_mode(
-            deployment.id, request.form.get("newMode", ""), source="ui", actor=principal.name, reason=reason, wait=False,
+            deployment.id, target.value, source="ui", actor=principal.name, reason=reason, wait=False,
             address=client_address())
     except ModeChangeRefused as refusal:
         raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
