@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  idle: {baseline:.0f} MB", flush=True)
     client = common.docker_client()
     source = SourceServer()
-    server = common.Server("memory", {"RSGO_THREADS": str(clients + 60)})
+    # The websockets are one user's: both caps are raised to the number of clients.
+    server = common.Server("memory", {"RSGO_THREADS": "60", "RSGO_MAX_LIVE_CONNECTIONS": str(clients),
+                                      "RSGO_MAX_LIVE_CONNECTIONS_PER_USER": str(clients)})
     reader, pages, sampler = None, [], None
     phases = {}
     try:

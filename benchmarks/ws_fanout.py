@@ -1,6 +1,6 @@
 """§13: a mode change → the dashboard fragment received by 200 connected websocket clients, p99 ≤ 150 ms.
 
-One ``rsgo serve`` (RSGO_THREADS high enough for 200 websockets plus requests), one stack declared in
+One ``rsgo serve`` (websocket caps raised to 200, one user), one stack declared in
 the config file (no containers: Normal ↔ Migrating touches no container, so only the push is
 measured). Every client is a signed-in page (the session cookie, a same-origin Origin) subscribed to
 ``topics=dashboard``. The clock starts just before the PUT is sent; a client's latency ends when it
@@ -193,17 +193,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="20 clients, 6 changes")
     parser.add_argument("--clients", type=int)
     parser.add_argument("--changes", type=int)
-    parser.add_argument("--threads", type=int, help="RSGO_THREADS (default: clients + 60)")
+    parser.add_argument("--threads", type=int, help="RSGO_THREADS, for HTTP requests (default: 60; the websockets "
+                        "get threads of their own: RSGO_MAX_LIVE_CONNECTIONS is set to the number of clients)")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the worker during the measurement with all clients "
                         "(py-spy installed separately) into FILE, collapsed stacks")
     args = parser.parse_args(argv)
     clients = args.clients or (20 if args.quick else 200)
     changes = args.changes or (6 if args.quick else 20)
-    threads = args.threads or clients + 60
+    threads = args.threads or 60
     common.terminate_on_sigterm()
 
     stack = f"bench-ws-{common.RUN_ID}"
-    server = common.Server("ws", {"RSGO_THREADS": str(threads)})
+    # Every client is the same signed-in user: both websocket caps are raised to the number of clients.
+    server = common.Server("ws", {"RSGO_THREADS": str(threads), "RSGO_MAX_LIVE_CONNECTIONS": str(clients),
+                                  "RSGO_MAX_LIVE_CONNECTIONS_PER_USER": str(clients)})
     config = server.workdir / "rsgo.yml"
     config.write_text(f"stacks:\n  {stack}:\n")  # declared, so it exists without containers
     server.env["RSGO_CONFIG"] = str(config)

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo.live import Hub
     from rsgo.live_push import LivePush
     from rsgo.views import admin, api, auth, errors, pages, probes
+    from rsgo.views import live as live_view
     from rsgo.views.live import sock
 
     settings = settings or load_settings()
@@ -69,10 +70,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     app.register_blueprint(admin.blueprint)
     metrics.register(app, runtime, settings)
     # simple-websocket pings idle browsers, so a vanished one is noticed and its thread freed.
-    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 20}
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": live_view.PING_SECONDS}
     sock.init_app(app)
 
-    hub = Hub()
+    # Caps on open websockets, each of which holds a request thread (``rsgo serve`` sizes its pool
+    # for RSGO_THREADS requests plus RSGO_MAX_LIVE_CONNECTIONS websockets).
+    hub = Hub(max_connections=settings.max_live_connections, max_per_user=settings.max_live_connections_per_user)
     live_push = LivePush(app, runtime.bus, hub, runtime)
     app.extensions["rsgo_live"] = live_push
     runtime.on_stop(live_push.close)

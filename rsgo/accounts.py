@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
 import peewee
@@ -10,7 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from rsgo.db import utcnow, write_transaction
-from rsgo.models import SetupToken, User
+from rsgo.models import SetupToken, User, new_session_key
 
 ROLES = ("viewer", "operator", "admin")
 # What each role may do; API tokens carry one of the same scopes.
@@ -51,19 +52,50 @@ def create_user(username: str, password: str, role: str) -> User:
         raise AccountError(f"a user named {name!r} already exists") from None
 
 
-def set_role(user: User, role: str) -> None:
+# Sessions: a browser's signed cookie names its user by the user's session key (random, never
+# reused, unlike ids). Replacing the key ends every session of the user at once. Each function below
+# that ends sessions returns the key it ended, so the caller can also close the live websockets
+# opened with it (``LiveHub.end_sessions``).
+
+def user_of_session(session_key: str | None) -> User | None:
+    """The user a session cookie's key names, or None. The key comes only from a cookie whose
+    signature was checked first, and the match is confirmed in constant time."""
+    if not session_key or not isinstance(session_key, str):
+        return None
+    user = User.get_or_none(User.session_key == session_key)
+    if user is None or not hmac.compare_digest(user.session_key.encode(), session_key.encode()):
+        return None
+    return user
+
+
+def end_sessions(user: User) -> str:
+    """Sign the user out everywhere (a sign-out, a password change): returns the key that ended."""
+    ended = user.session_key
+    user.session_key = new_session_key()
+    User.update(session_key=user.session_key).where(User.id == user.id).execute()
+    return ended
+
+
+def set_role(user: User, role: str) -> str | None:
+    """Change the role; a change ends the user's sessions (returns the ended key, None if unchanged)."""
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if role == user.role:
+        return None
     if user.role == "admin" and role != "admin" and _admins() <= 1:
         raise AccountError("the last admin cannot be demoted")
-    user.role = role
+    ended = user.session_key
+    user.role, user.session_key = role, new_session_key()
     user.save()
+    return ended
 
 
-def delete_user(user: User) -> None:
+def delete_user(user: User) -> str:
+    """Delete the user; its key dies with it (returned, so its websockets can be closed)."""
     if user.role == "admin" and _admins() <= 1:
         raise AccountError("the last admin cannot be deleted")
     user.delete_instance()
+    return user.session_key
 
 
 def _admins() -> int:

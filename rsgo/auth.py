@@ -16,12 +16,15 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, request, session, url_for
 
-from rsgo import api_tokens
+from rsgo import accounts, api_tokens
 from rsgo.accounts import ROLE_PERMISSIONS
-from rsgo.models import User
 from rsgo.problems import Problem
 
-PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "probes.healthz", "probes.readyz", "static"}
+# Orchestrators' probes: answered without looking at any credential, so a stray or bad
+# Authorization header can neither be needed nor get them refused.
+PROBE_ENDPOINTS = {"probes.healthz", "probes.readyz"}
+PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "static", *PROBE_ENDPOINTS}
+SESSION_KEY = "session_key"  # the cookie field naming the signed-in user
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -67,15 +70,28 @@ def _from_request() -> Principal:
         stacks = api_tokens.stacks_of(token)
         return Principal("token", f"token:{token.name}", frozenset(api_tokens.SCOPE_PERMISSIONS[token.scope]),
                          frozenset(stacks) if stacks is not None else None)
-    user_id = session.get("user_id")
-    if user_id is not None:
-        user = User.get_or_none(User.id == user_id)
-        # A password change or role change bumps the user's session version and ends old sessions.
-        if user is not None and session.get("version") == user.session_version:
+    key = session.get(SESSION_KEY)
+    if key is not None:
+        # The cookie names its user by the user's session key (see accounts): a sign-out, a role change
+        # or a deletion replaces or removes that key, which ends every session that carries it.
+        user = accounts.user_of_session(key)
+        if user is not None:
             return Principal("user", user.username, frozenset(ROLE_PERMISSIONS[user.role]), via_session=True,
                              role=user.role)
         session.clear()
     return ANONYMOUS
+
+
+def sign_in(user) -> None:
+    """Start a browser session for ``user``; the cookie carries the user's session key."""
+    session.clear()  # a new session for a new identity (no fixation)
+    session.permanent = True
+    session[SESSION_KEY] = user.session_key
+
+
+def session_key() -> str | None:
+    """The session key of this request's signed-in browser session (None for tokens and anonymous)."""
+    return session.get(SESSION_KEY) if current().via_session else None
 
 
 def csrf_token() -> str:
@@ -99,6 +115,9 @@ def same_origin() -> bool:
 
 
 def before_request():
+    if request.endpoint in PROBE_ENDPOINTS:
+        g.principal = ANONYMOUS
+        return None
     g.principal = _from_request()
     public = request.endpoint in PUBLIC_ENDPOINTS or request.endpoint in current_app.config.get(
         "RSGO_PUBLIC_ENDPOINTS", ())  # per app: /metrics with RSGO_METRICS_PUBLIC=true

@@ -45,7 +45,9 @@ def serve(settings) -> int:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", 1)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", settings.threads)
+            # RSGO_THREADS for requests, plus one for each websocket the hub admits (each holds its
+            # thread while open): websockets can never take the threads HTTP requests need.
+            self.cfg.set("threads", settings.threads + settings.max_live_connections)
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("accesslog", "-")

@@ -45,10 +45,33 @@ def _webhooks(database) -> None:
     database.create_tables([models.Webhook, models.WebhookDelivery], safe=True)
 
 
+def _session_keys(database) -> None:
+    """Sessions name a user by a random key instead of id + version (ids are reused after a deletion).
+    Every existing user gets a fresh key, so every cookie issued before this version stops working."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from rsgo import models
+
+    migrator = SchemaMigrator.from_database(database)
+    columns = {column.name for column in database.get_columns("users")}
+    if "session_key" not in columns:
+        nullable = models.User.session_key.clone()
+        nullable.null, nullable.unique, nullable.default = True, False, None
+        migrate(migrator.add_column("users", "session_key", nullable))
+        for (user_id,) in database.execute_sql('SELECT id FROM "users"').fetchall():
+            database.execute_sql(f'UPDATE "users" SET session_key = {database.param} WHERE id = {database.param}',
+                                 (models.new_session_key(), user_id))
+        migrate(migrator.add_not_null("users", "session_key"),
+                migrator.add_index("users", ("session_key",), unique=True))
+    if "session_version" in columns:
+        migrate(migrator.drop_column("users", "session_version"))
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
     (3, "users, API tokens, security events", _accounts),
     (4, "maintenance windows", _windows),
     (5, "webhooks and their deliveries", _webhooks),
+    (6, "random session keys instead of session versions", _session_keys),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import peewee
 
 from rsgo.db import database, utcnow
@@ -123,11 +125,17 @@ class ObserverStatus(BaseModel):
         table_name = "observer_status"
 
 
+def new_session_key() -> str:
+    """32 random bytes, URL-safe: a user's session key (a secret; only signed cookies carry it)."""
+    return secrets.token_urlsafe(32)
+
+
 class User(BaseModel):
     username = peewee.CharField(unique=True)
     password_hash = peewee.CharField()  # Argon2id
     role = peewee.CharField()  # viewer, operator, admin
-    session_version = peewee.IntegerField(default=1)  # bumped to end every session of the user
+    # What a session cookie names: random, never reused (ids are), replaced to end every session of the user.
+    session_key = peewee.CharField(unique=True, default=new_session_key)
     created_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:

@@ -416,8 +416,9 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     stack.add("api")
     for index in range(12):  # never started: they only make every containers region bigger
         stack.add(f"job{index:02d}", running=False)
-    # Six request threads: the five pages below hold one each while open, which leaves one for the API.
-    server = make_server(RSGO_THREADS="6").start()
+    # Room for exactly the five pages below: the newcomer at the end gets in only once the hung page's
+    # connection has really ended (a thread left blocked in its send would keep its slot).
+    server = make_server(RSGO_THREADS="6", RSGO_MAX_LIVE_CONNECTIONS="5").start()
     deployment_id = deployment_of(server, stack.name, 13)["id"]
     all_topics = f"dashboard,deployment:{deployment_id},history"
     hung = open_page(server, all_topics, hung=True)
@@ -460,8 +461,8 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
         worst = max(latencies)
         assert worst < 0.5, (f"{page.topics}: a fragment came {worst:.3f}s after its change "
                              f"(median {sorted(latencies)[len(latencies) // 2]:.3f}s)")
-    # Dropping the hung page also ends its connection, which frees its request thread: a new page
-    # takes that thread and the API still answers (a thread left blocked in the send would leave none).
+    # Dropping the hung page also ends its connection, which frees its thread and its slot: a new page
+    # takes them (a thread left blocked in the send would keep the slot: 503) and the API still answers.
     newcomer = open_page(server, all_topics)
     try:
         response = put(server, stack.name, "Normal" if len(returned) % 2 == 0 else "Migrating",

@@ -12,6 +12,7 @@ from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
 from rsgo.observers.http import mask_url
 from rsgo.settings import parse_duration
 from rsgo.stack_config import WEBHOOK_EVENTS
+from rsgo.views import live
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -43,9 +44,10 @@ def change_role(user_id: int):
     if user is None:
         return users("no such user", 404)
     try:
-        accounts.set_role(user, request.form.get("role", ""))
+        ended = accounts.set_role(user, request.form.get("role", ""))
     except accounts.AccountError as error:
         return users(str(error), 400)
+    live.end_sessions(ended)  # a new role takes a new sign-in; open websockets close now
     security_log.record("user.changed", actor=current().name, address=client_address(),
                         detail=f"{user.username} is now {user.role}")
     return redirect(url_for("admin.users"))
@@ -58,9 +60,10 @@ def delete_user(user_id: int):
     if user is None:
         return users("no such user", 404)
     try:
-        accounts.delete_user(user)
+        ended = accounts.delete_user(user)
     except accounts.AccountError as error:
         return users(str(error), 400)
+    live.end_sessions(ended)
     security_log.record("user.deleted", actor=current().name, address=client_address(), detail=user.username)
     return redirect(url_for("admin.users"))
 

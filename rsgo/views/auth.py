@@ -7,8 +7,8 @@ import logging
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
 from rsgo import accounts, security_log
-from rsgo.auth import client_address, current, requires
-from rsgo.models import User
+from rsgo.auth import client_address, current, requires, session_key, sign_in
+from rsgo.views import live
 
 blueprint = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -26,13 +26,6 @@ def _safe_next(target: str | None) -> str:
             and not any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target)):
         return target
     return url_for("pages.dashboard")
-
-
-def _sign_in(user) -> None:
-    session.clear()  # a new session id for a new identity (no fixation)
-    session.permanent = True
-    session["user_id"] = user.id
-    session["version"] = user.session_version
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
@@ -58,7 +51,7 @@ def login():
         return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
                                error="Wrong user name or password."), 401
     _limiter().clear(keys[0])
-    _sign_in(user)
+    sign_in(user)
     security_log.record("login.succeeded", actor=user.username, address=address)
     return redirect(_safe_next(request.form.get("next")))
 
@@ -67,10 +60,11 @@ def login():
 @requires("read")
 def logout():
     """Ends every session of this user: a copied cookie must not outlive a sign-out (cookies are
-    signed, not stored, so the user's session version is what a cookie is checked against)."""
-    user = User.get_or_none(User.id == session.get("user_id"))
+    signed, not stored, so the user's session key is what a cookie is checked against). A token
+    caller has no session to end."""
+    user = accounts.user_of_session(session_key())
     if user is not None:
-        User.update(session_version=User.session_version + 1).where(User.id == user.id).execute()
+        live.end_sessions(accounts.end_sessions(user))  # its open websockets close now, too
     security_log.record("logout", actor=current().name, address=client_address())
     session.clear()
     return redirect(url_for("auth.login"))
@@ -94,5 +88,5 @@ def setup():
     except accounts.AccountError as error:
         return render_template("auth/setup.html", token=token, username=username, error=str(error)), 400
     security_log.record("setup.completed", actor=user.username, address=client_address())
-    _sign_in(user)
+    sign_in(user)
     return redirect(url_for("pages.dashboard"))

@@ -4,29 +4,52 @@ from __future__ import annotations
 
 import queue
 import socket
+import time
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_sock import ConnectionClosed, Sock
 
-from rsgo.auth import current
+from rsgo import accounts
+from rsgo.auth import current, session_key
+from rsgo.db import database
+from rsgo.live import LiveLimitReached
+from rsgo.problems import Problem
 
 sock = Sock()
 
 # How often an idle connection checks whether the browser is still there.
 IDLE_CHECK_SECONDS = 2
+# simple-websocket pings every PING_SECONDS and closes a connection whose last ping went unanswered:
+# a browser that vanished (or a client that never answers) is gone 10-20 s later, its thread freed.
+PING_SECONDS = 10
+# A send blocked this long (the peer stopped reading and its window is full) ends the connection.
+SEND_TIMEOUT_SECONDS = 30
+# Ending a user's sessions closes their websockets at once (``end_sessions``); as a backstop (a
+# change made by another process, a race with the handshake) each connection re-reads its session.
+SESSION_CHECK_SECONDS = 10
 
 
 @sock.route("/ws")
 def live_updates(ws):
     hub = current_app.extensions["rsgo_live"].hub
+    client = g.live_client  # admitted before the handshake (``_admit``)
     # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those,
     # rendered for what its user may do (operators see mode buttons, viewers do not).
     audience = "operate" if current().can("operate") else "read"
+    role = current().role
     topics = {f"{t}|{audience}" for t in request.args.get("topics", "").split(",") if t}
-    client = hub.register(topics)
     client.on_drop = lambda: _abort(ws)
+    ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
+    hub.subscribe(client, topics)
+    if not database.is_closed():
+        database.close()  # not held for the connection's lifetime (PostgreSQL has few to give)
+    next_check = time.monotonic()  # at once: the session may have ended during the handshake
     try:
         while client.alive and ws.connected:
+            if time.monotonic() >= next_check:
+                if not _session_still_valid(client.session_key, role):
+                    break
+                next_check = time.monotonic() + SESSION_CHECK_SECONDS
             try:
                 message = client.messages.get(timeout=IDLE_CHECK_SECONDS)
             except queue.Empty:
@@ -36,6 +59,41 @@ def live_updates(ws):
         pass  # gone, or dropped by the hub (which shut the socket under a blocked send)
     finally:
         hub.unregister(client)
+
+
+def _session_still_valid(key: str | None, role: str | None) -> bool:
+    """The user is still signed in with the role the connection was opened with. A database that
+    cannot answer counts as no: the page reconnects, and its new handshake checks the session."""
+    try:
+        with database.connection_context():
+            user = accounts.user_of_session(key)
+    except Exception:  # noqa: BLE001 - any failure: close (fail closed)
+        return False
+    return user is not None and user.role == role
+
+
+def end_sessions(ended_key: str | None) -> None:
+    """Close now every open websocket of the sessions that just ended (a sign-out, a role change,
+    a deleted user): called by the views that end sessions, with the key ``accounts`` returned."""
+    if ended_key:
+        current_app.extensions["rsgo_live"].hub.end_sessions(ended_key)
+
+
+@sock.bp.before_request
+def _admit():
+    """Runs after the app's auth hook (session and Origin checked) and before the handshake: over the
+    caps the answer is an HTTP problem, never an upgrade, so websockets cannot starve HTTP."""
+    try:
+        g.live_client = current_app.extensions["rsgo_live"].hub.admit(session_key())
+    except LiveLimitReached as full:
+        raise Problem(full.status, "too_many_live_connections", str(full), headers={"Retry-After": "30"}) from None
+
+
+@sock.bp.teardown_request
+def _release(_error):
+    client = g.pop("live_client", None)
+    if client is not None:
+        current_app.extensions["rsgo_live"].hub.release(client)
 
 
 def _abort(ws) -> None:
