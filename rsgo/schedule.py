@@ -26,6 +26,9 @@ class SchedulerAlreadyRunning(RuntimeError):
 
 class Scheduler:
     def __init__(self, threads: int):
+        # APScheduler logs every run of every job at INFO; with checks and retries every few seconds that
+        # buries what matters. Its warnings (missed runs) and job errors still reach the log.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(threads)},
             # One run of a job at a time; runs missed while one hung are merged into one, not queued.
