@@ -101,6 +101,6 @@ def _reload_on_sighup(runtime) -> None:
         return  # signals can only be handled in the main thread (tests build apps elsewhere)
 
     def reload(_signum, _frame):
-        threading.Thread(target=runtime.reload_config, name="rsgo-reload", daemon=True).start()
+        threading.Thread(target=runtime.reload_from_signal, name="rsgo-reload", daemon=True).start()
 
     signal.signal(signal.SIGHUP, reload)

@@ -33,6 +33,15 @@ def serve(settings) -> int:
     from gunicorn.arbiter import Arbiter
 
     from rsgo import create_app
+    from rsgo.stack_config import load_config
+
+    # A config file that cannot be used at all stops the start here, before anything stored is touched.
+    config = load_config(settings.config_path, required=bool(settings.config), settings=settings)
+    if config.fatal:
+        for problem in config.problems:
+            if problem.fatal:
+                print(f"rsgo: cannot start: {problem}", file=sys.stderr)
+        return 2
 
     class ForwardingArbiter(Arbiter):
         def handle_hup(self):
@@ -81,7 +90,7 @@ def check_config(settings) -> int:
 
     print(f"settings ok: data dir {settings.data_dir}, environment {settings.environment}, "
           f"database {'PostgreSQL' if settings.database_url else 'SQLite'}")
-    config = load_config(settings.config_path, required=bool(settings.config))
+    config = load_config(settings.config_path, required=bool(settings.config), settings=settings)
     for problem in config.problems:
         print(f"error: {problem}", file=sys.stderr)
     if config.problems:

@@ -311,7 +311,9 @@ def openapi_document() -> dict:
                               "409": _problem("window_from_config: change it in the config file")}}},
             "/api/config/reload": {"post": {
                 "summary": "Read the stack config file again (like SIGHUP)", "operationId": "reloadConfig",
-                "responses": {"200": _json("what was loaded and every problem found", {"type": "object"})}}},
+                "responses": {"200": _json("what was loaded", {"type": "object"}),
+                              "422": _problem("invalid_config: the file does not parse or validate; nothing was "
+                                              "changed. `problems` lists each one's file, key path and message")}}},
             "/api/deployments/{id}/history": {"get": {
                 "summary": "The deployment's audit entries, newest first", "operationId": "getDeploymentHistory",
                 "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT, *_PAGING],

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
+from dataclasses import dataclass
 
+from rsgo.db import utcnow
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
 from rsgo.inventory import DiscoveryService, Inventory
 from rsgo.observer_service import ObserverService
 from rsgo.schedule import Scheduler
-from rsgo.stack_config import Config, load_config
+from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
 from rsgo.transitions import TransitionService
 from rsgo.webhooks import WebhookDispatcher
 from rsgo.windows import WindowService
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    at: datetime.datetime
+    problems: tuple[ConfigProblem, ...]
+
 
 HELD_FAILURE_RETRY_SECONDS = 2
 
@@ -32,8 +42,9 @@ class Runtime:
         self.scheduler = Scheduler(settings.observer_threads)
         self.observers = ObserverService(self.transitions, self.bus, settings.environment, self.scheduler)
         self.windows = WindowService(self.transitions, self.bus)
-        self.webhooks = WebhookDispatcher(self.bus, settings.environment)
+        self.webhooks = WebhookDispatcher(self.bus, settings.environment, outbound=settings.outbound_deny)
         self.config: Config | None = None
+        self.reload_failure: ReloadFailure | None = None  # the last reload's rejection, until one succeeds
         self._reload_lock = threading.Lock()
         self.enforcer: Enforcer | None = None
         # A transition's results land in the view at once, so its own answer shows the new states.
@@ -60,18 +71,46 @@ class Runtime:
             pass  # the events stream or the next resync will bring it
 
     def reload_config(self) -> Config:
-        """Read the stack config file again and apply it; observers keep their status if unchanged."""
+        """Read the stack config file again and apply it; observers keep their status if unchanged.
+
+        All or nothing. At start-up a file that cannot be used as a whole (unreadable, not YAML,
+        over the size limits, the wrong shape) raises ``ConfigRejected``: rsgo does not start
+        rather than run without its observers and webhooks, and nothing stored is touched; a
+        problem inside one observer, window or webhook disables only that one. Once running
+        (SIGHUP, ``POST /api/config/reload``), any problem rejects the new file: the running
+        config stays, and ``reload_failure`` says why until a reload succeeds.
+        """
         with self._reload_lock:
-            config = load_config(self.settings.config_path, required=bool(self.settings.config))
+            config = load_config(self.settings.config_path, required=bool(self.settings.config),
+                                 settings=self.settings)
+            starting = self.config is None
+            if config.fatal or (config.problems and not starting):
+                for problem in config.problems:
+                    log.error("config: %s", problem)
+                if not starting:
+                    self.reload_failure = ReloadFailure(utcnow(), tuple(config.problems))
+                    log.error("config reload failed: %d problem(s) in %s; the running config stays",
+                              len(config.problems), config.path)
+                raise ConfigRejected(config)
             for problem in config.problems:
                 log.warning("config: %s", problem)
             self.observers.apply(config)
             self._apply_windows(config)
-            self.webhooks.sync_config(config.webhooks)
+            self.webhooks.sync_config(config.webhooks, keep=config.kept_webhooks)
             self.config = config
+            self.reload_failure = None
             log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
                      sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
             return config
+
+    def reload_from_signal(self) -> None:
+        """SIGHUP: reload; a rejected file is logged (by ``reload_config``) and shown on the dashboard."""
+        try:
+            self.reload_config()
+        except ConfigRejected:
+            pass
+        except Exception:
+            log.exception("config reload failed unexpectedly; the running config stays")
 
     def _apply_windows(self, config: Config) -> None:
         from rsgo.models import Deployment

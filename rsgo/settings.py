@@ -94,6 +94,12 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _outbound_deny(text: str):
+    from rsgo.outbound import parse_deny
+
+    return parse_deny(text)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -130,7 +136,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_ADMIN_PASSWORD", "", "With no users yet: create the admin with this password instead of printing a setup link.", secret=True),
     Setting("RSGO_SECURE_COOKIES", "auto", "`auto`: session cookies are Secure when the request came over HTTPS; `true` or `false` to force.", _tri_state),
     Setting("RSGO_SESSION_LIFETIME", "12h", "How long a browser session lasts.", _positive_duration),
-    Setting("RSGO_TRUSTED_PROXIES", "0", "How many reverse proxies in front of rsgo to trust for X-Forwarded-For/-Proto.", _non_negative_int),
+    Setting("RSGO_OUTBOUND_DENY", "", "Comma-separated networks (CIDRs) and host names http observers and webhooks may not reach (checked at request time, every resolved address). Empty: no limit.", _outbound_deny),
+    Setting("RSGO_TRUSTED_PROXIES", "0", "How many reverse proxies in front of rsgo to trust for X-Forwarded-For/-Proto. Leave it 0 behind a proxy and the per-address sign-in throttle locks everyone out at once.", _non_negative_int),
     Setting("RSGO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
     Setting("DATABASE_URL", "", "Empty: SQLite in the data dir. `postgresql://user:pass@host:5432/db` for PostgreSQL.", secret=True),
 )
@@ -163,6 +170,11 @@ class Settings:
         return os.path.join(self.data_dir, "rsgo.sqlite3")
 
 
+def is_own_variable(name: str) -> bool:
+    """rsgo's own settings (``RSGO_*``, ``DATABASE_URL`` and their ``_FILE`` forms): never read by a config."""
+    return name.startswith("RSGO_") or name in {f"{s.name}{tail}" for s in SETTINGS for tail in ("", "_FILE")}
+
+
 def _raw_value(setting: Setting, environ: Mapping[str, str]) -> str:
     file_name = f"{setting.name}_FILE"
     if setting.secret and environ.get(file_name):
@@ -187,4 +199,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[setting.key] = setting.parse(raw)
         except ValueError as error:
             raise SettingsError(f"{setting.name}: {error}") from None
+    # The files secrets were read from: observers may not read them (see the stack config).
+    values["secret_files"] = tuple(environ[f"{s.name}_FILE"] for s in SETTINGS
+                                   if s.secret and environ.get(f"{s.name}_FILE"))
     return Settings(values)

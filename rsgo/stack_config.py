@@ -18,12 +18,22 @@ from typing import Any, Mapping
 import yaml
 
 from rsgo.observers import REGISTRY, Field, Observer, ObserverError
-from rsgo.settings import parse_duration
+from rsgo.observers.base import Boundaries
+from rsgo.settings import SETTINGS, is_own_variable, parse_duration
 from rsgo.windows import WindowError, WindowSpec, parse_window
 
 WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered")
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# A config is a few kilobytes. The limits keep a wrong file, or a hostile one (a "billion laughs"
+# of nested aliases: PyYAML shares the aliased nodes, but walking the result expands them), from
+# taking the process's memory and time: the size is checked before parsing, and the expanded
+# size is counted on the composed nodes, each node once, before anything is built from them.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_EXPANDED_NODES = 100_000
+MAX_EXPANDED_TEXT = 4 * 1024 * 1024  # characters of all scalars, aliases expanded
+MAX_DEPTH = 64
 
 COMMON_FIELDS: dict[str, Field] = {
     "type": Field("string", required=True),
@@ -41,6 +51,7 @@ class ConfigProblem:
     file: str
     path: str
     message: str
+    fatal: bool = False  # the file as a whole cannot be used (unreadable, not YAML, too large, wrong shape)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
@@ -89,63 +100,174 @@ class Config:
     stacks: dict[str, StackConfig] = field(default_factory=dict)
     webhooks: list[WebhookConfig] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
+    # Config webhooks named by a broken entry: what is stored under the name stays as it is.
+    kept_webhooks: set[str] = field(default_factory=set)
+
+    @property
+    def fatal(self) -> bool:
+        return any(problem.fatal for problem in self.problems)
+
+
+class ConfigRejected(Exception):
+    """A config that cannot be applied; ``config.problems`` says why, each naming file and key path."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        problems = config.problems
+        super().__init__(f"{len(problems)} problem(s) in {config.path}: " + "; ".join(map(str, problems[:3]))
+                         + (" …" if len(problems) > 3 else ""))
 
 
 class _Invalid(ValueError):
     """A value that does not fit its field; the message is the problem without the key path."""
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None, required: bool = False) -> Config:
+class _Unusable(ValueError):
+    """The file as a whole cannot be used; the message says why (with the line, for YAML errors)."""
+
+
+def boundaries_for(settings, path: str, environ: Mapping[str, str]) -> Boundaries:
+    """What observers may not reach: the data dir, the config file, the files of ``*_FILE`` secrets,
+    and ``RSGO_OUTBOUND_DENY``."""
+    protected = {os.path.realpath(settings.data_dir), os.path.realpath(path),
+                 *(os.path.realpath(file) for file in getattr(settings, "secret_files", ()))}
+    for setting in SETTINGS:
+        if setting.secret and environ.get(f"{setting.name}_FILE"):
+            protected.add(os.path.realpath(environ[f"{setting.name}_FILE"]))
+    return Boundaries(tuple(sorted(protected)), settings.outbound_deny)
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None, required: bool = False,
+                settings=None) -> Config:
+    """Read and validate the config file; never raises for a bad file (see ``problems``).
+
+    ``settings`` (rsgo's) adds the boundaries: observers may not read rsgo's data dir, config or
+    secret files, nor reach what ``RSGO_OUTBOUND_DENY`` denies.
+    """
     environ = os.environ if environ is None else environ
+    boundaries = boundaries_for(settings, path, environ) if settings is not None else Boundaries()
     config = Config(path=path)
     try:
-        with open(path, encoding="utf-8") as config_file:
-            document = yaml.safe_load(config_file)
+        document = _read_document(path)
     except FileNotFoundError:
         if required:
-            config.problems.append(ConfigProblem(path, "", "file not found"))
+            config.problems.append(ConfigProblem(path, "", "file not found", fatal=True))
         return config
-    except OSError as error:
-        config.problems.append(ConfigProblem(path, "", f"cannot read: {error.strerror}"))
-        return config
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        config.problems.append(ConfigProblem(path, "", f"not valid YAML{where}: {getattr(error, 'problem', error)}"))
+    except _Unusable as unusable:
+        config.problems.append(ConfigProblem(path, "", str(unusable), fatal=True))
         return config
     if document is None:
         return config
     if not isinstance(document, dict):
-        config.problems.append(ConfigProblem(path, "", "the top level must be a mapping with a 'stacks' key"))
+        config.problems.append(ConfigProblem(path, "", "the top level must be a mapping with a 'stacks' key",
+                                             fatal=True))
         return config
     for key in document:
         if key not in ("stacks", "webhooks"):
             config.problems.append(ConfigProblem(path, str(key), _unknown_key_message(key, ["stacks", "webhooks"])))
-    _load_webhooks(config, document.get("webhooks"), environ)
+    _load_webhooks(config, document.get("webhooks"), environ, boundaries)
     stacks = document.get("stacks") or {}
     if not isinstance(stacks, dict):
-        config.problems.append(ConfigProblem(path, "stacks", "must be a mapping of stack name to settings"))
+        config.problems.append(ConfigProblem(path, "stacks", "must be a mapping of stack name to settings",
+                                             fatal=True))
         return config
     for stack_name, stack_document in stacks.items():
-        _load_stack(config, str(stack_name), stack_document, environ)
+        _load_stack(config, str(stack_name), stack_document, environ, boundaries)
     return config
+
+
+def _read_document(path: str):
+    """The parsed YAML document, within the size, node and depth limits (``_Unusable`` otherwise)."""
+    try:
+        with open(path, "rb") as config_file:
+            data = config_file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _Unusable(f"cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _Unusable(f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: refused")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise _Unusable(f"not UTF-8 text (line {line}, byte {error.start})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_expanded(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise _Unusable(f"not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    except RecursionError:
+        raise _Unusable(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
+def _count_expanded(root: yaml.Node) -> None:
+    """Refuse a document whose expanded size (every alias replaced by what it names) is over the limits.
+
+    Each distinct node is counted once and its total remembered, so a bomb of nested aliases
+    costs what its text costs; the walk stops as soon as a limit is passed.
+    """
+    totals: dict[int, tuple[int, int]] = {}
+    walking: set[int] = set()
+
+    def where(node) -> str:
+        mark = node.start_mark
+        return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+    def total(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in totals:
+            return totals[key]
+        if key in walking:
+            raise _Unusable(f"an alias refers to a node that contains it{where(node)}: recursive aliases are refused")
+        if depth > MAX_DEPTH:
+            raise _Unusable(f"nested too deeply (more than {MAX_DEPTH} levels){where(node)}")
+        walking.add(key)
+        nodes, text = 1, 0
+        if isinstance(node, yaml.ScalarNode):
+            text = len(node.value)
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            for child in children:
+                child_nodes, child_text = total(child, depth + 1)
+                nodes, text = nodes + child_nodes, text + child_text
+                if nodes > MAX_EXPANDED_NODES:
+                    raise _Unusable(f"more than {MAX_EXPANDED_NODES:,} values once aliases are expanded"
+                                    f"{where(node)}: refused (an alias bomb, or far too large a config)")
+                if text > MAX_EXPANDED_TEXT:
+                    raise _Unusable(f"more than {MAX_EXPANDED_TEXT // 1024 // 1024} MiB of text once aliases "
+                                    f"are expanded{where(node)}: refused")
+        walking.discard(key)
+        totals[key] = (nodes, text)
+        return nodes, text
+
+    total(root, 0)
 
 
 def _unknown_key_message(key, allowed) -> str:
     return f"unknown key (allowed: {', '.join(allowed)})"
 
 
-def _load_webhooks(config: Config, document, environ) -> None:
+def _load_webhooks(config: Config, document, environ, boundaries: Boundaries) -> None:
     if document is None:
         return
     if not isinstance(document, list):
-        config.problems.append(ConfigProblem(config.path, "webhooks", "must be a list"))
+        config.problems.append(ConfigProblem(config.path, "webhooks", "must be a list", fatal=True))
         return
     for index, hook in enumerate(document):
         base = f"webhooks[{index}]"
         if not isinstance(hook, dict):
             config.problems.append(ConfigProblem(config.path, base, "must be a mapping with url and events"))
             continue
+        name = str(hook.get("name") or f"webhook-{index + 1}")
         problems = [ConfigProblem(config.path, f"{base}.{key}", _unknown_key_message(key, ["name", "url", "secret",
                                                                                           "events"]))
                     for key in hook if key not in ("name", "url", "secret", "events")]
@@ -153,6 +275,9 @@ def _load_webhooks(config: Config, document, environ) -> None:
             url = _substitute(hook.get("url"), environ)
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise _Invalid("required: an http:// or https:// URL")
+            refusal = boundaries.outbound.url_refusal(url) if boundaries.outbound else None
+            if refusal:
+                raise _Invalid(refusal)
         except _Invalid as invalid:
             problems.append(ConfigProblem(config.path, f"{base}.url", str(invalid)))
         try:
@@ -167,12 +292,12 @@ def _load_webhooks(config: Config, document, environ) -> None:
                                           f"must be a list of {', '.join(WEBHOOK_EVENTS)}"))
         if problems:
             config.problems.extend(problems)
+            config.kept_webhooks.add(name)
             continue
-        config.webhooks.append(WebhookConfig(name=str(hook.get("name") or f"webhook-{index + 1}"), url=url,
-                                             secret=secret, events=tuple(events)))
+        config.webhooks.append(WebhookConfig(name=name, url=url, secret=secret, events=tuple(events)))
 
 
-def _load_stack(config: Config, stack_name: str, document, environ) -> None:
+def _load_stack(config: Config, stack_name: str, document, environ, boundaries: Boundaries) -> None:
     base = f"stacks.{stack_name}"
     stack = config.stacks.setdefault(stack_name, StackConfig(stack_name))
     if document is None:
@@ -185,7 +310,7 @@ def _load_stack(config: Config, stack_name: str, document, environ) -> None:
             config.problems.append(ConfigProblem(config.path, f"{base}.{key}",
                                                  _unknown_key_message(key, ["maintenanceObserver", "windows"])))
     if "maintenanceObserver" in document:
-        stack.observer = _load_observer(config, stack_name, document["maintenanceObserver"], environ)
+        stack.observer = _load_observer(config, stack_name, document["maintenanceObserver"], environ, boundaries)
     windows = document.get("windows") or []
     if not isinstance(windows, list):
         config.problems.append(ConfigProblem(config.path, f"{base}.windows", "must be a list"))
@@ -208,7 +333,7 @@ def _load_stack(config: Config, stack_name: str, document, environ) -> None:
         stack.windows.append(spec)
 
 
-def _load_observer(config: Config, stack_name: str, document, environ) -> ObserverConfig:
+def _load_observer(config: Config, stack_name: str, document, environ, boundaries: Boundaries) -> ObserverConfig:
     base = f"stacks.{stack_name}.maintenanceObserver"
     problems: list[ConfigProblem] = []
 
@@ -247,10 +372,15 @@ def _load_observer(config: Config, stack_name: str, document, environ) -> Observ
         for message in getattr(observer_class, "validate", lambda s: [])(settings):
             problem("", message)
         if not problems:
+            for key, message in observer_class.boundary_problems(settings, boundaries):
+                problem(key, message)
+        if not problems:
             try:
                 observer = observer_class(settings)
             except ObserverError as error:
                 problem("", str(error))
+            else:
+                observer.restrict(boundaries)
     config.problems.extend(problems)
     return ObserverConfig(
         stack=stack_name,
@@ -270,6 +400,10 @@ def _load_observer(config: Config, stack_name: str, document, environ) -> Observ
 def _substitute(raw, environ):
     """``${VAR}`` from the environment, in strings at any depth; an unset variable is a problem."""
     if isinstance(raw, str):
+        own = [name for name in _VARIABLE.findall(raw) if is_own_variable(name)]
+        if own:
+            raise _Invalid(f"${{{own[0]}}} is refused: {own[0]} is rsgo's own setting (RSGO_*, DATABASE_URL) "
+                           "and may hold its secrets; give the value another variable name")
         missing = [name for name in _VARIABLE.findall(raw) if name not in environ]
         if missing:
             raise _Invalid(f"unresolved ${{{missing[0]}}}: the environment variable {missing[0]} is not set")

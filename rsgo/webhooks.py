@@ -31,6 +31,7 @@ import requests
 from rsgo.db import database, utcnow
 from rsgo.events import EventBus
 from rsgo.models import Deployment, ObserverStatus, Transition, Webhook, WebhookDelivery
+from rsgo.outbound import NO_POLICY, OutboundDenied, OutboundPolicy, guard
 from rsgo.representations import timestamp
 from rsgo.stack_config import WEBHOOK_EVENTS, WebhookConfig
 
@@ -91,8 +92,9 @@ def _describe(error: requests.RequestException, timeout: float) -> str:
 
 class WebhookDispatcher:
     def __init__(self, bus: EventBus, environment: str, *, workers: int = 4, base_delay: float = 1.0,
-                 retries: int = 3, timeout: float = 10.0):
+                 retries: int = 3, timeout: float = 10.0, outbound: OutboundPolicy = NO_POLICY):
         self._bus = bus
+        self.outbound = outbound
         self._environment = environment
         self._workers = workers
         self.base_delay = base_delay
@@ -111,8 +113,11 @@ class WebhookDispatcher:
 
     # -- configuration ---------------------------------------------------------------------
 
-    def sync_config(self, webhooks: list[WebhookConfig]) -> None:
-        """Make the config-file webhooks exactly the file's (matched by name); UI webhooks stay."""
+    def sync_config(self, webhooks: list[WebhookConfig], keep: set[str] = frozenset()) -> None:
+        """Make the config-file webhooks exactly the file's (matched by name); UI webhooks stay.
+
+        ``keep``: names of broken entries in the file; what is stored under them stays as it is
+        (a webhook is never deleted, with its delivery log, because its entry had a typo)."""
         existing = {hook.name: hook for hook in Webhook.select().where(Webhook.origin == "config")}
         wanted: dict[str, WebhookConfig] = {}
         for hook in webhooks:
@@ -122,7 +127,7 @@ class WebhookDispatcher:
             wanted[hook.name] = hook
         with database.atomic():
             for name, row in existing.items():
-                if name not in wanted:
+                if name not in wanted and name not in keep:
                     row.delete_instance()
             for name, hook in wanted.items():
                 events = ",".join(hook.events)
@@ -143,6 +148,9 @@ class WebhookDispatcher:
             raise WebhookError(f"a webhook named {name!r} already exists")
         if not url.startswith(("http://", "https://")) or len(url) > 2000:
             raise WebhookError("the URL must start with http:// or https://")
+        refusal = self.outbound.url_refusal(url)
+        if refusal:
+            raise WebhookError(refusal)
         if not events or any(event not in WEBHOOK_EVENTS for event in events):
             raise WebhookError(f"choose one or more of {', '.join(WEBHOOK_EVENTS)}")
         ordered = [event for event in WEBHOOK_EVENTS if event in events]
@@ -322,14 +330,17 @@ class WebhookDispatcher:
         if hook.secret:
             headers["X-RSGO-Signature"] = sign(hook.secret, body)
         began = time.monotonic()
-        code, error = None, None
+        code, error, denied = None, None, False
         try:
-            response = requests.post(hook.url, data=body, headers=headers, timeout=(self.timeout, self.timeout),
-                                     allow_redirects=False)
+            with guard(requests.Session(), self.outbound) as session:
+                response = session.post(hook.url, data=body, headers=headers,
+                                        timeout=(self.timeout, self.timeout), allow_redirects=False)
             code = response.status_code
             response.close()
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
+        except OutboundDenied as refusal:
+            error, denied = str(refusal), True  # trying again would be refused again: failed at once
         except requests.RequestException as failure:
             error = _describe(failure, self.timeout)
         if self._stopping.is_set():
@@ -340,7 +351,7 @@ class WebhookDispatcher:
                                            "durationMs": duration_ms}]
         if error is None:
             status, result = "delivered", "delivered"
-        elif attempts > self.retries:
+        elif attempts > self.retries or denied:
             status, result = "failed", "failed"
         else:
             status, result = "pending", None

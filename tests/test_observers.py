@@ -204,20 +204,20 @@ def test_an_unresolved_variable_disables_only_that_observer_and_rsgo_serves(make
           {good.name}:
             maintenanceObserver: {{type: file, path: {flag}, maintenanceValue: "true", pollingInterval: 1s}}
           {broken.name}:
-            maintenanceObserver: {{type: file, path: "${{RSGO_TEST_UNSET_FLAG}}", maintenanceValue: "true"}}
+            maintenanceObserver: {{type: file, path: "${{TEST_UNSET_FLAG}}", maintenanceValue: "true"}}
         """)
     client = make_app(RSGO_CONFIG=str(config)).test_client()
     wait_for_deployment(client, good.name, 1)
 
     disabled = observer_status(client, broken.name)
     assert disabled["state"] == "disabled"
-    assert "RSGO_TEST_UNSET_FLAG" in disabled["error"] and "maintenanceObserver.path" in disabled["error"]
+    assert "TEST_UNSET_FLAG" in disabled["error"] and "maintenanceObserver.path" in disabled["error"]
     checks_after(client, good.name, 1)
     assert observer_status(client, good.name)["state"] == "ok"
     page = client.get("/").get_data(as_text=True)
     assert "observer file: disabled" in page
     detail = client.get(f"/deployments/{broken.name}").get_data(as_text=True)
-    assert "RSGO_TEST_UNSET_FLAG" in detail
+    assert "TEST_UNSET_FLAG" in detail
 
 
 def test_check_config_names_the_key_path_of_an_unknown_key(tmp_path):
@@ -317,7 +317,8 @@ def test_sighup_reloads_the_config_in_place_keeping_unchanged_observers_state(ma
     assert "Booting worker" not in server.log().split("SIGHUP")[-1], "the worker must not be restarted"
 
 
-def test_the_reload_endpoint_reports_problems_and_keeps_serving(make_app, make_stack, tmp_path, flag):
+def test_the_reload_endpoint_refuses_a_file_with_problems_and_keeps_the_running_config(make_app, make_stack,
+                                                                                        tmp_path, flag):
     stack = make_stack()
     stack.add("api")
     app = observer_app(make_app, tmp_path, stack.name, flag, background=False)
@@ -329,11 +330,11 @@ def test_the_reload_endpoint_reports_problems_and_keeps_serving(make_app, make_s
         webhooks: {{}}
         """)
 
-    body = client.post("/api/config/reload").json
+    answer = client.post("/api/config/reload")
 
-    assert body["observers"] == 1
-    assert [(p["path"], p["message"]) for p in body["problems"]] == [("webhooks", "must be a list")]
-    assert observer_status(client, stack.name)["pollingIntervalSeconds"] == 2
+    assert (answer.status_code, answer.json["code"]) == (422, "invalid_config")
+    assert [(p["path"], p["message"]) for p in answer.json["problems"]] == [("webhooks", "must be a list")]
+    assert observer_status(client, stack.name)["pollingIntervalSeconds"] == 1
 
 
 class CountingSource:
@@ -407,14 +408,14 @@ def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_
           {stack.name}:
             maintenanceObserver:
               type: sqlQuery
-              connectionString: "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=1;UID=rsgo;PWD=${{RSGO_TEST_DB_PASSWORD}}"
+              connectionString: "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=1;UID=rsgo;PWD=${{TEST_DB_PASSWORD}}"
               query: SELECT flag FROM maintenance
               maintenanceValue: "1"
               timeout: 2s
         """)
     app = make_app(RSGO_CONFIG=str(config), background=False)
     import os
-    os.environ["RSGO_TEST_DB_PASSWORD"] = "hunter2-secret"
+    os.environ["TEST_DB_PASSWORD"] = "hunter2-secret"
     try:
         app.extensions["rsgo"].reload_config()
         app.extensions["rsgo"].discovery.resync()
@@ -423,7 +424,7 @@ def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_
         responses = [checked, observer_status(client, stack.name), client.get(f"/api/deployments/{stack.name}").json]
         pages = [client.get(f"/deployments/{stack.name}").get_data(as_text=True), client.get("/").get_data(as_text=True)]
     finally:
-        del os.environ["RSGO_TEST_DB_PASSWORD"]
+        del os.environ["TEST_DB_PASSWORD"]
     assert checked["state"] == "error" and "PWD=***" in checked["target"]
     assert "failed" in caplog.text  # the failing check was logged...
     for text in [str(r) for r in responses] + pages + list(capfd.readouterr()) + [caplog.text]:  # ...without it

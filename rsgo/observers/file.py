@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from rsgo.observers.base import Field, Observer, ObserverError, Reading
+from rsgo.observers.base import Boundaries, Field, Observer, ObserverError, Reading
 
 # A flag file is a few bytes; a cap keeps a wrong path (a log, a disk image) from eating memory.
 MAX_BYTES = 1024 * 1024
@@ -18,6 +18,11 @@ def _compile(pattern: str | None) -> re.Pattern | None:
         return re.compile(pattern)
     except re.error as error:
         raise ObserverError(f"contentPattern {pattern!r} is not a valid regex: {error}") from None
+
+
+def _refusal(path: str, protected: str) -> str:
+    where = path if os.path.realpath(path) == path else f"{path} (resolved: {os.path.realpath(path)})"
+    return f"{where} is rsgo's own ({protected}): observers may not read rsgo's data dir, config or secrets"
 
 
 class FileObserver(Observer):
@@ -42,6 +47,12 @@ class FileObserver(Observer):
             problems.append(str(error))
         return problems
 
+    @classmethod
+    def boundary_problems(cls, settings: dict, boundaries: Boundaries) -> list[tuple[str, str]]:
+        path = str(settings.get("path") or "")
+        protected = boundaries.protected(path) if path else None
+        return [("path", _refusal(path, protected))] if protected else []
+
     def __init__(self, settings: dict):
         super().__init__(settings)
         problems = self.validate(settings)
@@ -52,6 +63,10 @@ class FileObserver(Observer):
         self.pattern = _compile(settings.get("contentPattern"))
 
     def check(self) -> Reading:
+        # Again at every check: a symlink on the way may point elsewhere since the config was loaded.
+        protected = self.boundaries.protected(self.path)
+        if protected:
+            raise ObserverError(_refusal(self.path, protected))
         if self.mode == "exists":
             return Reading("true" if self._exists() else "false")
         text = self._read()
@@ -79,6 +94,7 @@ class FileObserver(Observer):
     def _read(self) -> str | None:
         try:
             with open(self.path, "rb") as handle:
+                self._refuse_if_protected(handle)
                 data = handle.read(MAX_BYTES + 1)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -91,6 +107,16 @@ class FileObserver(Observer):
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as error:
             raise ObserverError(f"cannot read {self.path}: not UTF-8 text (byte {error.start})") from None
+
+    def _refuse_if_protected(self, handle) -> None:
+        """The file really opened (a symlink may have changed since the check before opening)."""
+        try:
+            opened = os.readlink(f"/proc/self/fd/{handle.fileno()}")
+        except OSError:
+            return  # no /proc: the check before opening stands
+        protected = self.boundaries.protected(opened)
+        if protected:
+            raise ObserverError(_refusal(self.path, protected))
 
     def target(self) -> str:
         if self.mode == "exists":

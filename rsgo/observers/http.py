@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3
 
-from rsgo.observers.base import Field, Observer, ObserverError, Reading
+from rsgo.observers.base import Boundaries, Field, Observer, ObserverError, Reading
+from rsgo.outbound import OutboundDenied, guard
 
 # A status endpoint answers in a few bytes; the cap keeps a wrong URL (a download) from eating memory.
 MAX_BYTES = 1024 * 1024
@@ -166,6 +167,16 @@ class HttpObserver(Observer):
         return problems
 
     @classmethod
+    def boundary_problems(cls, settings: dict, boundaries: Boundaries) -> list[tuple[str, str]]:
+        reason = boundaries.outbound.url_refusal(str(settings.get("url") or "")) if boundaries.outbound else None
+        return [("url", reason)] if reason else []
+
+    def restrict(self, boundaries: Boundaries) -> None:
+        super().restrict(boundaries)
+        if boundaries.outbound is not None:
+            guard(self._session, boundaries.outbound)
+
+    @classmethod
     def _with_defaults(cls, settings: dict) -> dict:
         return {name: field.default for name, field in cls.fields.items()} | dict(settings)
 
@@ -262,6 +273,9 @@ class HttpObserver(Observer):
         return Reading(value if isinstance(value, str) else json.dumps(value))
 
     def _describe(self, error: Exception) -> str:
+        denied = _find(error, OutboundDenied)
+        if denied is not None:
+            return str(denied)
         verification = _find(error, ssl.SSLCertVerificationError)
         if verification is not None:
             return f"TLS certificate verification failed ({verification.verify_message or 'untrusted certificate'})"

@@ -34,7 +34,14 @@ from typing import Any, ClassVar, Sequence
 
 import pyodbc
 
-from rsgo.observers.base import Field, Observer, ObserverError, mask_connection_string
+from rsgo.observers.base import (
+    Boundaries,
+    Field,
+    Observer,
+    ObserverError,
+    mask_connection_string,
+)
+from rsgo.settings import is_own_variable
 
 SQL_ATTR_QUERY_TIMEOUT = 0  # ODBC statement attribute; set on a connection it is the statements' default
 GRACE_SECONDS = 1.0  # the hard deadline is timeout + this
@@ -48,7 +55,18 @@ TIMEOUT_FIELD = Field("duration", default=10.0, minimum=1.0)
 
 # Keys of an ODBC connection string whose values are secrets (compared lowercased).
 _SECRET_KEYS = {"pwd", "password", "pass", "secret", "token", "key", "apikey", "api_key", "access_token"}
-_SECRET_KEY_PARTS = ("pwd", "password", "secret", "token")
+_SECRET_KEY_PARTS = ("pwd", "password", "secret", "token", "auth", "credential", "key")
+# Keys shown in clear. Masking is by allow-list: a driver's own key for a secret (Credentials=,
+# Auth=, Signature=...) cannot be foreseen, so every other key's value is shown as ***.
+_SHOWN_KEYS = {
+    "driver", "dsn", "server", "servername", "host", "hostname", "hostaddr", "address", "addr", "port",
+    "database", "db", "dbname", "initial catalog", "uid", "user", "user id", "username", "instance",
+    "trusted_connection", "integrated security", "encrypt", "trustservercertificate", "sslmode",
+    "tds_version", "app", "application name", "applicationintent", "multisubnetfailover", "failover_partner",
+    "readonly", "charset", "clientcharset", "client_charset", "timeout", "connection timeout", "login timeout",
+    "logintimeout", "querytimeout", "stepapi", "syncpragma", "notxn", "longnames", "nowchar", "fksupport",
+    "bigint", "jdconv", "oemcp", "sslrootcert", "protocol", "mars_connection", "autotranslate", "language",
+}
 
 
 def validate_connection(settings: dict) -> list[str]:
@@ -122,17 +140,36 @@ def _is_secret_key(key: str) -> bool:
     return lowered in _SECRET_KEYS or any(part in lowered for part in _SECRET_KEY_PARTS)
 
 
+def _is_masked_key(key: str) -> bool:
+    return _is_secret_key(key) or " ".join(key.lower().split()) not in _SHOWN_KEYS
+
+
 def secret_values(connection_string: str) -> list[str]:
-    """The values of the secret attributes (passwords, tokens), longest first."""
-    values = {value for key, value, _ in _attributes(connection_string) if _is_secret_key(key) and value}
+    """The values of the secret attributes (passwords, tokens, unknown keys), longest first.
+
+    Values of unknown keys count from 4 characters: shorter ones (``yes``, ``1``) are settings,
+    and replacing them in a driver's message would garble it."""
+    values = {value for key, value, _ in _attributes(connection_string)
+              if value and (_is_secret_key(key) or (_is_masked_key(key) and len(value) >= 4))}
     return sorted(values, key=len, reverse=True)
+
+
+def database_file(connection_string: str) -> str | None:
+    """The file a SQLite driver opens (``Database=``), else None: other drivers name a database, not a file."""
+    attributes = {key.lower(): value for key, value, _ in _attributes(connection_string) if key}
+    if "sqlite" not in attributes.get("driver", "").lower():
+        return None
+    database = attributes.get("database", "").strip()
+    if not database or database == ":memory:":
+        return None
+    return database.removeprefix("file:").split("?", 1)[0] or None
 
 
 def mask_odbc(connection_string: str) -> str:
     """The connection string with every secret attribute shown as ``***`` (braced values included)."""
     segments = []
     for key, _value, raw in _attributes(connection_string):
-        segments.append(f"{raw[:raw.index('=')].rstrip()}=***" if key and _is_secret_key(key) else raw)
+        segments.append(f"{raw[:raw.index('=')].rstrip()}=***" if key and _is_masked_key(key) else raw)
     return mask_connection_string(";".join(segments))
 
 
@@ -274,6 +311,14 @@ def to_text(value: Any) -> str | None:
     return str(value)
 
 
+def _protected_database(connection_string: str, boundaries: Boundaries) -> str | None:
+    database = database_file(connection_string)
+    protected = boundaries.protected(database) if database else None
+    if protected is None:
+        return None
+    return f"Database={database} is rsgo's own ({protected}): observers may not read rsgo's data dir, config or secrets"
+
+
 class OdbcObserver(Observer):
     """Base of the SQL observers: the connection and the timeout; subclasses say what to run."""
 
@@ -289,7 +334,22 @@ class OdbcObserver(Observer):
     def validate(cls, settings: dict) -> list[str]:
         return validate_connection(settings)
 
+    @classmethod
+    def boundary_problems(cls, settings: dict, boundaries: Boundaries) -> list[tuple[str, str]]:
+        name = settings.get("connectionName")
+        if name and not settings.get("connectionString") and is_own_variable(name):
+            return [("connectionName", f"{name} is refused: it is rsgo's own setting and may hold its secrets")]
+        try:
+            connection_string = resolve_connection_string(settings)
+        except ObserverError:
+            return []  # construction reports it
+        refusal = _protected_database(connection_string, boundaries)
+        return [("connectionName" if name else "connectionString", refusal)] if refusal else []
+
     def fetch(self, statement: str, params: Sequence = ()) -> str | None:
+        refusal = _protected_database(self.connection_string, self.boundaries)
+        if refusal:
+            raise ObserverError(refusal)
         return to_text(fetch_scalar(self.connection_string, statement, params, self.timeout))
 
     def connection_target(self) -> str:

@@ -10,6 +10,7 @@ from rsgo.models import Deployment, MaintenanceWindow, Transition
 from rsgo.openapi import openapi_document
 from rsgo.problems import Problem
 from rsgo.representations import audit_json, deployment_detail, deployment_summary, transition_json
+from rsgo.stack_config import ConfigRejected
 from rsgo.transitions import ModeChangeRefused
 from rsgo.views.api_input import clean_reason, int_param, json_object, mode_change_request
 from rsgo.windows import WindowError, parse_window
@@ -131,7 +132,14 @@ def reload_config():
     """Read the stack config file again (like SIGHUP); observers whose config is unchanged keep their status."""
     if current().stacks is not None:
         raise Problem(403, "forbidden", f"{current().name} is limited to some stacks; a reload affects all")
-    config = _runtime().reload_config()
+    try:
+        config = _runtime().reload_config()
+    except ConfigRejected as rejected:
+        problems = rejected.config.problems
+        raise Problem(422, "invalid_config",
+                      f"config reload failed: {len(problems)} problem(s) in {rejected.config.path}; "
+                      "nothing was changed, the running config stays",
+                      problems=[{"file": p.file, "path": p.path, "message": p.message} for p in problems]) from None
     return jsonify(path=config.path, stacks=sorted(config.stacks),
                    observers=sum(1 for stack in config.stacks.values() if stack.observer),
                    problems=[{"path": p.path, "message": p.message} for p in config.problems])

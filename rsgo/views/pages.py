@@ -12,7 +12,7 @@ from rsgo.deployments import find_deployment
 from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
-from rsgo.representations import audit_json
+from rsgo.representations import audit_json, timestamp
 from rsgo.transitions import ModeChangeRefused
 from rsgo.views.api_input import clean_reason, int_param
 from rsgo.windows import WindowSpec
@@ -28,6 +28,15 @@ def _runtime():
 
 def _inventory():
     return _runtime().inventory
+
+
+@blueprint.app_context_processor
+def config_failure():
+    """A rejected config reload, for the banner every signed-in page shows until a reload succeeds."""
+    failure = getattr(current_app.extensions.get("rsgo"), "reload_failure", None)
+    if failure is None or current().anonymous:
+        return {}
+    return {"config_failure": {"at": timestamp(failure.at), "problems": failure.problems}}
 
 
 def _asked_region() -> str | None:
