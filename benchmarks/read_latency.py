@@ -45,14 +45,15 @@ def create_fleet(client, prefix: str, stacks: int) -> list[str]:
 
 def seed_database(data_dir: Path, stacks: list[str], entries: int) -> None:
     """Deployments and audit entries written by rsgo's own code, before the server starts."""
-    from rsgo import audit, db, deployments
+    from rsgo import audit, db
+    from rsgo import deployment_queries
     from rsgo.models import Deployment
     from rsgo.settings import load_settings
 
     settings = load_settings({"RSGO_DATA_DIR": str(data_dir)})
     db.open_database(settings)
     db.migrate()
-    deployments.ensure_deployments(settings.environment, set(stacks))
+    deployment_queries.ensure_deployments(settings.environment, set(stacks))
     rows = list(Deployment.select().where(Deployment.name.in_(stacks)).order_by(Deployment.name))
     rng = random.Random(13)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

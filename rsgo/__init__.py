@@ -36,12 +36,14 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo.runtime import Runtime
     from htmx_flask import Htmx
 
-    from rsgo import http_input, log_safety, metrics, security
-    from rsgo.live import Hub
-    from rsgo.live_push import LivePush
-    from rsgo.views import admin, api, auth, errors, pages, probes
-    from rsgo.views import live as live_view
-    from rsgo.views.live import sock
+    from rsgo import log_safety
+    from rsgo.web import http_input, metrics
+    from rsgo.security import web
+    from rsgo.web.hub import Hub
+    from rsgo.web.live_push import LivePush
+    from rsgo.web import admin, api, login, errors, pages, probes
+    from rsgo.web import ws
+    from rsgo.web.ws import sock
 
     settings = settings or load_settings()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
@@ -57,20 +59,20 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     runtime = Runtime(settings, gateway=gateway)
     app.extensions["rsgo"] = runtime
     runtime.reload_config()
-    security.first_start(settings)
+    web.first_start(settings)
     app.extensions["rsgo_settings"] = settings
 
     Htmx(app)
     errors.register(app)
-    security.register(app, settings)
+    web.register(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(probes.blueprint)
     app.register_blueprint(pages.blueprint)
-    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(login.blueprint)
     app.register_blueprint(admin.blueprint)
     metrics.register(app, runtime, settings)
     # simple-websocket pings idle browsers, so a vanished one is noticed and its thread freed.
-    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": live_view.PING_SECONDS}
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": ws.PING_SECONDS}
     sock.init_app(app)
 
     # Caps on open websockets, each of which holds a request thread (``rsgo serve`` sizes its pool

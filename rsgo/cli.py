@@ -111,7 +111,7 @@ def _open_database(settings) -> None:
 
 
 def create_user(settings, args) -> int:
-    from rsgo import accounts
+    from rsgo.security import accounts
 
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else _ask_password()
     _open_database(settings)
@@ -138,7 +138,7 @@ def _ask_password() -> str:
 def create_token(settings, args) -> int:
     import datetime as dt
 
-    from rsgo import api_tokens
+    from rsgo.security import tokens
     from rsgo.settings import parse_duration
 
     _open_database(settings)
@@ -147,9 +147,9 @@ def create_token(settings, args) -> int:
         if args.expires_in:
             expires_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
                 seconds=parse_duration(args.expires_in))
-        row, clear = api_tokens.create_token(args.name, args.scope, created_by="cli",
+        row, clear = tokens.create_token(args.name, args.scope, created_by="cli",
                                              stacks=(args.stacks or "").split(","), expires_at=expires_at)
-    except (api_tokens.TokenError, ValueError) as error:
+    except (tokens.TokenError, ValueError) as error:
         print(f"rsgo: {error}", file=sys.stderr)
         return 1
     _security_event("token.created", f"{row.name} ({row.scope})")
@@ -161,9 +161,9 @@ def create_token(settings, args) -> int:
 def _security_event(kind: str, detail: str) -> None:
     import getpass
 
-    from rsgo import security_log
+    from rsgo.security import event_log
 
-    security_log.record(kind, actor=f"cli:{getpass.getuser()}", address="local", detail=detail)
+    event_log.record(kind, actor=f"cli:{getpass.getuser()}", address="local", detail=detail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,15 @@ def storage_error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def timestamp(value: dt.datetime | None) -> str | None:
+    """The one wire format of every instant rsgo answers with: UTC, milliseconds, `Z`."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def check_writable() -> None:
     """Write (and commit) one row, so a read-only file or a full disk shows here and not only in the
     middle of a transition. Raises one of ``STORAGE_ERRORS``."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from rsgo import audit, deployments
+from rsgo import audit
+from rsgo import deployment_queries
 from rsgo.db import database
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.events import EventBus
@@ -59,11 +60,11 @@ class Enforcer:
                 deployment = Deployment.get_by_id(deployment.id)
                 if deployment.mode not in ENFORCED_MODES:
                     return
-                if deployments.running_transition(deployment.id) is not None:
+                if deployment_queries.running_transition(deployment.id) is not None:
                     return  # interrupted by a restart and not yet resumed: resumption owns the containers
                 if self._transitions.held_failure(deployment.id) is not None:
                     return  # its last transition could not be recorded: a person decides, not enforcement
-                if container_name not in deployments.stopped_set_names(deployment.id):
+                if container_name not in deployment_queries.stopped_set_names(deployment.id):
                     return  # never stopped by rsgo (a migration job, say): left alone
                 self._stop_again(deployment, container_name)
         except Exception:

@@ -11,9 +11,9 @@ from rsgo.db import utcnow
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
-from rsgo.inventory import DiscoveryService, Inventory
-from rsgo.observer_service import ObserverService
-from rsgo.schedule import Scheduler
+from rsgo.discovery import DiscoveryService, Inventory
+from rsgo.observers.service import ObserverService
+from rsgo.jobs import Scheduler
 from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
 from rsgo.transitions import TransitionService
 from rsgo.webhooks import WebhookDispatcher

@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from rsgo import audit, deployments
+from rsgo import audit
+from rsgo import deployment_queries
 from rsgo.db import STORAGE_ERRORS, database, storage_error_text, utcnow, write_transaction
 from rsgo.docker_ops import ContainerInfo, DockerError, DockerGateway
 from rsgo.events import EventBus
@@ -167,7 +168,7 @@ class TransitionService:
             self._refuse_while_held(deployment_id)
             deployment = Deployment.get_by_id(deployment_id)
             current = Mode(deployment.mode)
-            awaiting = deployments.running_transition(deployment_id)
+            awaiting = deployment_queries.running_transition(deployment_id)
             if awaiting is not None:
                 # A transition a previous process left running: resumption owns this stack until it ends.
                 self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
@@ -194,7 +195,7 @@ class TransitionService:
                                  address=_caller_address.get())
                     raise DockerUnavailable(f"mode unchanged: {error}") from None
             try:
-                planned = plan(target, containers, deployments.stopped_set_names(deployment.id))
+                planned = plan(target, containers, deployment_queries.stopped_set_names(deployment.id))
             except DependencyCycle as cycle:
                 self._refuse(deployment, target, source, actor, reason, observed_value, requested_at,
                              DependencyCycleRefused(f"nothing was touched: {cycle}", cycle=cycle.cycle))
@@ -228,7 +229,7 @@ class TransitionService:
         that row (or the lock's release) so a concurrent request's 409 can name the running transition."""
         deadline = time.monotonic() + timeout
         while True:
-            running = deployments.running_transition(deployment_id)
+            running = deployment_queries.running_transition(deployment_id)
             if running is not None or not lock.locked() or time.monotonic() >= deadline:
                 return running
             time.sleep(0.02)

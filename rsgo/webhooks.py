@@ -32,7 +32,7 @@ from rsgo.db import database, utcnow
 from rsgo.events import EventBus
 from rsgo.models import Deployment, ObserverStatus, Transition, Webhook, WebhookDelivery
 from rsgo.outbound import NO_POLICY, OutboundDenied, OutboundPolicy, guard
-from rsgo.representations import timestamp
+from rsgo.db import timestamp
 from rsgo.stack_config import WEBHOOK_EVENTS, WebhookConfig
 
 log = logging.getLogger(__name__)

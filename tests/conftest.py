@@ -23,7 +23,8 @@ import requests
 
 from flask.testing import FlaskClient
 
-from rsgo import api_tokens, create_app
+from rsgo import create_app
+from rsgo.security import tokens
 from rsgo.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,7 +157,7 @@ def authenticate_test_client(app, scope: str = "admin") -> str:
 
     ``app.config["TEST_ACTOR"]`` is the actor the audit trail records for it (``token:<name>``).
     """
-    row, token = api_tokens.create_token(f"tests-{uuid.uuid4().hex[:8]}", scope, created_by="tests")
+    row, token = tokens.create_token(f"tests-{uuid.uuid4().hex[:8]}", scope, created_by="tests")
     app.config["TEST_ACTOR"] = f"token:{row.name}"
 
     class TokenClient(FlaskClient):

@@ -26,7 +26,8 @@ import requests
 import yaml
 from conftest import ROOT, wait_for_deployment, wait_until
 
-from rsgo import api_tokens, audit
+from rsgo import audit
+from rsgo.security import tokens
 from rsgo.models import AuditEntry, Deployment, Transition
 
 PROBLEM = "application/problem+json"
@@ -51,7 +52,7 @@ def assert_page(response, status: int):
 
 
 def bearer(scope: str, stacks: list[str] | None = None) -> dict:
-    _, token = api_tokens.create_token(f"t-{uuid.uuid4().hex[:8]}", scope, created_by="tests", stacks=stacks)
+    _, token = tokens.create_token(f"t-{uuid.uuid4().hex[:8]}", scope, created_by="tests", stacks=stacks)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -159,7 +160,7 @@ def test_a_token_limited_to_a_gets_the_unknown_stack_404_for_b_and_leaves_nothin
                             **kwargs):
             """``template`` with {} for the ref: b (by name and by id) answers exactly like an unknown stack:
             404, or the same 403 when the scope does not allow the route at all."""
-            status, code = (404, "not_found") if needs in api_tokens.SCOPE_PERMISSIONS[scope] else (403, "forbidden")
+            status, code = (404, "not_found") if needs in tokens.SCOPE_PERMISSIONS[scope] else (403, "forbidden")
             unknown = client.open(template.format(ghost), method=method, headers=limited, **kwargs)
             expected = assert_problem(unknown, status, code)
             for ref in (b.name, str(b_id)):

@@ -26,7 +26,7 @@ import requests
 import websocket
 
 from conftest import wait_until
-from rsgo.live import Hub
+from rsgo.web.hub import Hub
 
 
 # A PID 1 whose SIGTERM trap takes ``seconds`` before exiting: stops that finish at staggered times.

@@ -9,7 +9,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import put_mode, wait_for_deployment
-from rsgo import api_tokens
+from rsgo.security import tokens
 from rsgo.modes import MODE_NAMES
 
 
@@ -128,9 +128,9 @@ def test_metrics_need_a_read_token_unless_public(make_app, tmp_path):
     assert refused.status_code == 401
     assert refused.mimetype == "application/problem+json" and refused.json["code"] == "unauthorized"
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
-    _, read = api_tokens.create_token("prometheus", "read", created_by="tests")
+    _, read = tokens.create_token("prometheus", "read", created_by="tests")
     assert "rsgo_transitions_total" in scrape(anonymous, Authorization=f"Bearer {read}")
-    _, limited = api_tokens.create_token("one-stack", "read", created_by="tests", stacks=["shop"])
+    _, limited = tokens.create_token("one-stack", "read", created_by="tests", stacks=["shop"])
     assert anonymous.get("/metrics", headers={"Authorization": f"Bearer {limited}"}).status_code == 403
     assert anonymous.get("/metrics", headers={"Authorization": "Bearer rsgo_wrong"}).status_code == 401
 

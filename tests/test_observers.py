@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from conftest import ROOT, put_mode, wait_for_deployment, wait_until
-from rsgo.schedule import Scheduler, SchedulerAlreadyRunning
+from rsgo.jobs import Scheduler, SchedulerAlreadyRunning
 
 
 def write_config(path, text: str):

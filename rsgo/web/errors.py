@@ -10,8 +10,8 @@ from flask import render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from rsgo.db import storage_error_text
-from rsgo.deployments import AmbiguousDeployment, DeploymentNotFound
-from rsgo.http_input import MAX_REQUEST_BYTES, MAX_REQUEST_TEXT
+from rsgo.deployment_queries import AmbiguousDeployment, DeploymentNotFound
+from rsgo.web.http_input import MAX_REQUEST_BYTES, MAX_REQUEST_TEXT
 from rsgo.modes import MODE_NAMES, InvalidMode
 from rsgo.problems import Problem, problem_response
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from flask import request
 
-from rsgo.http_input import MAX_ID
+from rsgo.web.http_input import MAX_ID
 from rsgo.modes import MODE_NAMES, parse_mode
 from rsgo.problems import Problem
 

@@ -10,8 +10,8 @@ from flask import request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from rsgo import accounts, auth
-from rsgo.rate_limit import FailureWindow
+from rsgo.security import accounts, principal
+from rsgo.security.rate_limit import FailureWindow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def register(app, settings) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
     app.extensions["rsgo_login_limiter"] = FailureWindow(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
-    app.before_request(auth.before_request)
+    app.before_request(principal.before_request)
 
     @app.after_request
     def security_headers(response):
@@ -70,9 +70,9 @@ def register(app, settings) -> None:
 
     @app.context_processor
     def principal_helpers():
-        principal = auth.current()
-        return {"csrf_token": auth.csrf_token, "principal": principal, "can_operate": principal.can("operate"),
-                "can_admin": principal.can("admin")}
+        who = principal.current()
+        return {"csrf_token": principal.csrf_token, "principal": who, "can_operate": who.can("operate"),
+                "can_admin": who.can("admin")}
 
 
 def first_start(settings) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from flask import url_for
 
-from rsgo import deployments as deployment_queries
-from rsgo.inventory import Inventory
+from rsgo import deployment_queries
+from rsgo.discovery import Inventory
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
 from rsgo.modes import Mode, allowed_targets
-from rsgo.representations import deployment_detail, deployment_summary, transition_json
+from rsgo.web.api_json import deployment_detail, deployment_summary, transition_json
 
 _VERBS = {"stop": "stopped", "start": "started"}
 

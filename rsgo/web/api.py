@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from rsgo import audit, deployments
-from rsgo.auth import client_address, current, requires, visible
+from rsgo import audit
+from rsgo import deployment_queries
+from rsgo.security.principal import client_address, current, requires, visible
 from rsgo.models import Deployment, MaintenanceWindow, Transition
-from rsgo.openapi import openapi_document
+from rsgo.web.openapi import openapi_document
 from rsgo.problems import Problem
-from rsgo.representations import audit_json, deployment_detail, deployment_summary, transition_json
+from rsgo.web.api_json import audit_json, deployment_detail, deployment_summary, transition_json
 from rsgo.stack_config import ConfigRejected
 from rsgo.transitions import ModeChangeRefused
-from rsgo.views.api_input import clean_reason, int_param, json_object, mode_change_request
+from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_request
 from rsgo.windows import WindowError, parse_window
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -23,7 +24,7 @@ def _runtime():
 
 def _load_deployment(ref: str) -> Deployment:
     """A token limited to some stacks gets the unknown-stack 404 for any other: it cannot tell them apart."""
-    return deployments.find_deployment(ref, request.args.get("environment") or None, visible=visible)
+    return deployment_queries.find_deployment(ref, request.args.get("environment") or None, visible=visible)
 
 
 @blueprint.get("/openapi.json")
@@ -36,7 +37,7 @@ def openapi():
 @requires("read")
 def list_deployments():
     inventory = _runtime().inventory
-    stopped_sets = deployments.stopped_sets_by_deployment()
+    stopped_sets = deployment_queries.stopped_sets_by_deployment()
     running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
     items = [
         deployment_summary(_runtime().transitions.shown(d), inventory, stopped_sets.get(d.id, set()), running.get(d.id))
@@ -149,7 +150,7 @@ def reload_config():
 @requires("read")
 def show_operation_mode(ref: str):
     deployment = _load_deployment(ref)
-    running = deployments.running_transition(deployment.id)
+    running = deployment_queries.running_transition(deployment.id)
     deployment = _runtime().transitions.shown(deployment)
     summary = deployment_summary(deployment, _runtime().inventory, set(), running)
     return jsonify(deploymentId=deployment.id, operationMode=deployment.mode, trigger=summary["trigger"],

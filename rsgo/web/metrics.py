@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from rsgo.auth import current
+from rsgo.security.principal import current
 from rsgo.models import Deployment, ObserverStatus, Transition
 from rsgo.modes import Mode
 from rsgo.problems import Problem

@@ -6,13 +6,15 @@ import datetime as dt
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from rsgo import accounts, api_tokens, security_log, webhooks as webhook_service
-from rsgo.auth import client_address, current, requires
+from rsgo import webhooks as webhook_service
+from rsgo.security import accounts, event_log
+from rsgo.security import tokens as api_tokens  # the module; ``tokens`` is the Tokens page's view
+from rsgo.security.principal import client_address, current, requires
 from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
 from rsgo.observers.http import mask_url
 from rsgo.settings import parse_duration
 from rsgo.stack_config import WEBHOOK_EVENTS
-from rsgo.views import live
+from rsgo.web import ws
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -32,7 +34,7 @@ def create_user():
                                     request.form.get("role", ""))
     except accounts.AccountError as error:
         return users(str(error), 400)
-    security_log.record("user.created", actor=current().name, address=client_address(),
+    event_log.record("user.created", actor=current().name, address=client_address(),
                         detail=f"{user.username} ({user.role})")
     return redirect(url_for("admin.users"))
 
@@ -47,8 +49,8 @@ def change_role(user_id: int):
         ended = accounts.set_role(user, request.form.get("role", ""))
     except accounts.AccountError as error:
         return users(str(error), 400)
-    live.end_sessions(ended)  # a new role takes a new sign-in; open websockets close now
-    security_log.record("user.changed", actor=current().name, address=client_address(),
+    ws.end_sessions(ended)  # a new role takes a new sign-in; open websockets close now
+    event_log.record("user.changed", actor=current().name, address=client_address(),
                         detail=f"{user.username} is now {user.role}")
     return redirect(url_for("admin.users"))
 
@@ -63,8 +65,8 @@ def delete_user(user_id: int):
         ended = accounts.delete_user(user)
     except accounts.AccountError as error:
         return users(str(error), 400)
-    live.end_sessions(ended)
-    security_log.record("user.deleted", actor=current().name, address=client_address(), detail=user.username)
+    ws.end_sessions(ended)
+    event_log.record("user.deleted", actor=current().name, address=client_address(), detail=user.username)
     return redirect(url_for("admin.users"))
 
 
@@ -89,7 +91,7 @@ def create_token():
             stacks=(request.form.get("stacks") or "").split(","), expires_at=expires_at)
     except (api_tokens.TokenError, ValueError) as error:
         return tokens(str(error), status=400)
-    security_log.record("token.created", actor=current().name, address=client_address(),
+    event_log.record("token.created", actor=current().name, address=client_address(),
                         detail=f"{row.name} ({row.scope})")
     # Shown once, in this answer only; the database keeps only its hash.
     return tokens(created=clear)
@@ -102,14 +104,14 @@ def revoke_token(token_id: int):
     if row is None:
         return tokens("no such token", status=404)
     api_tokens.revoke(row)
-    security_log.record("token.revoked", actor=current().name, address=client_address(), detail=row.name)
+    event_log.record("token.revoked", actor=current().name, address=client_address(), detail=row.name)
     return redirect(url_for("admin.tokens"))
 
 
 @blueprint.get("/security")
 @requires("admin")
 def security():
-    return render_template("admin/security.html", events=security_log.recent())
+    return render_template("admin/security.html", events=event_log.recent())
 
 
 DELIVERIES_SHOWN = 100
@@ -137,7 +139,7 @@ def add_webhook():
             request.form.getlist("events"), created_by=current().name)
     except webhook_service.WebhookError as error:
         return webhooks(str(error), 400)
-    security_log.record("webhook.created", actor=current().name, address=client_address(),
+    event_log.record("webhook.created", actor=current().name, address=client_address(),
                         detail=f"{hook.name} ({hook.events})")
     return redirect(url_for("admin.webhooks"))
 
@@ -152,5 +154,5 @@ def delete_webhook(webhook_id: int):
         webhook_service.WebhookDispatcher.remove(hook)
     except webhook_service.WebhookError as error:
         return webhooks(str(error), 400)
-    security_log.record("webhook.deleted", actor=current().name, address=client_address(), detail=hook.name)
+    event_log.record("webhook.deleted", actor=current().name, address=client_address(), detail=hook.name)
     return redirect(url_for("admin.webhooks"))

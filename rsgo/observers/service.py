@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from rsgo import deployments
+from rsgo import deployment_queries
 from rsgo.db import utcnow
 from rsgo.events import EventBus
 from rsgo.models import Deployment, ObserverStatus
 from rsgo.modes import Mode
-from rsgo.observer_decisions import MAINTENANCE, NORMAL, UnexpectedValue, decide
+from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
 from rsgo.observers import ObserverError
-from rsgo.representations import timestamp
+from rsgo.db import timestamp
 from rsgo.stack_config import Config, ObserverConfig
 from rsgo.transitions import ModeChangeRefused, TransitionService
 
@@ -48,7 +48,7 @@ class ObserverService:
         """Take the observers of a (re)loaded config; unchanged ones keep their status."""
         wanted: dict[int, ObserverConfig] = {}
         declared = {name for name in config.stacks}
-        deployments.ensure_deployments(self._environment, declared)
+        deployment_queries.ensure_deployments(self._environment, declared)
         for stack in config.stacks.values():
             if stack.observer is None:
                 continue

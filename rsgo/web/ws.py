@@ -9,10 +9,10 @@ import time
 from flask import current_app, g, request
 from flask_sock import ConnectionClosed, Sock
 
-from rsgo import accounts
-from rsgo.auth import current, session_key
+from rsgo.security import accounts
+from rsgo.security.principal import current, session_key
 from rsgo.db import database
-from rsgo.live import LiveLimitReached
+from rsgo.web.hub import LiveLimitReached
 from rsgo.problems import Problem
 
 sock = Sock()

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import threading
 
-from rsgo import deployments
+from rsgo import deployment_queries
 from rsgo.docker_ops import ContainerInfo, ContainerNotFound, DockerError, DockerGateway
 from rsgo.events import EventBus
 
@@ -89,7 +89,7 @@ class Inventory:
             self._bus.publish("docker.unreachable", environment=self.environment, error=error)
 
     def _ensure_deployments(self, stacks: set[str]) -> None:
-        for deployment in deployments.ensure_deployments(self.environment, stacks):
+        for deployment in deployment_queries.ensure_deployments(self.environment, stacks):
             self._bus.publish("deployment.discovered", deployment_id=deployment.id)
 
     def _announce(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:

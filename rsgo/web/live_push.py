@@ -15,12 +15,12 @@ import threading
 
 from flask import render_template
 
-from rsgo import presenters
+from rsgo.web import page_context
 from rsgo.db import database
 from rsgo.events import EventBus
-from rsgo.live import Hub
+from rsgo.web.hub import Hub
 from rsgo.models import AuditEntry, Deployment
-from rsgo.representations import audit_json
+from rsgo.web.api_json import audit_json
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,11 @@ class LivePush:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
-        item = presenters.dashboard_item_for(deployment, self._runtime)
+        item = page_context.dashboard_item_for(deployment, self._runtime)
         self._publish("dashboard", lambda can_operate: render_template(
             "dashboard/_deployment.html", d=item, oob="true", can_operate=can_operate))
-        d = presenters.detail(deployment, self._runtime)
-        t = presenters.latest_transition(deployment_id)
+        d = page_context.detail(deployment, self._runtime)
+        t = page_context.latest_transition(deployment_id)
         self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
             render_template(template, d=d, t=t, oob="true", can_operate=can_operate)
             for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html",
@@ -115,7 +115,7 @@ class LivePush:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
-        item = presenters.dashboard_item_for(deployment, self._runtime)
+        item = page_context.dashboard_item_for(deployment, self._runtime)
         # The slot's rows (not the tbody around them) are appended to the table.
         self._publish("dashboard", lambda can_operate: render_template(
             "dashboard/_slot.html", d=item, oob="beforeend:#deployment-list", can_operate=can_operate))

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, request, session, url_for
 
-from rsgo import accounts, api_tokens
-from rsgo.accounts import ROLE_PERMISSIONS
+from rsgo.security import accounts, tokens
+from rsgo.security.accounts import ROLE_PERMISSIONS
 from rsgo.problems import Problem
 
 # Orchestrators' probes: answered without looking at any credential, so a stray or bad
@@ -64,11 +64,11 @@ def _from_request() -> Principal:
         if scheme.lower() != "bearer" or not credential.strip():
             raise Problem(401, "unauthorized", "use Authorization: Bearer <token>")
         try:
-            token = api_tokens.authenticate(credential.strip())
-        except api_tokens.TokenRejected as rejected:
+            token = tokens.authenticate(credential.strip())
+        except tokens.TokenRejected as rejected:
             raise Problem(401, "unauthorized", str(rejected)) from None
-        stacks = api_tokens.stacks_of(token)
-        return Principal("token", f"token:{token.name}", frozenset(api_tokens.SCOPE_PERMISSIONS[token.scope]),
+        stacks = tokens.stacks_of(token)
+        return Principal("token", f"token:{token.name}", frozenset(tokens.SCOPE_PERMISSIONS[token.scope]),
                          frozenset(stacks) if stacks is not None else None)
     key = session.get(SESSION_KEY)
     if key is not None:

@@ -6,9 +6,9 @@ import logging
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
-from rsgo import accounts, security_log
-from rsgo.auth import client_address, current, requires, session_key, sign_in
-from rsgo.views import live
+from rsgo.security import accounts, event_log
+from rsgo.security.principal import client_address, current, requires, session_key, sign_in
+from rsgo.web import ws
 
 blueprint = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -39,20 +39,20 @@ def login():
     keys = (f"user:{username.lower()}", f"address:{address}")
     wait = _limiter().blocked(*keys)
     if wait:
-        security_log.record("login.throttled", actor=username or "?", address=address)
+        event_log.record("login.throttled", actor=username or "?", address=address)
         return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
                                error=f"Too many failed sign-ins. Try again in {int(wait) + 1} seconds."), 429, \
             {"Retry-After": str(int(wait) + 1)}
     user = accounts.authenticate(username, request.form.get("password") or "")
     if user is None:
         _limiter().fail(*keys)
-        security_log.record("login.failed", actor=username or "?", address=address)
+        event_log.record("login.failed", actor=username or "?", address=address)
         log.info("failed sign-in for %r from %s", username, address)
         return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
                                error="Wrong user name or password."), 401
     _limiter().clear(keys[0])
     sign_in(user)
-    security_log.record("login.succeeded", actor=user.username, address=address)
+    event_log.record("login.succeeded", actor=user.username, address=address)
     return redirect(_safe_next(request.form.get("next")))
 
 
@@ -64,8 +64,8 @@ def logout():
     caller has no session to end."""
     user = accounts.user_of_session(session_key())
     if user is not None:
-        live.end_sessions(accounts.end_sessions(user))  # its open websockets close now, too
-    security_log.record("logout", actor=current().name, address=client_address())
+        ws.end_sessions(accounts.end_sessions(user))  # its open websockets close now, too
+    event_log.record("logout", actor=current().name, address=client_address())
     session.clear()
     return redirect(url_for("auth.login"))
 
@@ -87,6 +87,6 @@ def setup():
         user = accounts.complete_setup(token, username, password)
     except accounts.AccountError as error:
         return render_template("auth/setup.html", token=token, username=username, error=str(error)), 400
-    security_log.record("setup.completed", actor=user.username, address=client_address())
+    event_log.record("setup.completed", actor=user.username, address=client_address())
     sign_in(user)
     return redirect(url_for("pages.dashboard"))

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 
-from rsgo import deployments as deployment_queries
+from rsgo import deployment_queries
+from rsgo.db import timestamp
 from rsgo.health import assess
-from rsgo.inventory import Inventory
+from rsgo.discovery import Inventory
 from rsgo.models import AuditEntry, Deployment, Transition, TransitionAction
 from rsgo.modes import Mode, allowed_targets
-
-
-def timestamp(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def deployment_summary(deployment: Deployment, inventory: Inventory, stopped_set: set[str],

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template, request, url_for
 
-from rsgo import audit, presenters
-from rsgo.auth import client_address, current, requires
-from rsgo.deployments import find_deployment
+from rsgo import audit
+from rsgo.web import page_context
+from rsgo.security.principal import client_address, current, requires
+from rsgo.deployment_queries import find_deployment
 from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
-from rsgo.representations import audit_json, timestamp
+from rsgo.web.api_json import audit_json, timestamp
 from rsgo.transitions import ModeChangeRefused
-from rsgo.views.api_input import clean_reason, int_param
+from rsgo.web.api_input import clean_reason, int_param
 from rsgo.windows import WindowSpec
 
 blueprint = Blueprint("pages", __name__)
@@ -47,7 +48,7 @@ def _asked_region() -> str | None:
 @blueprint.get("/")
 @requires("read")
 def dashboard():
-    deployments = presenters.dashboard_items(_runtime())
+    deployments = page_context.dashboard_items(_runtime())
     if _asked_region() == "deployment-list":
         return render_template("dashboard/_list.html", deployments=deployments)
     return render_template("dashboard/index.html", deployments=deployments, live_topics="dashboard")
@@ -57,12 +58,12 @@ def dashboard():
 @requires("read")
 def deployment_page(ref: str):
     deployment = find_deployment(ref, request.args.get("environment") or None)
-    d = presenters.detail(deployment, _runtime())
+    d = page_context.detail(deployment, _runtime())
     regions = {f"mode-{d['id']}": "deployments/_mode.html", f"progress-{d['id']}": "deployments/_progress.html",
                f"containers-{d['id']}": "deployments/_containers.html",
                f"observer-{d['id']}": "deployments/_observer.html",
                f"windows-{d['id']}": "deployments/_windows.html"}
-    context = {"d": d, "t": presenters.latest_transition(deployment.id)}
+    context = {"d": d, "t": page_context.latest_transition(deployment.id)}
     if _asked_region() in regions:
         return render_template(regions[_asked_region()], **context)
     entries = audit.entries(deployment_id=deployment.id, limit=HISTORY_PAGE_SIZE + 1)
@@ -121,9 +122,9 @@ def mode_change_form(ref: str):
     if not request.args.get("to"):
         return ""
     target = parse_mode(request.args["to"])
-    d = presenters.detail(deployment, _runtime())
+    d = page_context.detail(deployment, _runtime())
     return render_template("deployments/_mode_change_form.html", d=d, target=target.value,
-                           preview=presenters.preview(deployment, target, _inventory()))
+                           preview=page_context.preview(deployment, target, _inventory()))
 
 
 @blueprint.post("/deployments/<ref>/mode-change")
@@ -162,7 +163,7 @@ def check_observer(ref: str):
     deployment = find_deployment(ref)
     if _runtime().observers.check(deployment.id) is None:
         raise Problem(404, "not_found", f"{deployment.name} has no observer")
-    return render_template("deployments/_observer.html", d=presenters.detail(deployment, _runtime()))
+    return render_template("deployments/_observer.html", d=page_context.detail(deployment, _runtime()))
 
 
 @blueprint.post("/deployments/<ref>/windows")
@@ -183,7 +184,7 @@ def add_adhoc_window(ref: str):
     windows.add(deployment, WindowSpec("ad hoc", reason, duration=hours * 3600), origin="ui",
                 created_by=current().name)
     windows.evaluate()
-    return render_template("deployments/_windows.html", d=presenters.detail(deployment, _runtime()))
+    return render_template("deployments/_windows.html", d=page_context.detail(deployment, _runtime()))
 
 
 @blueprint.post("/deployments/<ref>/windows/<int:window_id>/delete")
@@ -195,4 +196,4 @@ def delete_window(ref: str, window_id: int):
     if window is None or window.origin == "config":
         raise Problem(404, "not_found", "no such window (windows from the config file are changed there)")
     _runtime().windows.remove(window)
-    return render_template("deployments/_windows.html", d=presenters.detail(deployment, _runtime()))
+    return render_template("deployments/_windows.html", d=page_context.detail(deployment, _runtime()))
