@@ -39,14 +39,14 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo import log_safety
     from rsgo.web import http_input, metrics
     from rsgo.security import web
-    from rsgo.web.hub import Hub
     from rsgo.web.live_push import LivePush
     from rsgo.web import admin, api, login, errors, pages, probes
     from rsgo.web import ws
     from rsgo.web.ws import sock
 
     settings = settings or load_settings()
-    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    from rsgo.assets import asset_folder  # inside the installed package, or the checkout's top level
+    app = Flask(__name__, template_folder=asset_folder("templates"), static_folder=asset_folder("static"))
     http_input.install(app)  # body size, unreadable bodies, ids in paths: before any route is added
     log_safety.hide_sql_parameters()
     app.config["SECRET_KEY"] = _secret_key(settings)
@@ -60,7 +60,6 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     app.extensions["rsgo"] = runtime
     runtime.reload_config()
     web.first_start(settings)
-    app.extensions["rsgo_settings"] = settings
 
     Htmx(app)
     errors.register(app)
@@ -75,18 +74,13 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": ws.PING_SECONDS}
     sock.init_app(app)
 
-    # Caps on open websockets, each of which holds a request thread (``rsgo serve`` sizes its pool
-    # for RSGO_THREADS requests plus RSGO_MAX_LIVE_CONNECTIONS websockets).
-    hub = Hub(max_connections=settings.max_live_connections, max_per_user=settings.max_live_connections_per_user)
-    live_push = LivePush(app, runtime.bus, hub, runtime)
-    app.extensions["rsgo_live"] = live_push
-    runtime.on_stop(live_push.close)
+    runtime.live_push = LivePush(app, runtime)
+    runtime.on_stop(runtime.live_push.close)
 
     @app.teardown_appcontext
     def close_connection(_error):
         # Request threads are pooled; give each request a fresh connection instead of keeping one per thread.
-        if not db.database.is_closed():
-            db.database.close()
+        db.release_thread_connection()
 
     if background:
         runtime.start()

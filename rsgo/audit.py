@@ -1,9 +1,12 @@
-"""The audit trail (§9): every mode change, refusal, no-op, enforcement and resumption."""
+"""The audit trail: every mode change, refusal, no-op, enforcement and resumption
+(docs/design.md#audit). ``record`` writes an entry; ``announce`` tells the bus, and callers call it
+after the transaction that wrote the entry has committed, so listeners always find it."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from rsgo import events
 from rsgo.db import utcnow
 from rsgo.models import AuditEntry, Deployment
 
@@ -36,9 +39,10 @@ def bounded(text: str | None, limit: int) -> str | None:
 def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome: str, source: str, actor: str,
            reason: str = "", requested_mode: str | None = None, observed_value: str | None = None,
            error: str | None = None, requested_at: dt.datetime | None = None, transition=None,
-           bus=None, address: str | None = None) -> AuditEntry:
-    """Write one entry; with ``bus``, announce it (the live history and, later, webhooks listen)."""
-    assert outcome in OUTCOMES, outcome
+           address: str | None = None) -> AuditEntry:
+    """Write one entry (announce it with ``announce`` once it is committed)."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown audit outcome {outcome!r}")
     limit = FIELD_LIMITS
     entry = AuditEntry.create(
         deployment=deployment,
@@ -56,17 +60,20 @@ def record(deployment: Deployment, *, previous_mode: str, new_mode: str, outcome
         transition=transition,
         address=bounded(address, limit["address"]),
     )
-    if bus is not None:
-        bus.publish("audit.recorded", entry_id=entry.id, deployment_id=entry.deployment_id)
     return entry
 
 
+def announce(bus, entry: AuditEntry) -> None:
+    """Tell the live history (and any listener) about a committed entry."""
+    bus.publish(events.AUDIT_RECORDED, entry_id=entry.id, deployment_id=entry.deployment_id)
+
+
 def record_refusal(deployment: Deployment, *, requested_mode: str | None, source: str, actor: str, reason: str,
-                   error: str, address: str | None, bus=None) -> AuditEntry:
+                   error: str, address: str | None) -> AuditEntry:
     """A mode change refused before it reached the transition service (not allowed for this caller)."""
     return record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="rejected",
                   source=source, actor=actor, reason=reason, requested_mode=requested_mode, error=error,
-                  address=address, bus=bus)
+                  address=address)
 
 
 def entries(*, deployment_id: int | None = None, source: str | None = None, actor: str | None = None,

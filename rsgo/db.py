@@ -93,6 +93,17 @@ def _owner_only(path: str) -> None:
             log.warning("cannot make %s readable by its owner only: %s", name, error)
 
 
+def release_thread_connection() -> None:
+    """Close this thread's database connection, if it has one open.
+
+    Threads are pooled (request threads, scheduler jobs, background workers): a connection kept per
+    thread would pin a SQLite file handle (or a PostgreSQL session) for as long as the pool lives, and
+    see a stale snapshot. Each unit of work opens one on first use and gives it back here at its end.
+    """
+    if not database.is_closed():
+        database.close()
+
+
 def write_transaction():
     """A transaction that will write. On SQLite it takes the write lock at once (IMMEDIATE): a
     transaction that read first and wanted to write later would fail with "database is locked"

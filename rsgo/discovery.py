@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import threading
 
+from rsgo import events
 from rsgo import deployment_queries
 from rsgo.docker_ops import ContainerInfo, ContainerNotFound, DockerError, DockerGateway
 from rsgo.events import EventBus
@@ -82,18 +83,15 @@ class Inventory:
 
     def mark_unreachable(self, error: str) -> None:
         with self._lock:
-            changed = self.reachable is not False
             self.reachable = False
             self.last_error = error
-        if changed:
-            self._bus.publish("docker.unreachable", environment=self.environment, error=error)
 
     def _ensure_deployments(self, stacks: set[str]) -> None:
         for deployment in deployment_queries.ensure_deployments(self.environment, stacks):
-            self._bus.publish("deployment.discovered", deployment_id=deployment.id)
+            self._bus.publish(events.DEPLOYMENT_DISCOVERED, deployment_id=deployment.id)
 
     def _announce(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:
-        self._bus.publish("container.changed", environment=self.environment, old=old, new=new)
+        self._bus.publish(events.CONTAINER_CHANGED, environment=self.environment, old=old, new=new)
 
 
 def _differs(old: ContainerInfo | None, new: ContainerInfo | None) -> bool:

@@ -1,4 +1,4 @@
-"""Enforcement (§4): while a deployment is in Maintenance or Stopped, a container of its
+"""Enforcement (docs/design.md#enforcement): while a deployment is in Maintenance or Stopped, a container of its
 stopped-set that runs again (a restart policy after a daemon restart, a manual
 ``docker start``) is stopped again and the history says so.
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from rsgo import events
 from rsgo import audit
 from rsgo import deployment_queries
-from rsgo.db import database
+from rsgo.db import release_thread_connection
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.events import EventBus
 from rsgo.lifecycle import stop_grace
@@ -41,7 +42,7 @@ class Enforcer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _on_event(self, kind: str, payload: dict) -> None:
-        if kind != "container.changed" or payload["environment"] != self._environment:
+        if kind != events.CONTAINER_CHANGED or payload["environment"] != self._environment:
             return
         old, new = payload["old"], payload["new"]
         if new is not None and new.running and new.stack and (old is None or not old.running):
@@ -70,7 +71,7 @@ class Enforcer:
         except Exception:
             log.exception("enforcing %s of %s failed", container_name, stack)
         finally:
-            database.close() if not database.is_closed() else None
+            release_thread_connection()
 
     def _stop_again(self, deployment: Deployment, container_name: str) -> None:
         error = None
@@ -81,10 +82,11 @@ class Enforcer:
             self._gateway.stop(container_name, stop_grace(container, self._default_stop_timeout))
         except DockerError as failure:
             error = str(failure)
-        audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="enforced",
-                     source="system", actor="system",
-                     reason=f"{container_name} started while the stack is in {deployment.mode}; "
-                            + ("stopping it again failed" if error else "stopped it again"),
-                     error=error, bus=self._bus)
+        entry = audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="enforced",
+                             source="system", actor="system",
+                             reason=f"{container_name} started while the stack is in {deployment.mode}; "
+                                    + ("stopping it again failed" if error else "stopped it again"),
+                             error=error)
+        audit.announce(self._bus, entry)
         log.info("enforced %s on %s: %s", deployment.mode, container_name, error or "stopped again")
-        self._bus.publish("deployment.enforced", deployment_id=deployment.id, container=container_name, error=error)
+        self._bus.publish(events.DEPLOYMENT_ENFORCED, deployment_id=deployment.id, container=container_name, error=error)

@@ -1,17 +1,60 @@
-"""In-process publish/subscribe for things that happened (mode changed, a container stopped).
+"""In-process publish/subscribe, and the catalogue of every event rsgo publishes
+(docs/design.md#events).
 
-The live websocket hub, enforcement and, later, webhooks and metrics subscribe
-here; publishers never know who listens. A failing subscriber is logged and
-never breaks the publisher (a transition must not fail because a push did).
+Publishers never know who listens. A failing subscriber is logged and never breaks the
+publisher (a transition must not fail because a push did). ``publish`` refuses a kind that
+is not in ``CATALOGUE`` or fields other than the ones declared for it, so the list below is
+always the whole truth about what flows on the bus.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+# -- the catalogue: kind -> its fields ------------------------------------------------------
+
+TRANSITION_STARTED = "transition.started"  # written, before the first Docker call
+TRANSITION_PROGRESS = "transition.progress"  # one container's result
+TRANSITION_FINISHED = "transition.finished"  # outcome: succeeded or failed (also a failure held in memory)
+MODE_CHANGED = "mode.changed"  # after the commit of a finished transition
+AUDIT_RECORDED = "audit.recorded"  # after the commit of the entry
+DEPLOYMENT_DISCOVERED = "deployment.discovered"  # a stack seen for the first time
+DEPLOYMENT_ENFORCED = "deployment.enforced"  # a stopped-set container stopped again
+CONTAINER_CHANGED = "container.changed"  # the in-memory view of one container changed
+OBSERVER_CHECKED = "observer.checked"  # an observer's shown status changed
+OBSERVER_CHECK_FINISHED = "observer.check.finished"  # every check, changed or not (metrics)
+OBSERVER_FAILING = "observer.failing"  # reached failureThreshold
+OBSERVER_RECOVERED = "observer.recovered"  # read again after failing
+WINDOWS_CHANGED = "windows.changed"  # a window added, removed or reloaded (deployment_id None: all)
+WEBHOOK_DELIVERY_FINISHED = "webhook.delivery.finished"  # delivered, or failed for good
+
+CATALOGUE: dict[str, frozenset[str]] = {
+    TRANSITION_STARTED: frozenset({"deployment_id", "transition_id"}),
+    TRANSITION_PROGRESS: frozenset({"deployment_id", "transition_id", "container", "result", "error", "duration_ms",
+                                    "done", "total"}),
+    TRANSITION_FINISHED: frozenset({"deployment_id", "transition_id", "outcome"}),
+    MODE_CHANGED: frozenset({"deployment_id", "previous_mode", "new_mode", "transition_id", "outcome"}),
+    AUDIT_RECORDED: frozenset({"entry_id", "deployment_id"}),
+    DEPLOYMENT_DISCOVERED: frozenset({"deployment_id"}),
+    DEPLOYMENT_ENFORCED: frozenset({"deployment_id", "container", "error"}),
+    CONTAINER_CHANGED: frozenset({"environment", "old", "new"}),  # ContainerInfo or None each
+    OBSERVER_CHECKED: frozenset({"deployment_id"}),
+    OBSERVER_CHECK_FINISHED: frozenset({"deployment_id", "ok"}),
+    OBSERVER_FAILING: frozenset({"deployment_id", "observer", "failures", "error"}),
+    OBSERVER_RECOVERED: frozenset({"deployment_id", "observer"}),
+    WINDOWS_CHANGED: frozenset({"deployment_id"}),
+    WEBHOOK_DELIVERY_FINISHED: frozenset({"delivery_id", "webhook", "event", "result"}),
+}
+
+# The events whose deployment's page regions change (the live push renders them again).
+DEPLOYMENT_PAGE_EVENTS = frozenset({TRANSITION_STARTED, TRANSITION_PROGRESS, TRANSITION_FINISHED, MODE_CHANGED,
+                                    DEPLOYMENT_ENFORCED, OBSERVER_CHECKED, OBSERVER_FAILING, OBSERVER_RECOVERED,
+                                    WINDOWS_CHANGED})
 
 Subscriber = Callable[[str, dict], Any]
 
@@ -33,6 +76,9 @@ class EventBus:
         return unsubscribe
 
     def publish(self, kind: str, **payload) -> None:
+        fields = CATALOGUE.get(kind)
+        if fields is None or set(payload) != fields:
+            raise ValueError(f"event {kind!r} with fields {sorted(payload)} is not in the catalogue")
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:

@@ -1,4 +1,8 @@
-"""APScheduler wiring only: one interval job per observer. The jobs are plain functions.
+"""The in-process scheduler (APScheduler) and all of rsgo's background work on it
+(docs/design.md#transitions): interval jobs (one per observer, the window check, the retry of
+failures not yet written) in the default executor, and one-off long jobs (background transitions,
+the resumption of interrupted ones) in an executor of their own, so a burst of transitions never
+waits for observer threads and the other way round. Shutdown and "what runs now" live here.
 
 One scheduler per process: starting a second one while the first runs is an error,
 so a reloader or a second app can never poll every source twice.
@@ -12,6 +16,7 @@ import threading
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger(__name__)
@@ -25,16 +30,18 @@ class SchedulerAlreadyRunning(RuntimeError):
 
 
 class Scheduler:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, long_job_threads: int = 16):
         # APScheduler logs every run of every job at INFO; with checks and retries every few seconds that
         # buries what matters. Its warnings (missed runs) and job errors still reach the log.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(threads)},
+            executors={"default": ThreadPoolExecutor(threads), "long": ThreadPoolExecutor(long_job_threads)},
             # One run of a job at a time; runs missed while one hung are merged into one, not queued.
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
             timezone=dt.timezone.utc,
         )
+        self._one_off: dict[str, str] = {}  # job id -> what it does, while it runs or waits to
+        self._one_off_changed = threading.Condition()
 
     def start(self) -> None:
         global _running
@@ -43,6 +50,11 @@ class Scheduler:
                 raise SchedulerAlreadyRunning("a scheduler already runs in this process; rsgo starts exactly one")
             _running = self
         self._scheduler.start()
+
+    def pause(self) -> None:
+        """Start no more runs (those under way go on): the first step of shutting down."""
+        if self._scheduler.running:
+            self._scheduler.pause()
 
     def shutdown(self) -> None:
         global _running
@@ -72,3 +84,32 @@ class Scheduler:
 
     def job_ids(self) -> list[str]:
         return [job.id for job in self._scheduler.get_jobs()]
+
+    def run_once(self, job_id: str, what: str, function, *args) -> None:
+        """Run ``function(*args)`` once, now, in the executor for long jobs; ``what`` names it for
+        ``one_off_jobs``. Background transitions and the resumption run this way."""
+        if not self._scheduler.running:
+            raise RuntimeError("background work needs the started scheduler (an app built with background=True)")
+
+        def tracked():
+            try:
+                function(*args)
+            finally:
+                with self._one_off_changed:
+                    self._one_off.pop(job_id, None)
+                    self._one_off_changed.notify_all()
+
+        with self._one_off_changed:
+            self._one_off[job_id] = what
+        self._scheduler.add_job(tracked, DateTrigger(dt.datetime.now(dt.timezone.utc)), id=job_id,
+                                executor="long", replace_existing=False)
+
+    def one_off_jobs(self) -> dict[str, str]:
+        """The one-off jobs running or about to (id -> what)."""
+        with self._one_off_changed:
+            return dict(self._one_off)
+
+    def wait_for_one_off_jobs(self, timeout: float) -> bool:
+        """Wait until no one-off job runs (shutdown, tests); False if some still do at the deadline."""
+        with self._one_off_changed:
+            return self._one_off_changed.wait_for(lambda: not self._one_off, timeout)

@@ -1,4 +1,5 @@
-"""The long-lived parts of one rsgo process and their start and stop order."""
+"""The long-lived parts of one rsgo process, how they are wired to each other, and their start and
+stop order (docs/design.md#composition). ``current_runtime()`` reaches it from a request."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from rsgo.db import utcnow
+from rsgo import events
+from flask import current_app
+
+from rsgo.db import release_thread_connection, utcnow
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
@@ -15,7 +19,9 @@ from rsgo.discovery import DiscoveryService, Inventory
 from rsgo.observers.service import ObserverService
 from rsgo.jobs import Scheduler
 from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
+from rsgo.security.rate_limit import FailureWindow
 from rsgo.transitions import TransitionService
+from rsgo.web.hub import Hub
 from rsgo.webhooks import WebhookDispatcher
 from rsgo.windows import WindowService
 
@@ -29,6 +35,16 @@ class ReloadFailure:
 
 
 HELD_FAILURE_RETRY_SECONDS = 2
+# Background transitions (and the resumption) of this many stacks run at once; more wait their turn.
+LONG_JOB_THREADS = 32
+# The sixth failed sign-in within the window is refused (429), per user name and per address.
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_WINDOW_SECONDS = 15 * 60
+
+
+def current_runtime() -> Runtime:
+    """The runtime of the app handling this request."""
+    return current_app.extensions["rsgo"]
 
 
 class Runtime:
@@ -38,11 +54,22 @@ class Runtime:
         self.gateway = gateway or DockerGateway()
         self.inventory = Inventory(settings.environment, self.bus)
         self.discovery = DiscoveryService(self.gateway, self.inventory, settings.resync_interval)
-        self.transitions = TransitionService(self.gateway, self.bus, settings)
-        self.scheduler = Scheduler(settings.observer_threads)
+        self.scheduler = Scheduler(settings.observer_threads, LONG_JOB_THREADS)
+        self.transitions = TransitionService(self.gateway, self.bus, settings, self.scheduler)
         self.observers = ObserverService(self.transitions, self.bus, settings.environment, self.scheduler)
         self.windows = WindowService(self.transitions, self.bus)
+        # Ownership of Maintenance (docs/design.md#modes-and-ownership): the transition service asks and
+        # tells the observer and window services through these hooks, assigned here and nowhere else.
+        self.transitions.observer_holds_maintenance = self.observers.holds_maintenance
+        self.transitions.observer_overridden = self.observers.suppress
+        self.transitions.schedule_overridden = self.windows.suppress_current
         self.webhooks = WebhookDispatcher(self.bus, settings.environment, outbound=settings.outbound_deny)
+        # Open websockets, capped overall and per user (each holds a request thread of its own).
+        self.hub = Hub(max_connections=settings.max_live_connections,
+                       max_per_user=settings.max_live_connections_per_user)
+        self.login_limiter = FailureWindow(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
+        self.metrics = None  # rsgo.web.metrics.Metrics, registered with the app
+        self.live_push = None  # rsgo.web.live_push.LivePush: renders with the app, so made with it
         self.config: Config | None = None
         self.reload_failure: ReloadFailure | None = None  # the last reload's rejection, until one succeeds
         self._reload_lock = threading.Lock()
@@ -50,14 +77,13 @@ class Runtime:
         # A transition's results land in the view at once, so its own answer shows the new states.
         self.bus.subscribe(self._refresh_acted_container)
         self._stopping = threading.Event()
-        self._resume_thread: threading.Thread | None = None
         self.started = False
         self._stop_hooks = []
 
     def _refresh_acted_container(self, kind: str, payload: dict) -> None:
         """A finished transition's stack is read once more at once, so the transition's own answer
         (and the pushes after it) show the new states without waiting for the events stream."""
-        if kind != "transition.finished":
+        if kind != events.TRANSITION_FINISHED:
             return
         from rsgo.models import Deployment
 
@@ -119,7 +145,7 @@ class Runtime:
             deployment = Deployment.get((Deployment.environment == self.settings.environment)
                                         & (Deployment.name == stack.name))
             self.windows.sync_config(deployment, stack.windows)
-        self.bus.publish("windows.changed", deployment_id=None)
+        self.bus.publish(events.WINDOWS_CHANGED, deployment_id=None)
 
     def start(self) -> None:
         """Start discovery, enforcement, observers and the resumption of interrupted transitions. Once."""
@@ -131,34 +157,30 @@ class Runtime:
         # A transition whose record could not be written is written as soon as the database takes writes.
         self.scheduler.every("held-failures", HELD_FAILURE_RETRY_SECONDS, self._write_held_failures)
         self.scheduler.start()
+        self.scheduler.run_once("resume", "resuming interrupted transitions", self._resume)
         if self.settings.enforce_modes:
             self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
                                      self.settings.default_stop_timeout)
         self.discovery.start()
         self.webhooks.start()
-        self._resume_thread = threading.Thread(target=self._resume, name="rsgo-resume", daemon=True)
-        self._resume_thread.start()
 
     def _evaluate_windows(self) -> None:
-        from rsgo.db import database
-
         try:
             self.windows.evaluate()
         finally:
-            if not database.is_closed():
-                database.close()
+            release_thread_connection()
 
     def _write_held_failures(self) -> None:
-        from rsgo.db import database
-
         try:
             self.transitions.write_held_failures()
         finally:
-            if not database.is_closed():
-                database.close()
+            release_thread_connection()
 
     def _resume(self) -> None:
-        resumed = self.transitions.resume_interrupted(self._stopping)
+        try:
+            resumed = self.transitions.resume_interrupted(self._stopping)
+        finally:
+            release_thread_connection()
         if resumed:
             log.info("resumed interrupted transitions %s", resumed)
 
@@ -167,14 +189,14 @@ class Runtime:
 
     def stop(self, timeout: float = 30) -> None:
         self._stopping.set()
-        self.scheduler.shutdown()
+        self.scheduler.pause()  # no new observer checks or window evaluations; running transitions go on
         if not self.transitions.wait_idle(timeout):
-            log.warning("stopping with transitions still running; they resume at the next start")
+            log.warning("stopping with transitions still running (%s); they resume at the next start",
+                        ", ".join(self.scheduler.one_off_jobs().values()))
+        self.scheduler.shutdown()
         for hook in self._stop_hooks:
             hook()
         self.webhooks.stop()
         self.discovery.stop()
         if self.enforcer is not None:
             self.enforcer.close()
-        if self._resume_thread is not None:
-            self._resume_thread.join(timeout)

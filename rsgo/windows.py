@@ -13,13 +13,15 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from rsgo import events
 from rsgo.cron import Cron, CronError
 from rsgo.db import write_transaction
 from rsgo.events import EventBus
 from rsgo.models import Deployment, MaintenanceWindow, ScheduleSuppression
 from rsgo.modes import Mode
 from rsgo.settings import parse_duration
-from rsgo.transitions import ModeChangeRefused, TransitionService
+from rsgo.mode_change import ModeChangeRefused
+from rsgo.transitions import TransitionService
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,6 @@ class WindowService:
         self._transitions = transitions
         self._bus = bus
         self.clock = clock
-        transitions.schedule_overridden = self.suppress_current
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class WindowService:
             spec = WindowSpec(spec.name, spec.reason, starts_at=now,
                               ends_at=now + dt.timedelta(seconds=spec.duration))
         window = self._store(deployment, spec, origin=origin, created_by=created_by)
-        self._bus.publish("windows.changed", deployment_id=deployment.id)
+        self._bus.publish(events.WINDOWS_CHANGED, deployment_id=deployment.id)
         return window
 
     def _store(self, deployment, spec: WindowSpec, *, origin: str, created_by: str) -> MaintenanceWindow:
@@ -149,7 +150,7 @@ class WindowService:
 
     def remove(self, window: MaintenanceWindow) -> None:
         window.delete_instance()
-        self._bus.publish("windows.changed", deployment_id=window.deployment_id)
+        self._bus.publish(events.WINDOWS_CHANGED, deployment_id=window.deployment_id)
 
     # -- time ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from rsgo import events
 from rsgo import deployment_queries
 from rsgo.db import utcnow
 from rsgo.events import EventBus
@@ -20,7 +21,8 @@ from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
 from rsgo.observers import ObserverError
 from rsgo.db import timestamp
 from rsgo.stack_config import Config, ObserverConfig
-from rsgo.transitions import ModeChangeRefused, TransitionService
+from rsgo.mode_change import ModeChangeRefused
+from rsgo.transitions import TransitionService
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ class ObserverService:
         self._check_locks: dict[int, threading.Lock] = {}
         self._last_check_at: dict = {}  # newer than the database's when readings did not change
         self._guard = threading.Lock()
-        transitions.observer_holds_maintenance = self.holds_maintenance
-        transitions.observer_overridden = self.suppress
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ class ObserverService:
                 else:
                     self._scheduler.every(_job_id(deployment_id), observer.interval, self.run_scheduled_check,
                                           deployment_id)
-            self._bus.publish("observer.checked", deployment_id=deployment_id)
+            self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)
 
     def observer_for(self, deployment_id: int) -> ObserverConfig | None:
         with self._guard:
@@ -100,7 +100,7 @@ class ObserverService:
         """A person forced the deployment out of the observer's Maintenance: the observer
         must not put it straight back, until its source has read normal once."""
         (ObserverStatus.update(suppressed=True).where(ObserverStatus.deployment == deployment.id).execute())
-        self._bus.publish("observer.checked", deployment_id=deployment.id)
+        self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment.id)
 
     # -- checking --------------------------------------------------------------------------
 
@@ -134,9 +134,9 @@ class ObserverService:
             changed, after = self._record(observer, before, value, decision, error)
             if decision is not None:
                 self._act(deployment_id, observer, value, decision, after)
-            self._bus.publish("observer.check.finished", deployment_id=deployment_id, ok=error is None)  # metrics
+            self._bus.publish(events.OBSERVER_CHECK_FINISHED, deployment_id=deployment_id, ok=error is None)  # metrics
             if changed:
-                self._bus.publish("observer.checked", deployment_id=deployment_id)
+                self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)
 
     def _check_lock(self, deployment_id: int) -> threading.Lock:
         with self._guard:
@@ -168,10 +168,10 @@ class ObserverService:
             ObserverStatus.update(last_check_at=now, **after).where(ObserverStatus.id == status.id).execute()
         # Announced once stored, so listeners (webhooks) read the new status.
         if after["failing"] and not status.failing:
-            self._bus.publish("observer.failing", deployment_id=status.deployment_id, observer=observer.name,
+            self._bus.publish(events.OBSERVER_FAILING, deployment_id=status.deployment_id, observer=observer.name,
                               failures=after["failures"], error=error)
         elif status.failing and not after["failing"]:
-            self._bus.publish("observer.recovered", deployment_id=status.deployment_id, observer=observer.name)
+            self._bus.publish(events.OBSERVER_RECOVERED, deployment_id=status.deployment_id, observer=observer.name)
         return changed, after
 
     def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str, status: dict) -> None:

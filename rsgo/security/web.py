@@ -11,13 +11,9 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from rsgo.security import accounts, principal
-from rsgo.security.rate_limit import FailureWindow
 
 log = logging.getLogger(__name__)
 
-# The sixth failed sign-in within the window is refused (429), per user name and per address.
-LOGIN_FAILURES_ALLOWED = 5
-LOGIN_WINDOW_SECONDS = 15 * 60
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -55,7 +51,6 @@ def register(app, settings) -> None:
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
-    app.extensions["rsgo_login_limiter"] = FailureWindow(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
     app.before_request(principal.before_request)
 
     @app.after_request

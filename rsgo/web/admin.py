@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
+from rsgo.runtime import current_runtime
 from rsgo import webhooks as webhook_service
 from rsgo.security import accounts, event_log
 from rsgo.security import tokens as api_tokens  # the module; ``tokens`` is the Tokens page's view
@@ -134,7 +135,7 @@ def webhooks(error: str | None = None, status: int = 200):
 @requires("admin")
 def add_webhook():
     try:
-        hook = current_app.extensions["rsgo"].webhooks.add(
+        hook = current_runtime().webhooks.add(
             request.form.get("name", ""), request.form.get("url", ""), request.form.get("secret"),
             request.form.getlist("events"), created_by=current().name)
     except webhook_service.WebhookError as error:

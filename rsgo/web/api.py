@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, jsonify, request, url_for
 
+from rsgo.runtime import current_runtime
 from rsgo import audit
 from rsgo import deployment_queries
 from rsgo.security.principal import client_address, current, requires, visible
@@ -12,14 +13,11 @@ from rsgo.web.openapi import openapi_document
 from rsgo.problems import Problem
 from rsgo.web.api_json import audit_json, deployment_detail, deployment_summary, transition_json
 from rsgo.stack_config import ConfigRejected
-from rsgo.transitions import ModeChangeRefused
+from rsgo.web.operate_policy import require_operator
 from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_request
 from rsgo.windows import WindowError, parse_window
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
-
-def _runtime():
-    return current_app.extensions["rsgo"]
 
 
 def _load_deployment(ref: str) -> Deployment:
@@ -36,11 +34,11 @@ def openapi():
 @blueprint.get("/deployments")
 @requires("read")
 def list_deployments():
-    inventory = _runtime().inventory
+    inventory = current_runtime().inventory
     stopped_sets = deployment_queries.stopped_sets_by_deployment()
     running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
     items = [
-        deployment_summary(_runtime().transitions.shown(d), inventory, stopped_sets.get(d.id, set()), running.get(d.id))
+        deployment_summary(current_runtime().transitions.shown(d), inventory, stopped_sets.get(d.id, set()), running.get(d.id))
         for d in Deployment.select().order_by(Deployment.name, Deployment.environment)
         if visible(d)
     ]
@@ -48,7 +46,7 @@ def list_deployments():
 
 
 def _detail(deployment: Deployment) -> dict:
-    runtime = _runtime()
+    runtime = current_runtime()
     return deployment_detail(runtime.transitions.shown(deployment), runtime.inventory, runtime.observers.status(deployment.id),
                              runtime.windows.windows_json(deployment.id))
 
@@ -67,7 +65,7 @@ def _no_observer(deployment: Deployment) -> Problem:
 @requires("read")
 def show_observer(ref: str):
     deployment = _load_deployment(ref)
-    status = _runtime().observers.status(deployment.id)
+    status = current_runtime().observers.status(deployment.id)
     if status is None:
         raise _no_observer(deployment)
     return jsonify(status)
@@ -78,7 +76,7 @@ def show_observer(ref: str):
 def check_observer(ref: str):
     """Check now, at once, and act on the result like a scheduled check would."""
     deployment = _load_deployment(ref)
-    status = _runtime().observers.check(deployment.id)
+    status = current_runtime().observers.check(deployment.id)
     if status is None:
         raise _no_observer(deployment)
     return jsonify(status)
@@ -88,7 +86,7 @@ def check_observer(ref: str):
 @requires("read")
 def list_windows(ref: str):
     deployment = _load_deployment(ref)
-    return jsonify(items=_runtime().windows.windows_json(deployment.id))
+    return jsonify(items=current_runtime().windows.windows_json(deployment.id))
 
 
 @blueprint.post("/deployments/<ref>/windows")
@@ -106,7 +104,7 @@ def add_window(ref: str):
     except WindowError as error:
         field, _, message = str(error).partition(": ")
         raise Problem(400, "invalid_request", str(error), field=field if message else None) from None
-    runtime = _runtime()
+    runtime = current_runtime()
     window = runtime.windows.add(deployment, spec, origin="api", created_by=current().name)
     runtime.windows.evaluate()  # a window that contains now takes effect at once
     created = next(w for w in runtime.windows.windows_json(deployment.id) if w["id"] == window.id)
@@ -123,7 +121,7 @@ def delete_window(ref: str, window_id: int):
         raise Problem(404, "not_found", f"{deployment.name} has no window {window_id}")
     if window.origin == "config":
         raise Problem(409, "window_from_config", f"window {window.name} comes from the config file; change it there")
-    _runtime().windows.remove(window)
+    current_runtime().windows.remove(window)
     return "", 204
 
 
@@ -134,7 +132,7 @@ def reload_config():
     if current().stacks is not None:
         raise Problem(403, "forbidden", f"{current().name} is limited to some stacks; a reload affects all")
     try:
-        config = _runtime().reload_config()
+        config = current_runtime().reload_config()
     except ConfigRejected as rejected:
         problems = rejected.config.problems
         raise Problem(422, "invalid_config",
@@ -151,8 +149,8 @@ def reload_config():
 def show_operation_mode(ref: str):
     deployment = _load_deployment(ref)
     running = deployment_queries.running_transition(deployment.id)
-    deployment = _runtime().transitions.shown(deployment)
-    summary = deployment_summary(deployment, _runtime().inventory, set(), running)
+    deployment = current_runtime().transitions.shown(deployment)
+    summary = deployment_summary(deployment, current_runtime().inventory, set(), running)
     return jsonify(deploymentId=deployment.id, operationMode=deployment.mode, trigger=summary["trigger"],
                    modeChangedAt=summary["modeChangedAt"], transitionInProgress=summary["transitionInProgress"])
 
@@ -162,21 +160,10 @@ def show_operation_mode(ref: str):
 def change_operation_mode(ref: str):
     deployment = _load_deployment(ref)
     change_request = mode_change_request(json_object())  # an invalid request is refused and not recorded
-    runtime = _runtime()
-    principal = current()
-    if not principal.can("operate"):
-        refusal = Problem(403, "forbidden", f"{principal.name} may not change modes (needs operate)")
-        audit.record_refusal(deployment, requested_mode=change_request.new_mode, source="api", actor=principal.name,
-                             reason=change_request.reason, error=f"{refusal.code}: {refusal.detail}",
-                             address=client_address(), bus=runtime.bus)
-        raise refusal
-    try:
-        change = runtime.transitions.change_mode(
-            deployment.id, change_request.new_mode, source="api", actor=principal.name,
-            reason=change_request.reason, force=change_request.force, wait=change_request.wait,
-            address=client_address())
-    except ModeChangeRefused as refusal:
-        raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
+    require_operator(deployment, requested_mode=change_request.new_mode, source="api", reason=change_request.reason)
+    change = current_runtime().transitions.change_mode(
+        deployment.id, change_request.new_mode, source="api", actor=current().name, reason=change_request.reason,
+        force=change_request.force, wait=change_request.wait, address=client_address())
     body = {
         "success": change.outcome in ("noop", "succeeded", "running"),
         "message": _message(change),
@@ -248,7 +235,7 @@ def show_transition(transition_id: int):
     if not visible(transition.deployment):  # the same answer as for an unknown transition
         raise Problem(404, "not_found", f"no transition {transition_id}")
     body = transition_json(transition)
-    held = _runtime().transitions.held_failure(transition.deployment_id)
+    held = current_runtime().transitions.held_failure(transition.deployment_id)
     if held is not None and held.transition_id == transition.id:
         # Failed, though the database could not take that yet: say so rather than "running".
         body.update(outcome="failed", error=f"storage failure (not recorded yet): {held.error}")

@@ -6,10 +6,11 @@ import logging
 from http import HTTPStatus
 
 import peewee
-from flask import render_template, request
+from flask import render_template, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from rsgo.db import storage_error_text
+from rsgo.mode_change import ModeChangeRefused
 from rsgo.deployment_queries import AmbiguousDeployment, DeploymentNotFound
 from rsgo.web.http_input import MAX_REQUEST_BYTES, MAX_REQUEST_TEXT
 from rsgo.modes import MODE_NAMES, InvalidMode
@@ -26,6 +27,10 @@ def _wants_problem() -> bool:
     return request.path.startswith("/api/") or request.path in ("/metrics", "/ws")
 
 
+# A refused mode change is 409 (the state does not allow it now) unless a dependency is missing.
+_REFUSAL_STATUS = {"docker_unreachable": 503, "storage_unavailable": 503}
+
+
 def register(app) -> None:
     def answer(status: int, code: str, detail: str, headers: dict | None = None, **extra):
         if _wants_problem():
@@ -38,6 +43,15 @@ def register(app) -> None:
     @app.errorhandler(Problem)
     def on_problem(problem: Problem):
         return answer(problem.status, problem.code, problem.detail, headers=problem.headers, **problem.extra)
+
+    @app.errorhandler(ModeChangeRefused)
+    def on_refused(refusal: ModeChangeRefused):
+        extra = dict(refusal.extra)
+        if extra.get("transitionId") is not None:
+            extra["transitionUrl"] = url_for("api.show_transition", transition_id=extra["transitionId"])
+        status = _REFUSAL_STATUS.get(refusal.code, 409)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return answer(status, refusal.code, refusal.detail, headers=headers, **extra)
 
     @app.errorhandler(DeploymentNotFound)
     def on_not_found(error):

@@ -15,31 +15,28 @@ import threading
 
 from flask import render_template
 
+from rsgo import events
 from rsgo.web import page_context
-from rsgo.db import database
-from rsgo.events import EventBus
-from rsgo.web.hub import Hub
+from rsgo.db import release_thread_connection
 from rsgo.models import AuditEntry, Deployment
 from rsgo.web.api_json import audit_json
 
 log = logging.getLogger(__name__)
 
-_DEPLOYMENT_EVENTS = ("transition.started", "transition.progress", "transition.finished", "mode.changed",
-                      "deployment.enforced", "observer.checked", "observer.failing", "observer.recovered",
-                      "windows.changed")
-_PUSHED_EVENTS = frozenset(_DEPLOYMENT_EVENTS) | {"container.changed", "deployment.discovered", "audit.recorded"}
+# Only what changes a page wakes the renderer (hundreds of observer checks a second must not).
+_PUSHED_EVENTS = events.DEPLOYMENT_PAGE_EVENTS | {events.CONTAINER_CHANGED, events.DEPLOYMENT_DISCOVERED,
+                                                  events.AUDIT_RECORDED}
 
 
 class LivePush:
-    def __init__(self, app, bus: EventBus, hub: Hub, runtime):
+    def __init__(self, app, runtime):
         self._app = app
-        self.hub = hub
-        self._hub = hub
+        self._hub = runtime.hub
         self._runtime = runtime
         self._events: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         # Only what changes a page wakes the worker (hundreds of observer checks a second must not).
-        self._unsubscribe = bus.subscribe(
+        self._unsubscribe = runtime.bus.subscribe(
             lambda kind, payload: self._events.put((kind, payload)) if kind in _PUSHED_EVENTS else None)
         self._thread = threading.Thread(target=self._run, name="rsgo-live-push", daemon=True)
         self._thread.start()
@@ -59,29 +56,29 @@ class LivePush:
                 except queue.Empty:
                     break
             try:
+                # A request context of its own, so templates can call url_for as they do in a page.
                 with self._app.test_request_context("/"):
                     self._push(batch)
             except Exception:
                 log.exception("rendering live fragments failed")
             finally:
-                if not database.is_closed():
-                    database.close()
+                release_thread_connection()
 
     def _push(self, batch: list[tuple[str, dict]]) -> None:
         deployment_ids: list[int] = []
         discovered: list[int] = []
         audit_ids: list[int] = []
         for kind, payload in batch:
-            if kind in _DEPLOYMENT_EVENTS:
+            if kind in events.DEPLOYMENT_PAGE_EVENTS:
                 if payload.get("deployment_id") is not None:
                     deployment_ids.append(payload["deployment_id"])
-            elif kind == "container.changed":
+            elif kind == events.CONTAINER_CHANGED:
                 container = payload["new"] or payload["old"]
                 deployment_ids.extend(d.id for d in Deployment.select(Deployment.id).where(
                     (Deployment.environment == payload["environment"]) & (Deployment.name == container.stack)))
-            elif kind == "deployment.discovered":
+            elif kind == events.DEPLOYMENT_DISCOVERED:
                 discovered.append(payload["deployment_id"])
-            elif kind == "audit.recorded":
+            elif kind == events.AUDIT_RECORDED:
                 audit_ids.append(payload["entry_id"])
         for deployment_id in dict.fromkeys(discovered):
             self._push_new_deployment(deployment_id)
@@ -108,8 +105,7 @@ class LivePush:
         t = page_context.latest_transition(deployment_id)
         self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
             render_template(template, d=d, t=t, oob="true", can_operate=can_operate)
-            for template in ("deployments/_mode.html", "deployments/_progress.html", "deployments/_containers.html",
-                             "deployments/_observer.html", "deployments/_windows.html")))
+            for template in page_context.DEPLOYMENT_REGIONS.values()))
 
     def _push_new_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
@@ -126,8 +122,8 @@ class LivePush:
             return
         entries = [audit_json(entry)]
         deployment_rows = render_template("history/_pushed_rows.html", entries=entries,
-                                          rows_id=f"history-rows-{entry.deployment_id}")
+                                          rows_id=page_context.history_rows_id(entry.deployment_id))
         self._publish(f"deployment:{entry.deployment_id}", lambda _can_operate: deployment_rows)
-        all_rows = render_template("history/_pushed_rows.html", entries=entries, rows_id="history-rows-all",
+        all_rows = render_template("history/_pushed_rows.html", entries=entries, rows_id=page_context.history_rows_id(None),
                                    show_deployment=True)
         self._publish("history", lambda _can_operate: all_rows)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 
+from rsgo.runtime import current_runtime
 from rsgo.security import accounts, event_log
 from rsgo.security.principal import client_address, current, requires, session_key, sign_in
 from rsgo.web import ws
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def _limiter():
-    return current_app.extensions["rsgo_login_limiter"]
+    return current_runtime().login_limiter
 
 
 def _safe_next(target: str | None) -> str:

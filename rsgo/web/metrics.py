@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from rsgo.runtime import current_runtime
+from rsgo import events
 from rsgo.security.principal import current
 from rsgo.models import Deployment, ObserverStatus, Transition
 from rsgo.modes import Mode
@@ -82,16 +84,16 @@ class Metrics:
         self._unsubscribe = runtime.bus.subscribe(self._on_event)
 
     def _on_event(self, kind: str, payload: dict) -> None:
-        if kind == "transition.finished":
+        if kind == events.TRANSITION_FINISHED:
             self.transitions.labels(payload["outcome"]).inc()
             transition = Transition.get_or_none(Transition.id == payload["transition_id"])
             if transition is not None and transition.finished_at is not None:
                 self.duration.observe(max(0.0, (transition.finished_at - transition.requested_at).total_seconds()))
-        elif kind == "observer.check.finished":
+        elif kind == events.OBSERVER_CHECK_FINISHED:
             deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
             if deployment is not None:
                 self.observer_checks.labels(deployment.name, "ok" if payload["ok"] else "error").inc()
-        elif kind == "webhook.delivery.finished":
+        elif kind == events.WEBHOOK_DELIVERY_FINISHED:
             self.webhook_deliveries.labels(payload["result"]).inc()
 
     def close(self) -> None:
@@ -104,7 +106,7 @@ class Metrics:
 def register(app, runtime, settings) -> Metrics:
     """Metrics for this app; with ``RSGO_METRICS_PUBLIC=true`` /metrics needs no token."""
     metrics = Metrics(runtime)
-    app.extensions["rsgo_metrics"] = metrics
+    runtime.metrics = metrics
     runtime.on_stop(metrics.close)
     app.register_blueprint(blueprint)
     if settings.metrics_public:
@@ -121,4 +123,4 @@ def scrape():
             raise Problem(403, "forbidden", f"{principal.name} may not read metrics (needs read)")
         if principal.stacks is not None:
             raise Problem(403, "forbidden", f"{principal.name} is limited to some stacks; metrics cover every stack")
-    return Response(current_app.extensions["rsgo_metrics"].exposition(), content_type=CONTENT_TYPE_LATEST)
+    return Response(current_runtime().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -16,6 +16,22 @@ from rsgo.web.api_json import deployment_detail, deployment_summary, transition_
 
 _VERBS = {"stop": "stopped", "start": "started"}
 
+# The live regions of a deployment page: region id prefix (the id is "<prefix>-<deployment id>") ->
+# its partial template. The page view answers an HTMX request for one of them with its partial, and
+# the live push sends them all when the deployment changes: a new panel is one line here.
+DEPLOYMENT_REGIONS = {
+    "mode": "deployments/_mode.html",
+    "progress": "deployments/_progress.html",
+    "containers": "deployments/_containers.html",
+    "observer": "deployments/_observer.html",
+    "windows": "deployments/_windows.html",
+}
+
+
+def history_rows_id(deployment_id: int | None) -> str:
+    """The id of the history table body that live pushes prepend rows to (None: the global history)."""
+    return "history-rows-all" if deployment_id is None else f"history-rows-{deployment_id}"
+
 
 def progress_text(transition: dict) -> str:
     """"12 of 30 stopped" for the container actions of a transition."""

@@ -4,8 +4,9 @@ region's partial, everything else the full page (Hypermedia Systems' "one endpoi
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, request, url_for
+from flask import Blueprint, render_template, request, url_for
 
+from rsgo.runtime import current_runtime
 from rsgo import audit
 from rsgo.web import page_context
 from rsgo.security.principal import client_address, current, requires
@@ -14,7 +15,7 @@ from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
 from rsgo.web.api_json import audit_json, timestamp
-from rsgo.transitions import ModeChangeRefused
+from rsgo.web.operate_policy import require_operator
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.windows import WindowSpec
 
@@ -23,18 +24,15 @@ blueprint = Blueprint("pages", __name__)
 HISTORY_PAGE_SIZE = 25
 
 
-def _runtime():
-    return current_app.extensions["rsgo"]
-
 
 def _inventory():
-    return _runtime().inventory
+    return current_runtime().inventory
 
 
 @blueprint.app_context_processor
 def config_failure():
     """A rejected config reload, for the banner every signed-in page shows until a reload succeeds."""
-    failure = getattr(current_app.extensions.get("rsgo"), "reload_failure", None)
+    failure = current_runtime().reload_failure
     if failure is None or current().anonymous:
         return {}
     return {"config_failure": {"at": timestamp(failure.at), "problems": failure.problems}}
@@ -48,7 +46,7 @@ def _asked_region() -> str | None:
 @blueprint.get("/")
 @requires("read")
 def dashboard():
-    deployments = page_context.dashboard_items(_runtime())
+    deployments = page_context.dashboard_items(current_runtime())
     if _asked_region() == "deployment-list":
         return render_template("dashboard/_list.html", deployments=deployments)
     return render_template("dashboard/index.html", deployments=deployments, live_topics="dashboard")
@@ -58,19 +56,17 @@ def dashboard():
 @requires("read")
 def deployment_page(ref: str):
     deployment = find_deployment(ref, request.args.get("environment") or None)
-    d = page_context.detail(deployment, _runtime())
-    regions = {f"mode-{d['id']}": "deployments/_mode.html", f"progress-{d['id']}": "deployments/_progress.html",
-               f"containers-{d['id']}": "deployments/_containers.html",
-               f"observer-{d['id']}": "deployments/_observer.html",
-               f"windows-{d['id']}": "deployments/_windows.html"}
+    d = page_context.detail(deployment, current_runtime())
+    regions = {f"{prefix}-{d['id']}": template for prefix, template in page_context.DEPLOYMENT_REGIONS.items()}
     context = {"d": d, "t": page_context.latest_transition(deployment.id)}
     if _asked_region() in regions:
         return render_template(regions[_asked_region()], **context)
     entries = audit.entries(deployment_id=deployment.id, limit=HISTORY_PAGE_SIZE + 1)
-    if _asked_region() == f"history-rows-{deployment.id}":
+    rows_id = page_context.history_rows_id(deployment.id)
+    if _asked_region() == rows_id:
         return render_template("history/_rows.html", entries=[audit_json(e) for e in entries[:HISTORY_PAGE_SIZE]])
     return render_template("deployments/show.html", **context, live_topics=f"deployment:{deployment.id}",
-                           **_history_context(entries, f"history-rows-{deployment.id}",
+                           **_history_context(entries, rows_id,
                                               "pages.deployment_history", ref=deployment.id))
 
 
@@ -92,7 +88,7 @@ def history():
     entries = audit.entries(deployment_id=deployment_id, source=filters["source"], actor=filters["actor"],
                             before=int_param("before", None), limit=HISTORY_PAGE_SIZE + 1)
     filtered = any(filters.values())
-    rows_id = "history-rows-filtered" if filtered else "history-rows-all"
+    rows_id = "history-rows-filtered" if filtered else page_context.history_rows_id(None)
     context = _history_context(entries, rows_id, "pages.history",
                                **{k: v for k, v in filters.items() if v})
     context.update(filters=filters, filtered=filtered, show_deployment=True)
@@ -122,7 +118,7 @@ def mode_change_form(ref: str):
     if not request.args.get("to"):
         return ""
     target = parse_mode(request.args["to"])
-    d = page_context.detail(deployment, _runtime())
+    d = page_context.detail(deployment, current_runtime())
     return render_template("deployments/_mode_change_form.html", d=d, target=target.value,
                            preview=page_context.preview(deployment, target, _inventory()))
 
@@ -131,25 +127,15 @@ def mode_change_form(ref: str):
 @requires("read")
 def change_mode(ref: str):
     deployment = find_deployment(ref)
-    principal = current()
     # Checked before anything is done or recorded: an unknown mode or a bad reason is a 400 and no entry.
     target = parse_mode(request.form.get("newMode", ""))
     reason = clean_reason(request.form.get("reason"))
-    if not principal.can("operate"):
-        refusal = Problem(403, "forbidden", f"{principal.name} may not change modes (needs operate)")
-        audit.record_refusal(deployment, requested_mode=target.value, source="ui",
-                             actor=principal.name, reason=reason,
-                             error=f"{refusal.code}: {refusal.detail}", address=client_address(),
-                             bus=_runtime().bus)
-        raise refusal
+    require_operator(deployment, requested_mode=target.value, source="ui", reason=reason)
     if not reason:
         raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
-    try:
-        change = current_app.extensions["rsgo"].transitions.change_mode(
-            deployment.id, target.value, source="ui", actor=principal.name, reason=reason, wait=False,
-            address=client_address())
-    except ModeChangeRefused as refusal:
-        raise Problem(refusal.status, refusal.code, refusal.detail, **refusal.extra) from None
+    change = current_runtime().transitions.change_mode(
+        deployment.id, target.value, source="ui", actor=current().name, reason=reason, wait=False,
+        address=client_address())
     if change.outcome == "noop":
         message = f"{deployment.name} is already in {change.new_mode.value}; nothing was done."
     else:
@@ -161,9 +147,9 @@ def change_mode(ref: str):
 @requires("operate")
 def check_observer(ref: str):
     deployment = find_deployment(ref)
-    if _runtime().observers.check(deployment.id) is None:
+    if current_runtime().observers.check(deployment.id) is None:
         raise Problem(404, "not_found", f"{deployment.name} has no observer")
-    return render_template("deployments/_observer.html", d=page_context.detail(deployment, _runtime()))
+    return render_template("deployments/_observer.html", d=page_context.detail(deployment, current_runtime()))
 
 
 @blueprint.post("/deployments/<ref>/windows")
@@ -180,11 +166,11 @@ def add_adhoc_window(ref: str):
     reason = clean_reason(request.form.get("reason"))
     if not reason:
         raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
-    windows = _runtime().windows
+    windows = current_runtime().windows
     windows.add(deployment, WindowSpec("ad hoc", reason, duration=hours * 3600), origin="ui",
                 created_by=current().name)
     windows.evaluate()
-    return render_template("deployments/_windows.html", d=page_context.detail(deployment, _runtime()))
+    return render_template("deployments/_windows.html", d=page_context.detail(deployment, current_runtime()))
 
 
 @blueprint.post("/deployments/<ref>/windows/<int:window_id>/delete")
@@ -195,5 +181,5 @@ def delete_window(ref: str, window_id: int):
                                            & (MaintenanceWindow.deployment == deployment.id))
     if window is None or window.origin == "config":
         raise Problem(404, "not_found", "no such window (windows from the config file are changed there)")
-    _runtime().windows.remove(window)
-    return render_template("deployments/_windows.html", d=page_context.detail(deployment, _runtime()))
+    current_runtime().windows.remove(window)
+    return render_template("deployments/_windows.html", d=page_context.detail(deployment, current_runtime()))

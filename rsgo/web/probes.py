@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
+from rsgo.runtime import current_runtime
 from rsgo.db import check_writable
 
 blueprint = Blueprint("probes", __name__)
@@ -17,7 +18,7 @@ def healthz():
 @blueprint.get("/readyz")
 def readyz():
     """Ready when the database takes writes and the last contact with Docker succeeded."""
-    runtime = current_app.extensions["rsgo"]
+    runtime = current_runtime()
     inventory = runtime.inventory
     checks = {}
     try:

@@ -6,12 +6,13 @@ import queue
 import socket
 import time
 
-from flask import current_app, g, request
+from flask import g, request
 from flask_sock import ConnectionClosed, Sock
 
+from rsgo.runtime import current_runtime
 from rsgo.security import accounts
 from rsgo.security.principal import current, session_key
-from rsgo.db import database
+from rsgo.db import database, release_thread_connection
 from rsgo.web.hub import LiveLimitReached
 from rsgo.problems import Problem
 
@@ -31,7 +32,7 @@ SESSION_CHECK_SECONDS = 10
 
 @sock.route("/ws")
 def live_updates(ws):
-    hub = current_app.extensions["rsgo_live"].hub
+    hub = current_runtime().hub
     client = g.live_client  # admitted before the handshake (``_admit``)
     # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those,
     # rendered for what its user may do (operators see mode buttons, viewers do not).
@@ -41,8 +42,7 @@ def live_updates(ws):
     client.on_drop = lambda: _abort(ws)
     ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
     hub.subscribe(client, topics)
-    if not database.is_closed():
-        database.close()  # not held for the connection's lifetime (PostgreSQL has few to give)
+    release_thread_connection()  # not held for the connection's lifetime (PostgreSQL has few to give)
     next_check = time.monotonic()  # at once: the session may have ended during the handshake
     try:
         while client.alive and ws.connected:
@@ -76,7 +76,7 @@ def end_sessions(ended_key: str | None) -> None:
     """Close now every open websocket of the sessions that just ended (a sign-out, a role change,
     a deleted user): called by the views that end sessions, with the key ``accounts`` returned."""
     if ended_key:
-        current_app.extensions["rsgo_live"].hub.end_sessions(ended_key)
+        current_runtime().hub.end_sessions(ended_key)
 
 
 @sock.bp.before_request
@@ -84,7 +84,7 @@ def _admit():
     """Runs after the app's auth hook (session and Origin checked) and before the handshake: over the
     caps the answer is an HTTP problem, never an upgrade, so websockets cannot starve HTTP."""
     try:
-        g.live_client = current_app.extensions["rsgo_live"].hub.admit(session_key())
+        g.live_client = current_runtime().hub.admit(session_key())
     except LiveLimitReached as full:
         raise Problem(full.status, "too_many_live_connections", str(full), headers={"Retry-After": "30"}) from None
 
@@ -93,7 +93,7 @@ def _admit():
 def _release(_error):
     client = g.pop("live_client", None)
     if client is not None:
-        current_app.extensions["rsgo_live"].hub.release(client)
+        current_runtime().hub.release(client)
 
 
 def _abort(ws) -> None:
