@@ -104,6 +104,12 @@ def release_thread_connection() -> None:
         database.close()
 
 
+def read_snapshot():
+    """Reads that must agree with each other (a deployment and its running transition): one
+    transaction, so SQLite (WAL) and PostgreSQL show them as of one moment."""
+    return database.atomic()
+
+
 def write_transaction():
     """A transaction that will write. On SQLite it takes the write lock at once (IMMEDIATE): a
     transaction that read first and wanted to write later would fail with "database is locked"

@@ -117,3 +117,8 @@ def running_transition(deployment_id: int) -> Transition | None:
         .order_by(Transition.id.desc())
         .first()
     )
+
+
+def running_transitions() -> dict[int, Transition]:
+    """Every deployment's running transition, by deployment id, in one query."""
+    return {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}

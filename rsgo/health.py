@@ -1,4 +1,5 @@
-"""Health in mode context (§5): what the containers report, read in the light of the mode."""
+"""Health in mode context (docs/design.md#health): what the containers report, read in the light
+of the mode, and whether a person needs to look."""
 
 from __future__ import annotations
 
@@ -19,7 +20,18 @@ def _is_sick(container: ContainerInfo) -> bool:
     return not container.running or container.health == "unhealthy"
 
 
-def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], docker_reachable: bool) -> DeploymentHealth:
+def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], docker_reachable: bool,
+           observer_problem: str | None = None) -> DeploymentHealth:
+    """The containers' health in the light of the mode; a failing or disabled observer
+    (``observer_problem``) always needs attention too, whatever the containers say."""
+    health = _containers_health(mode, containers, stopped_set, docker_reachable)
+    if observer_problem is None:
+        return health
+    return DeploymentHealth(health.status, True, (*health.problems, observer_problem))
+
+
+def _containers_health(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str],
+                       docker_reachable: bool) -> DeploymentHealth:
     if not docker_reachable:
         return DeploymentHealth("Unknown", True, ("Docker is unreachable",))
     if not containers:

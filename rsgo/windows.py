@@ -1,4 +1,4 @@
-"""Scheduled maintenance windows (§7): one-time and recurring, evaluated level-triggered.
+"""Scheduled maintenance windows (docs/design.md#windows): one-time and recurring, evaluated level-triggered.
 
 Every few seconds (and at start) ``evaluate(now)`` looks at each deployment's windows:
 inside one (overlapping windows count as one) a Normal deployment enters Maintenance with
@@ -113,6 +113,15 @@ def _instant(value, field: str) -> dt.datetime:
     if parsed.tzinfo is None:
         raise WindowError(f"{field}: give an offset (…+01:00 or Z), so the time is not ambiguous")
     return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """A window as the API and the pages show it (``rsgo.web.api_json.window_json`` builds the shape)."""
+
+    window: MaintenanceWindow
+    active: bool
+    upcoming: list  # (start, end) aware datetimes in the window's own zone
 
 
 class WindowService:
@@ -243,28 +252,12 @@ class WindowService:
             conflict_target=[ScheduleSuppression.deployment], update={ScheduleSuppression.until: _naive_utc(active[0])}
         ).execute()
 
-    def windows_json(self, deployment_id: int, now: dt.datetime | None = None) -> list[dict]:
+    def listing(self, deployment_id: int, now: dt.datetime | None = None) -> list[WindowView]:
+        """The deployment's windows, each with whether it is active now and its next occurrences."""
         now = now or self.clock()
-        result = []
-        for window in MaintenanceWindow.select().where(MaintenanceWindow.deployment == deployment_id).order_by(
-                MaintenanceWindow.id):
-            result.append({
-                "id": window.id,
-                "name": window.name,
-                "kind": "recurring" if window.cron else "one-time",
-                "start": _aware(window.starts_at).isoformat() if window.starts_at else None,
-                "end": _aware(window.ends_at).isoformat() if window.ends_at else None,
-                "cron": window.cron,
-                "timezone": window.timezone if window.cron else None,
-                "durationSeconds": window.duration_seconds,
-                "reason": window.reason,
-                "origin": window.origin,
-                "createdBy": window.created_by,
-                "active": self.span_at(window, now) is not None,
-                "nextOccurrences": [{"start": s.isoformat(), "end": e.isoformat()}
-                                    for s, e in self.upcoming(window, now)],
-            })
-        return result
+        return [WindowView(window, self.span_at(window, now) is not None, list(self.upcoming(window, now)))
+                for window in MaintenanceWindow.select().where(MaintenanceWindow.deployment == deployment_id)
+                .order_by(MaintenanceWindow.id)]
 
     def active_count(self, now: dt.datetime | None = None) -> int:
         now = now or self.clock()

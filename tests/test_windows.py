@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from conftest import put_mode, wait_for_deployment, wait_until
+from conftest import wait_for_deployment
+from support import put_mode, wait_until
 from rsgo.cron import Cron
 from rsgo.models import MaintenanceWindow
 from rsgo.windows import WindowService
@@ -194,7 +195,7 @@ def test_ad_hoc_two_hour_maintenance_ends_by_itself(stack_app):
 
     assert response.status_code == 201, response.json
     assert (response.json["kind"], response.json["start"], response.json["end"]) == (
-        "one-time", "2026-07-01T09:00:00+00:00", "2026-07-01T11:00:00+00:00")
+        "one-time", "2026-07-01T09:00:00.000Z", "2026-07-01T11:00:00.000Z")
     assert mode_of(client, stack.name)["operationMode"] == "Maintenance"
     assert not stack.is_running("api")
 

@@ -1,4 +1,5 @@
-"""Running observers: check a source, decide, act with ownership (§3, §6), keep status.
+"""Running observers: check a source, decide, act with ownership, keep status
+(docs/design.md#observers and #modes-and-ownership).
 
 Each deployment's observer is one scheduler job. A check's result lands in
 ``ObserverStatus`` (the database), so a restart or a config reload keeps the failure
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 
 from rsgo import events
 from rsgo import deployment_queries
@@ -19,12 +21,37 @@ from rsgo.models import Deployment, ObserverStatus
 from rsgo.modes import Mode
 from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
 from rsgo.observers import ObserverError
-from rsgo.db import timestamp
 from rsgo.stack_config import Config, ObserverConfig
 from rsgo.mode_change import ModeChangeRefused
 from rsgo.transitions import TransitionService
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObserverState:
+    """An observer's configuration and its last result (the API and the pages build their shapes
+    from it: ``rsgo.web.api_json.observer_json``)."""
+
+    config: ObserverConfig
+    row: ObserverStatus | None
+    state: str  # ok, error, suppressed, disabled, pending
+    error: str | None
+    last_check_at: object  # datetime or None
+    next_check_at: object
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.row and self.row.failing)
+
+    @property
+    def problem(self) -> str | None:
+        """Why a person should look at this observer (failing or disabled), or None."""
+        if self.state == "disabled":
+            return f"observer {self.config.name} is disabled: {self.error}"
+        if self.failing:
+            return f"observer {self.config.name} is failing: {self.error}"
+        return None
 
 
 def _job_id(deployment_id: int) -> str:
@@ -112,7 +139,7 @@ class ObserverService:
         except Exception:
             log.exception("observer check of deployment %s failed unexpectedly", deployment_id)
 
-    def check(self, deployment_id: int) -> dict | None:
+    def check(self, deployment_id: int) -> ObserverState | None:
         """Read the source once, decide, act; returns the new status (None: no observer)."""
         if self.observer_for(deployment_id) is None:
             return None
@@ -194,7 +221,8 @@ class ObserverService:
 
     # -- status ----------------------------------------------------------------------------
 
-    def status(self, deployment_id: int) -> dict | None:
+    def status(self, deployment_id: int) -> ObserverState | None:
+        """What the observer of a deployment is and last saw (None: it has none)."""
         observer = self.observer_for(deployment_id)
         if observer is None:
             return None
@@ -210,22 +238,8 @@ class ObserverService:
             state = "error"
         else:
             state = "ok"
-        return {
-            "type": observer.type,
-            "name": observer.name,
-            "target": observer.target(),
-            "state": state,
-            "error": observer.error if observer.disabled else (row.last_error if row else None),
-            "lastValue": row.last_value if row else None,
-            "lastDecision": row.last_decision if row else None,
-            "lastCheckAt": timestamp(self._last_check_at.get(deployment_id) or (row.last_check_at if row else None)),
-            "nextCheckAt": timestamp(next_run) if next_run else None,
-            "failures": row.failures if row else 0,
-            "failureThreshold": observer.failure_threshold,
-            "failing": bool(row and row.failing),
-            "suppressed": bool(row and row.suppressed),
-            "maintenanceValue": observer.maintenance_value,
-            "normalValue": observer.normal_value,
-            "pollingIntervalSeconds": observer.interval,
-            "confirmations": observer.confirmations,
-        }
+        return ObserverState(
+            config=observer, row=row, state=state,
+            error=observer.error if observer.disabled else (row.last_error if row else None),
+            last_check_at=self._last_check_at.get(deployment_id) or (row.last_check_at if row else None),
+            next_check_at=next_run)

@@ -11,7 +11,14 @@ from rsgo.security.principal import client_address, current, requires, visible
 from rsgo.models import Deployment, MaintenanceWindow, Transition
 from rsgo.web.openapi import openapi_document
 from rsgo.problems import Problem
-from rsgo.web.api_json import audit_json, deployment_detail, deployment_summary, transition_json
+from rsgo.web.api_json import (
+    audit_json,
+    deployment_detail,
+    deployment_list,
+    observer_json,
+    transition_json,
+    window_json,
+)
 from rsgo.stack_config import ConfigRejected
 from rsgo.web.operate_policy import require_operator
 from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_request
@@ -34,27 +41,13 @@ def openapi():
 @blueprint.get("/deployments")
 @requires("read")
 def list_deployments():
-    inventory = current_runtime().inventory
-    stopped_sets = deployment_queries.stopped_sets_by_deployment()
-    running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
-    items = [
-        deployment_summary(current_runtime().transitions.shown(d), inventory, stopped_sets.get(d.id, set()), running.get(d.id))
-        for d in Deployment.select().order_by(Deployment.name, Deployment.environment)
-        if visible(d)
-    ]
-    return jsonify(items=items)
-
-
-def _detail(deployment: Deployment) -> dict:
-    runtime = current_runtime()
-    return deployment_detail(runtime.transitions.shown(deployment), runtime.inventory, runtime.observers.status(deployment.id),
-                             runtime.windows.windows_json(deployment.id))
+    return jsonify(items=[summary for summary, _running in deployment_list(current_runtime(), keep=visible)])
 
 
 @blueprint.get("/deployments/<ref>")
 @requires("read")
 def show_deployment(ref: str):
-    return jsonify(_detail(_load_deployment(ref)))
+    return jsonify(deployment_detail(current_runtime(), _load_deployment(ref)))
 
 
 def _no_observer(deployment: Deployment) -> Problem:
@@ -68,7 +61,7 @@ def show_observer(ref: str):
     status = current_runtime().observers.status(deployment.id)
     if status is None:
         raise _no_observer(deployment)
-    return jsonify(status)
+    return jsonify(observer_json(status))
 
 
 @blueprint.post("/deployments/<ref>/observer/check")
@@ -79,14 +72,14 @@ def check_observer(ref: str):
     status = current_runtime().observers.check(deployment.id)
     if status is None:
         raise _no_observer(deployment)
-    return jsonify(status)
+    return jsonify(observer_json(status))
 
 
 @blueprint.get("/deployments/<ref>/windows")
 @requires("read")
 def list_windows(ref: str):
     deployment = _load_deployment(ref)
-    return jsonify(items=current_runtime().windows.windows_json(deployment.id))
+    return jsonify(items=[window_json(view) for view in current_runtime().windows.listing(deployment.id)])
 
 
 @blueprint.post("/deployments/<ref>/windows")
@@ -107,8 +100,8 @@ def add_window(ref: str):
     runtime = current_runtime()
     window = runtime.windows.add(deployment, spec, origin="api", created_by=current().name)
     runtime.windows.evaluate()  # a window that contains now takes effect at once
-    created = next(w for w in runtime.windows.windows_json(deployment.id) if w["id"] == window.id)
-    return jsonify(created), 201, {"Location": url_for("api.list_windows", ref=deployment.id) + f"/{window.id}"}
+    created = next(view for view in runtime.windows.listing(deployment.id) if view.window.id == window.id)
+    return jsonify(window_json(created)), 201, {"Location": url_for("api.list_windows", ref=deployment.id) + f"/{window.id}"}
 
 
 @blueprint.delete("/deployments/<ref>/windows/<int:window_id>")
@@ -147,11 +140,8 @@ def reload_config():
 @blueprint.get("/deployments/<ref>/operation-mode")
 @requires("read")
 def show_operation_mode(ref: str):
-    deployment = _load_deployment(ref)
-    running = deployment_queries.running_transition(deployment.id)
-    deployment = current_runtime().transitions.shown(deployment)
-    summary = deployment_summary(deployment, current_runtime().inventory, set(), running)
-    return jsonify(deploymentId=deployment.id, operationMode=deployment.mode, trigger=summary["trigger"],
+    summary = deployment_detail(current_runtime(), _load_deployment(ref))
+    return jsonify(deploymentId=summary["id"], operationMode=summary["operationMode"], trigger=summary["trigger"],
                    modeChangedAt=summary["modeChangedAt"], transitionInProgress=summary["transitionInProgress"])
 
 
@@ -168,7 +158,7 @@ def change_operation_mode(ref: str):
         "success": change.outcome in ("noop", "succeeded", "running"),
         "message": _message(change),
         "deploymentId": change.deployment.id,
-        "deployment": _detail(change.deployment),
+        "deployment": deployment_detail(current_runtime(), change.deployment),
         "previousMode": change.previous_mode.value,
         "newMode": change.new_mode.value,
         "triggerSource": "api",

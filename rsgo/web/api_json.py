@@ -4,17 +4,22 @@ from __future__ import annotations
 
 
 from rsgo import deployment_queries
-from rsgo.db import timestamp
+from flask import url_for
+
+from rsgo.db import read_snapshot, timestamp
 from rsgo.health import assess
-from rsgo.discovery import Inventory
 from rsgo.models import AuditEntry, Deployment, Transition, TransitionAction
 from rsgo.modes import Mode, allowed_targets
 
 
-def deployment_summary(deployment: Deployment, inventory: Inventory, stopped_set: set[str],
+def deployment_summary(runtime, deployment: Deployment, stopped_set: set[str],
                        running_transition: Transition | None) -> dict:
+    """One deployment as the list shows it. ``deployment`` as ``runtime.transitions.shown`` gives it."""
+    inventory = runtime.inventory
     containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
-    health = assess(Mode(deployment.mode), containers, stopped_set, inventory.reachable is not False)
+    observer = runtime.observers.status(deployment.id)
+    health = assess(Mode(deployment.mode), containers, stopped_set, inventory.reachable is not False,
+                    observer.problem if observer else None)
     return {
         "id": deployment.id,
         "name": deployment.name,
@@ -33,14 +38,32 @@ def deployment_summary(deployment: Deployment, inventory: Inventory, stopped_set
         },
         "modeChangedAt": timestamp(deployment.mode_changed_at),
         "transitionInProgress": None if running_transition is None else {
-            "id": running_transition.id, "url": f"/api/transitions/{running_transition.id}"},
+            "id": running_transition.id, "url": _transition_url(running_transition.id)},
+        "observer": observer_json(observer) if observer else None,
+        "allowedModes": [m.value for m in allowed_targets(Mode(deployment.mode))],
     }
 
 
-def deployment_detail(deployment: Deployment, inventory: Inventory, observer_status: dict | None = None,
-                      windows: list[dict] | None = None) -> dict:
-    stopped_set = deployment_queries.stopped_set_names(deployment.id)
-    body = deployment_summary(deployment, inventory, stopped_set, deployment_queries.running_transition(deployment.id))
+def deployment_list(runtime, keep=lambda deployment: True) -> list[tuple[dict, Transition | None]]:
+    """Every deployment's summary (with its running transition, for the pages' progress line), read
+    in one database snapshot so a row never mixes states from before and after a transition's end."""
+    with read_snapshot():
+        stopped_sets = deployment_queries.stopped_sets_by_deployment()
+        running = deployment_queries.running_transitions()
+        rows = [d for d in Deployment.select().order_by(Deployment.name, Deployment.environment) if keep(d)]
+        return [(deployment_summary(runtime, runtime.transitions.shown(d), stopped_sets.get(d.id, set()),
+                                    running.get(d.id)), running.get(d.id)) for d in rows]
+
+
+def deployment_detail(runtime, deployment: Deployment) -> dict:
+    """One deployment with its containers, stopped-set, observer and windows, in one snapshot."""
+    with read_snapshot():
+        deployment = runtime.transitions.shown(Deployment.get_by_id(deployment.id))
+        stopped_set = deployment_queries.stopped_set_names(deployment.id)
+        body = deployment_summary(runtime, deployment, stopped_set,
+                                  deployment_queries.running_transition(deployment.id))
+        windows = runtime.windows.listing(deployment.id)
+    inventory = runtime.inventory
     containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
     body["containerCounts"] = body["containers"]
     body["containers"] = [
@@ -56,17 +79,64 @@ def deployment_detail(deployment: Deployment, inventory: Inventory, observer_sta
         for c in containers
     ]
     body["stoppedSet"] = sorted(stopped_set)
-    body["allowedModes"] = [m.value for m in allowed_targets(Mode(deployment.mode))]
-    body["observer"] = observer_status
-    body["windows"] = windows or []
+    body["windows"] = [window_json(view) for view in windows]
     return body
+
+
+def observer_json(observer) -> dict:
+    """An observer's status (``rsgo.observers.service.ObserverState``)."""
+    config, row = observer.config, observer.row
+    return {
+        "type": config.type,
+        "name": config.name,
+        "target": config.target(),
+        "state": observer.state,
+        "error": observer.error,
+        "lastValue": row.last_value if row else None,
+        "lastDecision": row.last_decision if row else None,
+        "lastCheckAt": timestamp(observer.last_check_at),
+        "nextCheckAt": timestamp(observer.next_check_at),
+        "failures": row.failures if row else 0,
+        "failureThreshold": config.failure_threshold,
+        "failing": observer.failing,
+        "suppressed": bool(row and row.suppressed),
+        "maintenanceValue": config.maintenance_value,
+        "normalValue": config.normal_value,
+        "pollingIntervalSeconds": config.interval,
+        "confirmations": config.confirmations,
+    }
+
+
+def window_json(view) -> dict:
+    """A maintenance window (``rsgo.windows.WindowView``). Instants are UTC like every other answer;
+    a recurring window's next occurrences are in its own zone, with the offset, as people plan them."""
+    window = view.window
+    return {
+        "id": window.id,
+        "name": window.name,
+        "kind": "recurring" if window.cron else "one-time",
+        "start": timestamp(window.starts_at),
+        "end": timestamp(window.ends_at),
+        "cron": window.cron,
+        "timezone": window.timezone if window.cron else None,
+        "durationSeconds": window.duration_seconds,
+        "reason": window.reason,
+        "origin": window.origin,
+        "createdBy": window.created_by,
+        "active": view.active,
+        "nextOccurrences": [{"start": start.isoformat(), "end": end.isoformat()} for start, end in view.upcoming],
+    }
+
+
+def _transition_url(transition_id: int) -> str:
+    return url_for("api.show_transition", transition_id=transition_id)
 
 
 def transition_json(transition: Transition) -> dict:
     actions = list(transition.actions.order_by(TransitionAction.id))
     return {
         "id": transition.id,
-        "url": f"/api/transitions/{transition.id}",
+        "url": _transition_url(transition.id),
         "deploymentId": transition.deployment_id,
         "previousMode": transition.previous_mode,
         "targetMode": transition.target_mode,

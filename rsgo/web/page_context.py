@@ -11,8 +11,9 @@ from rsgo import deployment_queries
 from rsgo.discovery import Inventory
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
-from rsgo.modes import Mode, allowed_targets
-from rsgo.web.api_json import deployment_detail, deployment_summary, transition_json
+from rsgo.modes import Mode
+from rsgo.db import read_snapshot
+from rsgo.web.api_json import deployment_detail, deployment_list, deployment_summary, transition_json
 
 _VERBS = {"stop": "stopped", "start": "started"}
 
@@ -58,40 +59,32 @@ def latest_transition(deployment_id: int) -> dict | None:
     return body
 
 
-def dashboard_item(deployment: Deployment, runtime, stopped_set: set[str], running: Transition | None) -> dict:
-    deployment = runtime.transitions.shown(deployment)
-    item = deployment_summary(deployment, runtime.inventory, stopped_set, running)
+def dashboard_item(summary: dict, running: Transition | None) -> dict:
+    """A dashboard row: the API's summary plus the page link and the progress line."""
     # Built once per row: the row's links and buttons extend it (url_for per button costs a lot at 300 rows).
-    item["pageUrl"] = url_for("pages.deployment_page", ref=deployment.id)
-    item["observer"] = observer = runtime.observers.status(deployment.id)
-    if observer and (observer["failing"] or observer["state"] == "disabled"):
-        item["needsAttention"] = True
-        item["problems"].append(f"observer {observer['name']} is "
-                                + ("failing" if observer["failing"] else "disabled") + f": {observer['error']}")
-    item["allowedModes"] = [m.value for m in allowed_targets(Mode(deployment.mode))]
-    item["progressText"] = None
+    summary["pageUrl"] = url_for("pages.deployment_page", ref=summary["id"])
+    summary["progressText"] = None
     if running is not None:
         body = transition_json(running)
-        item["progressText"] = f"Changing to {body['targetMode']}: {progress_text(body)}"
-    return item
+        summary["progressText"] = f"Changing to {body['targetMode']}: {progress_text(body)}"
+    return summary
 
 
 def dashboard_items(runtime) -> list[dict]:
-    stopped_sets = deployment_queries.stopped_sets_by_deployment()
-    running = {t.deployment_id: t for t in Transition.select().where(Transition.status == "running")}
-    return [dashboard_item(d, runtime, stopped_sets.get(d.id, set()), running.get(d.id))
-            for d in Deployment.select().order_by(Deployment.name, Deployment.environment)]
+    return [dashboard_item(summary, running) for summary, running in deployment_list(runtime)]
 
 
 def dashboard_item_for(deployment: Deployment, runtime) -> dict:
-    return dashboard_item(deployment, runtime, deployment_queries.stopped_set_names(deployment.id),
-                          deployment_queries.running_transition(deployment.id))
+    with read_snapshot():
+        running = deployment_queries.running_transition(deployment.id)
+        summary = deployment_summary(runtime, runtime.transitions.shown(deployment),
+                                     deployment_queries.stopped_set_names(deployment.id), running)
+    return dashboard_item(summary, running)
 
 
 def detail(deployment: Deployment, runtime) -> dict:
-    body = deployment_detail(runtime.transitions.shown(deployment), runtime.inventory,
-                             runtime.observers.status(deployment.id),
-                             runtime.windows.windows_json(deployment.id))
+    """The deployment page's context: the API's detail plus the page link."""
+    body = deployment_detail(runtime, deployment)
     body["pageUrl"] = url_for("pages.deployment_page", ref=deployment.id)
     return body
 
