@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 database = peewee.DatabaseProxy()
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a bigger id names no row (and would not even fit a query)
+
 # What a failing database raises: read-only files, a full disk, a lost connection, a lock held too long.
 # (IntegrityError and programming errors are not storage failures and are not caught with these.)
 STORAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee
 
-from rsgo.web.http_input import MAX_ID
+from rsgo.db import MAX_ID
 from rsgo.models import Deployment, StoppedSetEntry, Transition
 
 

@@ -1,4 +1,4 @@
-"""Discovery (§2): the in-memory view of every labelled container, kept current by
+"""Discovery (docs/design.md#discovery): the in-memory view of every labelled container, kept current by
 Docker's events stream plus a periodic full resync.
 
 Every page and API read uses this view, so no request ever waits on Docker.

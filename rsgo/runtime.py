@@ -1,5 +1,5 @@
 """The long-lived parts of one rsgo process, how they are wired to each other, and their start and
-stop order (docs/design.md#composition). ``current_runtime()`` reaches it from a request."""
+stop order (docs/design.md#composition). Views reach it with ``rsgo.web.current_runtime()``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import threading
 from dataclasses import dataclass
 
 from rsgo import events
-from flask import current_app
-
 from rsgo.db import release_thread_connection, utcnow
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
@@ -40,11 +38,6 @@ LONG_JOB_THREADS = 32
 # The sixth failed sign-in within the window is refused (429), per user name and per address.
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_WINDOW_SECONDS = 15 * 60
-
-
-def current_runtime() -> Runtime:
-    """The runtime of the app handling this request."""
-    return current_app.extensions["rsgo"]
 
 
 class Runtime:

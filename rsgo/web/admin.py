@@ -6,7 +6,7 @@ import datetime as dt
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo import webhooks as webhook_service
 from rsgo.security import accounts, event_log
 from rsgo.security import tokens as api_tokens  # the module; ``tokens`` is the Tokens page's view

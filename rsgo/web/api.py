@@ -1,10 +1,10 @@
-"""The JSON API (§9) under /api."""
+"""The JSON API under /api (README "API"; the OpenAPI document is rsgo/web/openapi.py)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request, url_for
 
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo import audit
 from rsgo import deployment_queries
 from rsgo.security.principal import client_address, current, requires, visible
@@ -21,7 +21,7 @@ from rsgo.web.api_json import (
 )
 from rsgo.stack_config import ConfigRejected
 from rsgo.web.operate_policy import require_operator
-from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_request
+from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_body
 from rsgo.windows import WindowError, parse_window
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -149,7 +149,7 @@ def show_operation_mode(ref: str):
 @requires("read")
 def change_operation_mode(ref: str):
     deployment = _load_deployment(ref)
-    change_request = mode_change_request(json_object())  # an invalid request is refused and not recorded
+    change_request = mode_change_body(json_object())  # an invalid request is refused and not recorded
     require_operator(deployment, requested_mode=change_request.new_mode, source="api", reason=change_request.reason)
     change = current_runtime().transitions.change_mode(
         deployment.id, change_request.new_mode, source="api", actor=current().name, reason=change_request.reason,

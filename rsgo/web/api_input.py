@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from flask import request
 
-from rsgo.web.http_input import MAX_ID
+from rsgo.db import MAX_ID
 from rsgo.modes import MODE_NAMES, parse_mode
 from rsgo.problems import Problem
 
@@ -86,7 +86,7 @@ def clean_reason(reason) -> str:
 
 
 @dataclass(frozen=True)
-class ModeChangeRequest:
+class ModeChangeBody:
     new_mode: str
     reason: str
     force: bool
@@ -96,7 +96,7 @@ class ModeChangeRequest:
 _FIELDS = {"newMode": str, "mode": str, "reason": (str, type(None)), "force": bool, "wait": bool}
 
 
-def mode_change_request(body: dict) -> ModeChangeRequest:
+def mode_change_body(body: dict) -> ModeChangeBody:
     unknown = sorted(set(body) - set(_FIELDS))
     if unknown:
         raise _invalid(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}", unknown[0])
@@ -112,7 +112,7 @@ def mode_change_request(body: dict) -> ModeChangeRequest:
         raise Problem(400, "invalid_mode", f"newMode is required; valid modes: {', '.join(MODE_NAMES)}",
                       validModes=MODE_NAMES)
     # Checked here, before anything is done or recorded: an unknown mode is 400 invalid_mode.
-    return ModeChangeRequest(parse_mode(requested).value, clean_reason(body.get("reason")),
+    return ModeChangeBody(parse_mode(requested).value, clean_reason(body.get("reason")),
                              body.get("force", False), body.get("wait", True))
 
 

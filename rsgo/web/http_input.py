@@ -7,9 +7,10 @@ from __future__ import annotations
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
+from rsgo.db import MAX_ID
+
 MAX_REQUEST_BYTES = 1024 * 1024  # 1 MiB: rsgo's bodies are a mode and a reason; anything near this is abuse
 MAX_REQUEST_TEXT = "1 MiB"
-MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a bigger id names no row (and would not even fit a query)
 
 try:  # gunicorn parses chunked bodies lazily, while the app reads them
     from gunicorn.http.errors import ParseException as _GunicornParseError

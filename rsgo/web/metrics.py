@@ -1,4 +1,4 @@
-"""Prometheus metrics at ``GET /metrics`` (§7), in a registry of the app's own.
+"""Prometheus metrics at ``GET /metrics`` (README "Metrics"), in a registry of the app's own.
 
 Counters and the duration histogram follow the event bus; the mode of every
 deployment, the failing observers and the active windows are read from the
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo import events
 from rsgo.security.principal import current
 from rsgo.models import Deployment, ObserverStatus, Transition

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
 from rsgo.audit import OUTCOMES
-from rsgo.web.http_input import MAX_ID, MAX_REQUEST_TEXT
+from rsgo.db import MAX_ID
+from rsgo.web.http_input import MAX_REQUEST_TEXT
 
 
 def _ref(name: str) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from rsgo import audit
 from rsgo.models import Deployment
 from rsgo.problems import Problem
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo.security.principal import client_address, current
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request, url_for
 
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo import audit
 from rsgo.web import page_context
 from rsgo.security.principal import client_address, current, requires

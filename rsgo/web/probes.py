@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo.db import check_writable
 
 blueprint = Blueprint("probes", __name__)

@@ -9,7 +9,7 @@ import time
 from flask import g, request
 from flask_sock import ConnectionClosed, Sock
 
-from rsgo.runtime import current_runtime
+from rsgo.web import current_runtime
 from rsgo.security import accounts
 from rsgo.security.principal import current, session_key
 from rsgo.db import database, release_thread_connection
