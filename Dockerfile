@@ -49,27 +49,20 @@ RUN set -eux; \
         -r /tmp/deps/requirements.txt "setuptools>=68" wheel; \
     rm -rf /tmp/deps
 
-# The app. rsgo loads its templates and static files from ../templates and ../static next to
-# the rsgo package (Flask(__name__, template_folder="../templates")), and the wheel of
-# `pip install .` carries only the package: installed alone, rsgo would look in
-# site-packages/templates. So the source tree stays in /app, exactly as in the repository, and
-# PYTHONPATH=/app makes `import rsgo` load /app/rsgo; the (non-editable) install still gives the
-# `rsgo` command and the package metadata. (Carrying them as package data would need the
-# directories moved into rsgo/; the repository layout is kept as it is.)
-WORKDIR /app
-COPY README.md pyproject.toml ./
-COPY rsgo ./rsgo
-COPY templates ./templates
-COPY static ./static
+# The app, installed like any wheel (not editable): the templates and static files travel inside
+# the package (pyproject.toml maps the repository's templates/ and static/ to rsgo/templates and
+# rsgo/static), so the sources are not kept in the image.
+COPY README.md pyproject.toml /tmp/src/
+COPY rsgo /tmp/src/rsgo
+COPY templates /tmp/src/templates
+COPY static /tmp/src/static
 RUN set -eux; \
     /opt/rsgo/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index \
-        --no-build-isolation /app; \
-    rm -rf /app/build /app/*.egg-info; \
-    /opt/rsgo/bin/python -m compileall -q /app/rsgo; \
-    PYTHONPATH=/app /opt/rsgo/bin/python -c 'import os, rsgo; assert rsgo.__file__ == "/app/rsgo/__init__.py", rsgo.__file__; assert os.path.isdir("/app/templates") and os.path.isdir("/app/static")'
+        --no-build-isolation /tmp/src; \
+    rm -rf /tmp/src; \
+    cd /; /opt/rsgo/bin/python -c 'import os, rsgo.assets as a; assert a.__file__.startswith("/opt/rsgo/"), a.__file__; assert all(os.path.isfile(os.path.join(a.asset_folder(d), f)) for d, f in (("templates", "base.html"), ("static", "rsgo.css")))'
 
 ENV PATH=/opt/rsgo/bin:$PATH \
-    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RSGO_DATA_DIR=/data \

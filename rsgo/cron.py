@@ -1,4 +1,5 @@
-"""Cron expressions in an IANA time zone, with daylight-saving behaviour people expect.
+"""Cron expressions in an IANA time zone, with daylight-saving behaviour people expect
+(docs/design.md#windows).
 
 Five fields (minute hour day-of-month month day-of-week; ``*``, ``a-b``, ``*/n``, ``a,b``,
 names like ``SUN`` or ``JAN``; day-of-week 0 and 7 are Sunday). Times are wall-clock
@@ -73,7 +74,7 @@ class Cron:
     any_weekday: bool
 
     @classmethod
-    def parse(cls, expression: str, timezone: str) -> "Cron":
+    def parse(cls, expression: str, timezone: str) -> Cron:
         fields = expression.split()
         if len(fields) != 5:
             raise CronError(f"{expression!r} needs 5 fields (minute hour day-of-month month day-of-week)")
@@ -81,7 +82,7 @@ class Cron:
             zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise CronError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
-        parsed = [_values(text, *spec) for text, spec in zip(fields, _FIELDS)]
+        parsed = [_values(text, *spec) for text, spec in zip(fields, _FIELDS, strict=True)]
         weekdays = frozenset(0 if day == 7 else day for day in parsed[4])
         return cls(expression, zone, frozenset(parsed[0]), frozenset(parsed[1]), frozenset(parsed[2]),
                    frozenset(parsed[3]), weekdays, fields[2] == "*", fields[4] == "*")
@@ -131,10 +132,10 @@ class Cron:
 def _resolve(wall: dt.datetime) -> dt.datetime:
     """A wall-clock time in its zone → the instant it names (see the module docstring for gaps and folds)."""
     first = wall.replace(fold=0)
-    round_trip = first.astimezone(dt.timezone.utc).astimezone(wall.tzinfo)
+    round_trip = first.astimezone(dt.UTC).astimezone(wall.tzinfo)
     if round_trip.replace(tzinfo=None) != first.replace(tzinfo=None):
         return _gap_end(wall)
-    return first.astimezone(dt.timezone.utc)
+    return first.astimezone(dt.UTC)
 
 
 def _gap_end(wall: dt.datetime) -> dt.datetime:
@@ -144,6 +145,6 @@ def _gap_end(wall: dt.datetime) -> dt.datetime:
     for _ in range(24 * 60):
         probe += dt.timedelta(minutes=1)
         candidate = probe.replace(tzinfo=zone)
-        if candidate.astimezone(dt.timezone.utc).astimezone(zone).replace(tzinfo=None) == probe:
-            return candidate.astimezone(dt.timezone.utc)
+        if candidate.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) == probe:
+            return candidate.astimezone(dt.UTC)
     raise CronError(f"no valid time after {wall.replace(tzinfo=None)} in {zone}")

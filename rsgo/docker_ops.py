@@ -1,17 +1,20 @@
-"""All access to the Docker engine; the only module that imports ``docker``.
+"""All access to the Docker engine; the only module that imports ``docker`` (docs/design.md#composition).
 
 Every SDK or transport error leaves this module as a ``DockerError`` whose
-message says what rsgo tried to do and what the engine (or the socket) said.
+message says what rsgo tried to do and what the engine (or the socket) said
+(``_translated`` does it, once, around every call).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import docker
 import docker.errors
@@ -120,7 +123,8 @@ def _explain(error: Exception, doing: str) -> DockerError:
         if isinstance(detail, bytes):
             detail = detail.decode("utf-8", "replace")
         return DockerError(f"{doing}: Docker answered {error.status_code}: {detail}")
-    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, FileNotFoundError, ConnectionError)):
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, FileNotFoundError,
+                          ConnectionError)):
         return DockerUnreachable(f"{doing}: the Docker engine is unreachable ({_short(error)})")
     if isinstance(error, docker.errors.DockerException):
         text = str(error)
@@ -128,6 +132,17 @@ def _explain(error: Exception, doing: str) -> DockerError:
             return DockerUnreachable(f"{doing}: the Docker engine is unreachable ({_short(error)})")
         return DockerError(f"{doing}: {text}")
     return DockerError(f"{doing}: {_short(error)}")
+
+
+@contextlib.contextmanager
+def _translated(doing: str) -> Iterator[None]:
+    """Whatever the SDK or the transport raises inside leaves as a ``DockerError`` saying ``doing``."""
+    try:
+        yield
+    except DockerError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every failure is translated; the message names its cause
+        raise _explain(error, doing) from None
 
 
 def _short(error: Exception) -> str:
@@ -157,43 +172,27 @@ class DockerGateway:
     def _api(self):
         with self._lock:
             if self._client is None:
-                try:
+                with _translated("connecting to Docker"):  # not cached on failure: the next call tries again
                     self._client = self._new_client(self._timeout)
-                except Exception as error:  # not cached: the next call tries again
-                    raise _explain(error, "connecting to Docker") from None
             return self._client.api
 
     @property
     def endpoint(self) -> str:
-        import os
-
         return self._base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
     def ping(self) -> None:
-        try:
+        with _translated("pinging Docker"):
             self._api().ping()
-        except DockerError:
-            raise
-        except Exception as error:
-            raise _explain(error, "pinging Docker") from None
 
     def list_stack_containers(self, stack: str | None = None) -> list[ContainerInfo]:
         """Every container (running or not) labelled ``rsgo.stack`` (or ``rsgo.stack=<stack>``)."""
         label = STACK_LABEL if stack is None else f"{STACK_LABEL}={stack}"
-        try:
+        with _translated("listing containers"):
             return [_from_summary(row) for row in self._api().containers(all=True, filters={"label": label})]
-        except DockerError:
-            raise
-        except Exception as error:
-            raise _explain(error, "listing containers") from None
 
     def inspect(self, name_or_id: str) -> ContainerInfo:
-        try:
+        with _translated(f"inspecting {name_or_id}"):
             return _from_inspect(self._api().inspect_container(name_or_id))
-        except DockerError:
-            raise
-        except Exception as error:
-            raise _explain(error, f"inspecting {name_or_id}") from None
 
     def inspect_stack(self, stack: str) -> list[ContainerInfo]:
         """Full details (stop timeout, healthcheck) of a stack's containers, as a transition needs.
@@ -213,31 +212,21 @@ class DockerGateway:
             return [info for info in pool.map(inspect_or_none, summaries) if info is not None]
 
     def stop(self, name: str, grace_seconds: float) -> None:
-        try:
+        with _translated(f"stopping {name}"):
             # The SDK adds the grace period to the HTTP timeout, so a slow stop is not cut short.
             self._api().stop(name, timeout=max(0, int(round(grace_seconds))))
-        except DockerError:
-            raise
-        except Exception as error:
-            raise _explain(error, f"stopping {name}") from None
 
     def start(self, name: str) -> None:
-        try:
+        with _translated(f"starting {name}"):
             self._api().start(name)
-        except DockerError:
-            raise
-        except Exception as error:
-            raise _explain(error, f"starting {name}") from None
 
-    def event_stream(self, since: dt.datetime | None = None) -> "EventStream":
+    def event_stream(self, since: dt.datetime | None = None) -> EventStream:
         """Container events of labelled containers, on a connection of its own (no read timeout)."""
-        try:
+        with _translated("subscribing to Docker events"):
             client = self._new_client(None)
             stream = client.api.events(
                 since=since, decode=True, filters={"type": "container", "label": STACK_LABEL}
             )
-        except Exception as error:
-            raise _explain(error, "subscribing to Docker events") from None
         return EventStream(client, stream)
 
 
@@ -249,22 +238,17 @@ class EventStream:
         self._stream = stream
 
     def __iter__(self) -> Iterator[dict]:
-        try:
+        with _translated("reading Docker events"):
             for event in self._stream:
                 yield {
                     "action": event.get("Action") or event.get("status", ""),
                     "id": event.get("id") or (event.get("Actor") or {}).get("ID", ""),
                     "name": ((event.get("Actor") or {}).get("Attributes") or {}).get("name", ""),
                 }
-        except Exception as error:
-            raise _explain(error, "reading Docker events") from None
 
     def close(self) -> None:
-        try:
+        """Best effort: the stream or the client may already be closed, or the engine gone."""
+        with contextlib.suppress(Exception):
             self._stream.close()
-        except Exception:
-            pass
-        try:
+        with contextlib.suppress(Exception):
             self._client.close()
-        except Exception:
-            pass

@@ -1,5 +1,6 @@
-"""Container lifecycle (§4): dependency order, the plan for a target mode, and
-running one dependency level at a time with the containers of a level in parallel.
+"""Container lifecycle (docs/design.md#lifecycle, README "Labels"): dependency order, the plan
+for a target mode, and running one dependency level at a time with the containers of a level
+in parallel.
 """
 
 from __future__ import annotations
@@ -7,9 +8,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Callable
 
 from rsgo.docker_ops import (
     COMPOSE_DEPENDS_ON_LABEL,
@@ -108,27 +109,32 @@ def plan(target: Mode, containers: list[ContainerInfo], stopped_set: set[str]) -
     return actions
 
 
+def _duration_label(container: ContainerInfo, name: str) -> float | None:
+    """The duration a label gives (``30s``, ``2m``); None if it is missing, or unreadable (with a warning)."""
+    label = container.labels.get(name)
+    if not label:
+        return None
+    try:
+        return parse_duration(label)
+    except ValueError:
+        log.warning("%s: ignoring bad %s=%r", container.name, name, label)
+        return None
+
+
 def stop_grace(container: ContainerInfo, default: float) -> float:
     """``rsgo.stop_timeout``, else the container's own stop timeout, else the default."""
-    label = container.labels.get(STOP_TIMEOUT_LABEL)
-    if label:
-        try:
-            return parse_duration(label)
-        except ValueError:
-            log.warning("%s: ignoring bad %s=%r", container.name, STOP_TIMEOUT_LABEL, label)
+    label = _duration_label(container, STOP_TIMEOUT_LABEL)
+    if label is not None:
+        return label
     if container.own_stop_timeout is not None:
         return float(container.own_stop_timeout)
     return default
 
 
 def start_timeout(container: ContainerInfo, default: float) -> float:
-    label = container.labels.get(START_TIMEOUT_LABEL)
-    if label:
-        try:
-            return parse_duration(label)
-        except ValueError:
-            log.warning("%s: ignoring bad %s=%r", container.name, START_TIMEOUT_LABEL, label)
-    return default
+    """``rsgo.start_timeout``, else the default."""
+    label = _duration_label(container, START_TIMEOUT_LABEL)
+    return default if label is None else label
 
 
 @dataclass
@@ -182,7 +188,8 @@ class LevelRunner:
             return None
         began = time.monotonic()
         try:
-            outcome = self._stop(action.container_name) if action.action == "stop" else self._start(action.container_name)
+            name = action.container_name
+            outcome = self._stop(name) if action.action == "stop" else self._start(name)
             error = None
         except (DockerError, TimeoutError) as failure:
             outcome, error = "failed", str(failure)

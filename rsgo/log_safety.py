@@ -1,6 +1,6 @@
 """What must never reach a log line as it came: control characters from outside (a stack label with a
 newline would forge a line of its own) and the parameters of SQL statements (password hashes, token
-hashes, session keys, webhook secrets).
+hashes, session keys, webhook secrets). README "Users, tokens and security".
 """
 
 from __future__ import annotations

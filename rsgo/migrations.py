@@ -1,4 +1,4 @@
-"""Versioned schema changes, applied in order by ``db.migrate``.
+"""Versioned schema changes, applied in order by ``db.migrate`` at start (docs/design.md#composition).
 
 Version 1 creates the tables from the models. A later version that adds a
 column must use ``playhouse.migrate`` and skip a column that already exists,

@@ -1,4 +1,6 @@
-"""Tables: deployments, their stopped-sets, transitions with per-container actions, audit entries."""
+"""Tables: deployments, their stopped-sets, transitions with per-container actions, audit entries,
+observer status, windows, webhooks, users, tokens and the security log. What writes them:
+docs/design.md#transitions, docs/design.md#audit, docs/design.md#security."""
 
 from __future__ import annotations
 
@@ -213,7 +215,8 @@ class Webhook(BaseModel):
     name = peewee.CharField()
     url = peewee.TextField()
     secret = peewee.TextField(null=True)  # signs the body (HMAC-SHA256); never shown, never logged
-    events = peewee.TextField()  # comma-separated: mode.changed, transition.failed, observer.failing, observer.recovered
+    # Comma-separated: mode.changed, transition.failed, observer.failing, observer.recovered.
+    events = peewee.TextField()
     origin = peewee.CharField()  # config, ui
     created_by = peewee.CharField(default="config")
     created_at = peewee.DateTimeField(default=utcnow)

@@ -1,4 +1,5 @@
-"""Operation modes, the transition table of the spec (§3) and Maintenance ownership."""
+"""Operation modes and the table of allowed changes between them (README "Modes",
+docs/design.md#modes-and-ownership)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Where rsgo's own outbound requests (http observers, webhook deliveries) may go: ``RSGO_OUTBOUND_DENY``.
+"""Where rsgo's own outbound requests (http observers, webhook deliveries) may go: ``RSGO_OUTBOUND_DENY``
+(README "Users, tokens and security" and "Settings").
 
 Loopback and private targets are allowed by default: observers exist to read internal
 systems. An admin can deny networks (CIDRs, single addresses) and host names (a name

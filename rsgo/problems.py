@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: every API error is ``application/problem+json``."""
+"""RFC 9457 problem details: every API error is ``application/problem+json`` (README "API")."""
 
 from __future__ import annotations
 

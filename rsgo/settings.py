@@ -1,4 +1,4 @@
-"""Every setting rsgo reads from the environment, declared once.
+"""Every setting rsgo reads from the environment, declared once (README "Settings").
 
 Each setting has a name, a default, a help line and a parser. Parsing is strict:
 a bad value stops start-up with a message naming the variable. Secrets can also
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -117,29 +118,58 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_DATA_DIR", "./data", "Directory for the SQLite database and the generated secret key."),
     Setting("RSGO_CONFIG", "", "Stack config file (observers). Empty: `<data dir>/rsgo.yml`, if it exists."),
-    Setting("RSGO_HOST", "0.0.0.0", "Address `rsgo serve` binds to (all interfaces; every route but /healthz and /readyz needs a sign-in or a token)."),
+    Setting("RSGO_HOST", "0.0.0.0",
+            "Address `rsgo serve` binds to (all interfaces; every route but /healthz and /readyz needs a sign-in or "
+            "a token)."),
     Setting("RSGO_PORT", "8080", "TCP port `rsgo serve` listens on.", _port),
-    Setting("RSGO_THREADS", "32", "Worker threads of `rsgo serve` for HTTP requests (websockets get threads of their own, see below).", _positive_int),
-    Setting("RSGO_MAX_LIVE_CONNECTIONS", "100", "Open live websockets allowed in all; more are refused (503). `rsgo serve` adds a thread for each to `RSGO_THREADS`.", _positive_int),
-    Setting("RSGO_MAX_LIVE_CONNECTIONS_PER_USER", "10", "Open live websockets allowed per signed-in user (one per open page); more are refused (429).", _positive_int),
-    Setting("RSGO_ENVIRONMENT", "local", "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket)."),
-    Setting("RSGO_ENFORCE_MODES", "true", "Stop stopped-set containers again if they start while in Maintenance or Stopped.", parse_bool),
-    Setting("RSGO_RESYNC_INTERVAL", "30s", "How often the full container list is re-read besides the Docker events stream.", _positive_duration),
-    Setting("RSGO_ACTION_CONCURRENCY", "16", "How many containers of one dependency level are stopped or started at once.", _positive_int),
-    Setting("RSGO_DEFAULT_STOP_TIMEOUT", "10s", "Grace period for containers with neither `rsgo.stop_timeout` nor their own stop timeout.", _positive_duration),
-    Setting("RSGO_DEFAULT_START_TIMEOUT", "60s", "How long a started dependency may take to run (and be healthy) when `rsgo.start_timeout` is not set.", _positive_duration),
-    Setting("RSGO_OBSERVER_THREADS", "32", "Threads for observer checks; a hung source holds one until its timeout.", _positive_int),
-    Setting("RSGO_WINDOW_CHECK_INTERVAL", "5s", "How often maintenance windows are checked for their start and end.", _positive_duration),
-    Setting("RSGO_METRICS_PUBLIC", "false", "`true`: `GET /metrics` answers without a token (for a Prometheus on a trusted network).", parse_bool),
-    Setting("RSGO_SECRET_KEY", "", "Key that signs browser sessions. Empty: generated once and kept in the data dir (mode 0600).", secret=True),
+    Setting("RSGO_THREADS", "32",
+            "Worker threads of `rsgo serve` for HTTP requests (websockets get threads of their own, see below).",
+            _positive_int),
+    Setting("RSGO_MAX_LIVE_CONNECTIONS", "100",
+            "Open live websockets allowed in all; more are refused (503). `rsgo serve` adds a thread for each to "
+            "`RSGO_THREADS`.", _positive_int),
+    Setting("RSGO_MAX_LIVE_CONNECTIONS_PER_USER", "10",
+            "Open live websockets allowed per signed-in user (one per open page); more are refused (429).",
+            _positive_int),
+    Setting("RSGO_ENVIRONMENT", "local",
+            "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket)."),
+    Setting("RSGO_ENFORCE_MODES", "true",
+            "Stop stopped-set containers again if they start while in Maintenance or Stopped.", parse_bool),
+    Setting("RSGO_RESYNC_INTERVAL", "30s",
+            "How often the full container list is re-read besides the Docker events stream.", _positive_duration),
+    Setting("RSGO_ACTION_CONCURRENCY", "16",
+            "How many containers of one dependency level are stopped or started at once.", _positive_int),
+    Setting("RSGO_DEFAULT_STOP_TIMEOUT", "10s",
+            "Grace period for containers with neither `rsgo.stop_timeout` nor their own stop timeout.",
+            _positive_duration),
+    Setting("RSGO_DEFAULT_START_TIMEOUT", "60s",
+            "How long a started dependency may take to run (and be healthy) when `rsgo.start_timeout` is not set.",
+            _positive_duration),
+    Setting("RSGO_OBSERVER_THREADS", "32",
+            "Threads for observer checks; a hung source holds one until its timeout.", _positive_int),
+    Setting("RSGO_WINDOW_CHECK_INTERVAL", "5s",
+            "How often maintenance windows are checked for their start and end.", _positive_duration),
+    Setting("RSGO_METRICS_PUBLIC", "false",
+            "`true`: `GET /metrics` answers without a token (for a Prometheus on a trusted network).", parse_bool),
+    Setting("RSGO_SECRET_KEY", "",
+            "Key that signs browser sessions. Empty: generated once and kept in the data dir (mode 0600).",
+            secret=True),
     Setting("RSGO_ADMIN_USER", "admin", "Name of the admin `RSGO_ADMIN_PASSWORD` creates."),
-    Setting("RSGO_ADMIN_PASSWORD", "", "With no users yet: create the admin with this password instead of printing a setup link.", secret=True),
-    Setting("RSGO_SECURE_COOKIES", "auto", "`auto`: session cookies are Secure when the request came over HTTPS; `true` or `false` to force.", _tri_state),
+    Setting("RSGO_ADMIN_PASSWORD", "",
+            "With no users yet: create the admin with this password instead of printing a setup link.", secret=True),
+    Setting("RSGO_SECURE_COOKIES", "auto",
+            "`auto`: session cookies are Secure when the request came over HTTPS; `true` or `false` to force.",
+            _tri_state),
     Setting("RSGO_SESSION_LIFETIME", "12h", "How long a browser session lasts.", _positive_duration),
-    Setting("RSGO_OUTBOUND_DENY", "", "Comma-separated networks (CIDRs) and host names http observers and webhooks may not reach (checked at request time, every resolved address). Empty: no limit.", _outbound_deny),
-    Setting("RSGO_TRUSTED_PROXIES", "0", "How many reverse proxies in front of rsgo to trust for X-Forwarded-For/-Proto. Leave it 0 behind a proxy and the per-address sign-in throttle locks everyone out at once.", _non_negative_int),
+    Setting("RSGO_OUTBOUND_DENY", "",
+            "Comma-separated networks (CIDRs) and host names http observers and webhooks may not reach (checked at "
+            "request time, every resolved address). Empty: no limit.", _outbound_deny),
+    Setting("RSGO_TRUSTED_PROXIES", "0",
+            "How many reverse proxies in front of rsgo to trust for X-Forwarded-For/-Proto. Leave it 0 behind a "
+            "proxy and the per-address sign-in throttle locks everyone out at once.", _non_negative_int),
     Setting("RSGO_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
-    Setting("DATABASE_URL", "", "Empty: SQLite in the data dir. `postgresql://user:pass@host:5432/db` for PostgreSQL.", secret=True),
+    Setting("DATABASE_URL", "",
+            "Empty: SQLite in the data dir. `postgresql://user:pass@host:5432/db` for PostgreSQL.", secret=True),
 )
 
 
@@ -155,7 +185,7 @@ class Settings:
         except KeyError:
             raise AttributeError(key) from None
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         unknown = set(changes) - set(self._values)
         if unknown:
             raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")

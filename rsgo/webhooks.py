@@ -1,4 +1,5 @@
-"""Signed webhooks (§7): mode changes, failed transitions and observer failures POSTed as JSON.
+"""Signed webhooks (README "Webhooks"): mode changes, failed transitions and observer failures
+POSTed as JSON.
 
 The bus handler runs in the publisher's thread (a transition's), so it only writes the
 delivery row, with the exact body, and queues it; a small pool of threads of its own
@@ -10,7 +11,7 @@ Deliveries a crash left pending are sent at the next start.
 The body carries its own timestamp and, when the webhook has a secret, the header
 ``X-RSGO-Signature: sha256=<hex HMAC-SHA256 of the raw body>``: a receiver checks the
 signature and refuses old timestamps, so a replayed request is detectable. Secrets are
-never logged and never rendered.
+never logged (SQL parameters never reach the log: ``rsgo.log_safety``) and never rendered.
 """
 
 from __future__ import annotations
@@ -28,29 +29,24 @@ import uuid
 
 import requests
 
-from rsgo.db import database, utcnow
-from rsgo.events import EventBus
+from rsgo.db import database, release_thread_connection, timestamp, utcnow
+from rsgo.events import (
+    MODE_CHANGED,
+    OBSERVER_FAILING,
+    OBSERVER_RECOVERED,
+    TRANSITION_FINISHED,
+    WEBHOOK_DELIVERY_FINISHED,
+    EventBus,
+)
+from rsgo.http_errors import describe
 from rsgo.models import Deployment, ObserverStatus, Transition, Webhook, WebhookDelivery
 from rsgo.outbound import NO_POLICY, OutboundDenied, OutboundPolicy, guard
-from rsgo.db import timestamp
 from rsgo.stack_config import WEBHOOK_EVENTS, WebhookConfig
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "rsgo-webhooks/1"
 SECRET_MASK = "••••••••"
-
-
-class _HideSecretsInSql(logging.Filter):
-    """peewee logs every statement with its parameters at DEBUG: those writing webhooks carry the secret."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, tuple) and len(record.msg) == 2 and '"webhooks"' in str(record.msg[0]):
-            record.msg = (record.msg[0], "[parameters hidden: they may hold a webhook secret]")
-        return True
-
-
-logging.getLogger("peewee").addFilter(_HideSecretsInSql())
 
 
 class WebhookError(ValueError):
@@ -67,27 +63,6 @@ def attempts_of(delivery: WebhookDelivery) -> list[dict]:
         return json.loads(delivery.attempt_log or "[]")
     except ValueError:
         return []
-
-
-def _describe(error: requests.RequestException, timeout: float) -> str:
-    """A short cause without the URL (its path or query may be a secret itself)."""
-    if isinstance(error, requests.Timeout):
-        return f"timed out (no answer within {timeout:g}s)"
-    seen, pending = set(), [error]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return f"connection failed: {current.strerror}"
-        pending.extend(item for item in (*current.args, getattr(current, "reason", None), current.__cause__,
-                                         current.__context__) if isinstance(item, BaseException))
-    if isinstance(error, requests.exceptions.SSLError):
-        return "TLS handshake failed"
-    if isinstance(error, requests.ConnectionError):
-        return "connection failed"
-    return type(error).__name__
 
 
 class WebhookDispatcher:
@@ -167,13 +142,13 @@ class WebhookDispatcher:
 
     def _on_event(self, kind: str, payload: dict) -> None:
         """In the publisher's thread: write the deliveries and queue them; nothing is sent here."""
-        if kind == "mode.changed":
+        if kind == MODE_CHANGED:
             if payload["previous_mode"] == payload["new_mode"]:
                 return
             event = "mode.changed"
-        elif kind == "transition.finished" and payload.get("outcome") == "failed":
+        elif kind == TRANSITION_FINISHED and payload.get("outcome") == "failed":
             event = "transition.failed"
-        elif kind in ("observer.failing", "observer.recovered"):
+        elif kind in (OBSERVER_FAILING, OBSERVER_RECOVERED):
             event = kind
         else:
             return
@@ -304,8 +279,7 @@ class WebhookDispatcher:
                 log.exception("webhook delivery %s failed unexpectedly", delivery)
                 self._done(delivery)
             finally:
-                if not database.is_closed():
-                    database.close()
+                release_thread_connection()
                 with self._guard:
                     if self._lines.get(webhook):
                         self._queue.put(webhook)  # more are waiting: back in the queue, behind other webhooks
@@ -342,7 +316,7 @@ class WebhookDispatcher:
         except OutboundDenied as refusal:
             error, denied = str(refusal), True  # trying again would be refused again: failed at once
         except requests.RequestException as failure:
-            error = _describe(failure, self.timeout)
+            error = describe(failure, self.timeout)
         if self._stopping.is_set():
             return  # stopped meanwhile: the row stays pending and is sent at the next start
         duration_ms = int((time.monotonic() - began) * 1000)
@@ -372,5 +346,5 @@ class WebhookDispatcher:
         else:
             log.warning("webhook %s: %s delivery %s failed after %d attempts: %s", hook.name, row.event,
                         row.delivery_id, attempts, error)
-        self._bus.publish("webhook.delivery.finished", delivery_id=row.id, webhook=hook.name, event=row.event,
+        self._bus.publish(WEBHOOK_DELIVERY_FINISHED, delivery_id=row.id, webhook=hook.name, event=row.event,
                           result=result)

@@ -1,4 +1,5 @@
-"""Observers: one module per type, registered by the type names of the spec (§6)."""
+"""Observers: one module per type, registered by the type names the config file uses
+(README "Observers", docs/design.md#observers)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""The observer contract: a type declares its config fields and turns a check into a Reading.
+"""The observer contract (docs/design.md#observers): a type declares its config fields and turns
+a check into a Reading.
 
 ``check()`` returns what the source says (``Reading.value``; ``None`` when there is
 nothing to read: a missing row, NULL, a missing file, no regex match) or raises
 ``ObserverError`` with a message for people. Deciding and acting on the value is
-not the observer's job (see ``rsgo.observer_decisions``), so every type behaves the same.
+not the observer's job (see ``rsgo.observers.decision``), so every type behaves the same.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Observer:
     def __init__(self, settings: dict):
         """``settings``: this type's fields, validated and with defaults applied."""
         self.settings = settings
+
+    @classmethod
+    def validate(cls, settings: dict) -> list[str]:
+        """Problems with ``settings`` beyond what their field kinds check (at load), one message each."""
+        return []
 
     @classmethod
     def boundary_problems(cls, settings: dict, boundaries: Boundaries) -> list[tuple[str, str]]:

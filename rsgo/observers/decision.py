@@ -1,4 +1,5 @@
-"""From an observed value to a decision (§6), the same for every observer type."""
+"""From an observed value to a decision, the same for every observer type (README "Observers",
+docs/design.md#observers)."""
 
 from __future__ import annotations
 

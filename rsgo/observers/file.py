@@ -1,4 +1,5 @@
-"""The ``file`` observer: a flag file's existence, or its (trimmed) content, optionally through a regex."""
+"""The ``file`` observer: a flag file's existence, or its (trimmed) content, optionally through a regex
+(README "Observers")."""
 
 from __future__ import annotations
 
@@ -71,12 +72,12 @@ class FileObserver(Observer):
             return Reading("true" if self._exists() else "false")
         text = self._read()
         if text is None:
-            return Reading(None)  # §6: a missing file reads as normal
+            return Reading(None)  # a missing file reads as normal (README "Observers")
         if self.pattern is None:
             return Reading(text.strip())
         match = self.pattern.search(text)
         if match is None:
-            return Reading(None)  # §6: no match reads as normal
+            return Reading(None)  # no match reads as normal (README "Observers")
         # An optional group that did not take part is None: nothing to read, like no match.
         return Reading(match.group(1) if self.pattern.groups else match.group(0))
 

@@ -1,24 +1,23 @@
-"""The ``http`` observer: a URL's body, or one scalar in its JSON, fetched through ``requests``.
+"""The ``http`` observer: a URL's body, or one scalar in its JSON, fetched through ``requests``
+(README "Observers").
 
 Header values and URL passwords are secrets: they appear neither in ``target()`` nor in
-any error message, which is why errors are described from the exception's type and
-cause, never from ``str(error)`` (requests puts URLs and header values there).
+any error message, which is why errors are described by ``rsgo.http_errors`` from the
+exception's type and causes, never from ``str(error)`` (requests puts URLs and header values there).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
-import ssl
 import time
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-import urllib3
 
+from rsgo.http_errors import describe
 from rsgo.observers.base import Boundaries, Field, Observer, ObserverError, Reading
-from rsgo.outbound import OutboundDenied, guard
+from rsgo.outbound import guard
 
 # A status endpoint answers in a few bytes; the cap keeps a wrong URL (a download) from eating memory.
 MAX_BYTES = 1024 * 1024
@@ -99,23 +98,6 @@ def mask_url(url: str) -> str:
         userinfo, host = netloc.rsplit("@", 1)
         netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
     return urlunsplit(parts._replace(netloc=netloc, query=_SECRET_QUERY.sub(r"\1***", parts.query)))
-
-
-def _causes(error: BaseException):
-    """The exception and everything it wraps: requests and urllib3 nest the real cause in args and ``reason``."""
-    seen, queue = set(), [error]
-    while queue:
-        current = queue.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        nested = [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
-        queue.extend(item for item in nested if isinstance(item, BaseException))
-
-
-def _find(error: BaseException, kind):
-    return next((cause for cause in _causes(error) if isinstance(cause, kind)), None)
 
 
 class HttpObserver(Observer):
@@ -215,7 +197,7 @@ class HttpObserver(Observer):
         except ObserverError:
             raise
         except Exception as error:  # noqa: BLE001 - anything else is described without str(error), which may hold secrets
-            raise ObserverError(self._describe(error)) from None
+            raise ObserverError(describe(error, self.timeout)) from None
         if self.steps is None:
             return Reading(self._text(body, content_type))
         return self._pick(body)
@@ -269,32 +251,8 @@ class HttpObserver(Observer):
             return Reading(None)  # JSON null: nothing to read, like a NULL row
         if isinstance(value, (dict, list)):
             raise ObserverError(f"jsonPath {self.json_path}: value is {_kind(value)}, not a string, number or boolean")
-        # §6: numbers and booleans compare as their JSON text (true, 1, 1.5).
+        # Numbers and booleans compare as their JSON text (true, 1, 1.5): README "Observers".
         return Reading(value if isinstance(value, str) else json.dumps(value))
-
-    def _describe(self, error: Exception) -> str:
-        denied = _find(error, OutboundDenied)
-        if denied is not None:
-            return str(denied)
-        verification = _find(error, ssl.SSLCertVerificationError)
-        if verification is not None:
-            return f"TLS certificate verification failed ({verification.verify_message or 'untrusted certificate'})"
-        # Before timeouts: urllib3's "new connection failed" is a subclass of its connect-timeout error.
-        if _find(error, ConnectionRefusedError):
-            return "connection refused"
-        if _find(error, socket.gaierror):
-            return "host name could not be resolved"
-        if isinstance(error, requests.Timeout) or _find(error, TimeoutError):
-            return f"timed out after {self.timeout:g}s"
-        tls = _find(error, ssl.SSLError)
-        if tls is not None:
-            return f"TLS handshake failed ({tls.reason or type(tls).__name__})"
-        if isinstance(error, requests.TooManyRedirects):
-            return "too many redirects"
-        if isinstance(error, (requests.ConnectionError, urllib3.exceptions.ProtocolError)):
-            cause = next((c for c in _causes(error) if isinstance(c, OSError) and c.strerror), None)
-            return f"connection failed ({cause.strerror})" if cause is not None else "connection failed"
-        return f"request failed ({type(error).__name__})"
 
     def target(self) -> str:
         text = f"{self.method} {mask_url(self.url)}"

@@ -1,4 +1,4 @@
-"""ODBC access shared by the SQL observers (``sqlQuery``, ``sqlExtendedProperty``).
+"""ODBC access shared by the SQL observers (``sqlQuery``, ``sqlExtendedProperty``; README "Observers").
 
 Where the connection string comes from (``connectionString`` or ``connectionName``, the
 name of an environment variable holding it), one scalar query through pyodbc with a
@@ -26,11 +26,13 @@ unixODBC 2.3.11, pyodbc 5.5):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import threading
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import pyodbc
 
@@ -217,10 +219,8 @@ class _Query:
         with self.lock:
             self.abandoned = True
             if self.cursor is not None and not self.closed:
-                try:
+                with contextlib.suppress(Exception):  # best effort; the worker closes the connection anyway
                     self.cursor.cancel()
-                except Exception:  # noqa: BLE001 - best effort; the worker closes the connection anyway
-                    pass
 
 
 def _set_query_timeout(connection, seconds: int) -> None:
@@ -260,10 +260,8 @@ def _run(query: _Query, connection_string: str, statement: str, params: Sequence
             query.closed = True
             for handle in (cursor, connection):
                 if handle is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # best effort: it may be broken already
                         handle.close()
-                    except Exception:  # noqa: BLE001
-                        pass
         query.done.set()
 
 

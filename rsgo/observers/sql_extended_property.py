@@ -1,4 +1,5 @@
-"""``sqlExtendedProperty``: a database-level extended property of SQL Server, through ODBC (pyodbc)."""
+"""``sqlExtendedProperty``: a database-level extended property of SQL Server, through ODBC (pyodbc)
+(README "Observers")."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class SqlExtendedPropertyObserver(OdbcObserver):
         "propertyName": Field("string", required=True),
         "timeout": TIMEOUT_FIELD,
     }
-    # Exactly the statement of SPEC §6; the property name is its one bound parameter.
+    # The statement the README's Observers section shows; the property name is its one bound parameter.
     STATEMENT: ClassVar[str] = (
         "SELECT CAST(value AS NVARCHAR(MAX)) FROM sys.extended_properties WHERE class = 0 AND name = ?"
     )

@@ -1,4 +1,4 @@
-"""``sqlQuery``: the first column of the first row of a query, through ODBC (pyodbc)."""
+"""``sqlQuery``: the first column of the first row of a query, through ODBC (pyodbc) (README "Observers")."""
 
 from __future__ import annotations
 

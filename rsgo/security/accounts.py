@@ -1,8 +1,10 @@
-"""People: users with a role, passwords hashed with Argon2id (memory-hard), the one-time setup token."""
+"""People: users with a role, passwords hashed with Argon2id (memory-hard), the one-time setup token
+(README "Users, tokens and security").
+"""
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import secrets
 
@@ -12,14 +14,17 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from rsgo.db import utcnow, write_transaction
 from rsgo.models import SetupToken, User, new_session_key
-
-ROLES = ("viewer", "operator", "admin")
-# What each role may do; API tokens carry one of the same scopes.
-ROLE_PERMISSIONS = {"viewer": {"read"}, "operator": {"read", "operate"}, "admin": {"read", "operate", "admin"}}
+from rsgo.security.permissions import ROLES
+from rsgo.security.tokens import digest
 
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended memory and time costs
-# Verifying against this keeps a login for an unknown user as slow as one for a known user.
-_DUMMY_HASH = _hasher.hash("rsgo-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps a login for an unknown user as slow as one for a known user.
+    Made at the first such login, not at import (an Argon2 hash takes real time and memory)."""
+    return _hasher.hash("rsgo-no-such-user")
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -55,7 +60,7 @@ def create_user(username: str, password: str, role: str) -> User:
 # Sessions: a browser's signed cookie names its user by the user's session key (random, never
 # reused, unlike ids). Replacing the key ends every session of the user at once. Each function below
 # that ends sessions returns the key it ended, so the caller can also close the live websockets
-# opened with it (``LiveHub.end_sessions``).
+# opened with it (``Hub.end_sessions`` in rsgo.web.hub).
 
 def user_of_session(session_key: str | None) -> User | None:
     """The user a session cookie's key names, or None. The key comes only from a cookie whose
@@ -106,7 +111,7 @@ def authenticate(username: str, password: str) -> User | None:
     user = User.get_or_none(User.username == (username or "").strip())
     if user is None:
         try:
-            _hasher.verify(_DUMMY_HASH, password or "")
+            _hasher.verify(_dummy_hash(), password or "")
         except VerificationError:
             pass
         return None
@@ -126,22 +131,18 @@ def has_users() -> bool:
 
 # -- first start --------------------------------------------------------------------------
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def new_setup_token() -> str:
     """A fresh one-time token for creating the first admin; earlier unused ones stop working."""
     token = secrets.token_urlsafe(32)
     with write_transaction():
         SetupToken.delete().where(SetupToken.used_at.is_null()).execute()
-        SetupToken.create(token_hash=_digest(token))
+        SetupToken.create(token_hash=digest(token))
     return token
 
 
 def setup_token_valid(token: str) -> bool:
     return bool(token) and SetupToken.select().where(
-        (SetupToken.token_hash == _digest(token)) & SetupToken.used_at.is_null()).exists() and not has_users()
+        (SetupToken.token_hash == digest(token)) & SetupToken.used_at.is_null()).exists() and not has_users()
 
 
 def complete_setup(token: str, username: str, password: str) -> User:
@@ -150,5 +151,5 @@ def complete_setup(token: str, username: str, password: str) -> User:
         if not setup_token_valid(token):
             raise AccountError("this setup link is invalid or was already used")
         user = create_user(username, password, "admin")
-        SetupToken.update(used_at=utcnow()).where(SetupToken.token_hash == _digest(token)).execute()
+        SetupToken.update(used_at=utcnow()).where(SetupToken.token_hash == digest(token)).execute()
     return user

@@ -1,4 +1,5 @@
-"""Security events that belong to no deployment: logins, setup, users, tokens and webhooks (§11).
+"""Security events that belong to no deployment: logins, setup, users, tokens and webhooks
+(README "Users, tokens and security").
 
 Refused mode changes are ordinary audit entries of their deployment (with the address).
 """
@@ -12,7 +13,8 @@ KINDS = ("login.succeeded", "login.failed", "login.throttled", "logout", "setup.
 
 
 def record(kind: str, *, actor: str, address: str | None, detail: str = "") -> SecurityEvent:
-    assert kind in KINDS, kind
+    if kind not in KINDS:
+        raise ValueError(f"{kind!r} is not a security event kind (one of {', '.join(KINDS)})")
     return SecurityEvent.create(kind=kind, actor=actor, address=address, detail=detail)
 
 

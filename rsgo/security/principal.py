@@ -1,4 +1,5 @@
-"""Who is asking, and may they (§11): sessions for people, bearer tokens for scripts, CSRF for browsers.
+"""Who is asking, and may they (docs/design.md#security): sessions for people, bearer tokens for
+scripts, CSRF for browsers.
 
 Every request gets a ``Principal`` in ``g.principal`` before its view runs. Views declare
 what they need with ``@requires("read" | "operate" | "admin")``; a token limited to some
@@ -16,9 +17,8 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, request, session, url_for
 
-from rsgo.security import accounts, tokens
-from rsgo.security.accounts import ROLE_PERMISSIONS
 from rsgo.problems import Problem
+from rsgo.security import accounts, permissions, tokens
 
 # Orchestrators' probes: answered without looking at any credential, so a stray or bad
 # Authorization header can neither be needed nor get them refused.
@@ -68,7 +68,7 @@ def _from_request() -> Principal:
         except tokens.TokenRejected as rejected:
             raise Problem(401, "unauthorized", str(rejected)) from None
         stacks = tokens.stacks_of(token)
-        return Principal("token", f"token:{token.name}", frozenset(tokens.SCOPE_PERMISSIONS[token.scope]),
+        return Principal("token", f"token:{token.name}", permissions.of_scope(token.scope),
                          frozenset(stacks) if stacks is not None else None)
     key = session.get(SESSION_KEY)
     if key is not None:
@@ -76,7 +76,7 @@ def _from_request() -> Principal:
         # or a deletion replaces or removes that key, which ends every session that carries it.
         user = accounts.user_of_session(key)
         if user is not None:
-            return Principal("user", user.username, frozenset(ROLE_PERMISSIONS[user.role]), via_session=True,
+            return Principal("user", user.username, permissions.of_role(user.role), via_session=True,
                              role=user.role)
         session.clear()
     return ANONYMOUS

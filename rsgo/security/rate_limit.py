@@ -1,4 +1,5 @@
-"""Login throttling: at most N failures per user name and per address within a window."""
+"""Login throttling: at most N failures per user name and per address within a window
+(README "Users, tokens and security")."""
 
 from __future__ import annotations
 

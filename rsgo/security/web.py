@@ -1,5 +1,5 @@
-"""Wiring the security of the web surface: sessions, the auth hook, response headers,
-template helpers, and what happens on the very first start (no users yet)."""
+"""Wiring the security of the web surface (docs/design.md#security): sessions, the auth hook,
+response headers, template helpers, and what happens on the very first start (no users yet)."""
 
 from __future__ import annotations
 
