@@ -32,16 +32,13 @@ def _secret_key(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None, *, background: bool = True, gateway=None) -> Flask:
     """Build the app. ``background`` starts discovery, enforcement and resumption (off in unit tests)."""
-    from rsgo import db
-    from rsgo.runtime import Runtime
     from htmx_flask import Htmx
 
-    from rsgo import log_safety
-    from rsgo.web import http_input, metrics
+    from rsgo import db, log_safety
+    from rsgo.runtime import Runtime
     from rsgo.security import web
+    from rsgo.web import admin, api, errors, http_input, login, metrics, pages, probes, ws
     from rsgo.web.live_push import LivePush
-    from rsgo.web import admin, api, login, errors, pages, probes
-    from rsgo.web import ws
     from rsgo.web.ws import sock
 
     settings = settings or load_settings()

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
+from rsgo.security import permissions
 from rsgo.settings import SettingsError, load_settings
-
 
 # Libraries whose DEBUG lines hold secrets: urllib3 logs every request's URL with its query (an http
 # observer's ?token=...). Even at RSGO_LOG_LEVEL=DEBUG they log from INFO up.
@@ -136,20 +136,14 @@ def _ask_password() -> str:
 
 
 def create_token(settings, args) -> int:
-    import datetime as dt
-
     from rsgo.security import tokens
-    from rsgo.settings import parse_duration
 
     _open_database(settings)
     try:
-        expires_at = None
-        if args.expires_in:
-            expires_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
-                seconds=parse_duration(args.expires_in))
         row, clear = tokens.create_token(args.name, args.scope, created_by="cli",
-                                             stacks=(args.stacks or "").split(","), expires_at=expires_at)
-    except (tokens.TokenError, ValueError) as error:
+                                         stacks=(args.stacks or "").split(","),
+                                         expires_at=tokens.expiry(args.expires_in))
+    except tokens.TokenError as error:
         print(f"rsgo: {error}", file=sys.stderr)
         return 1
     _security_event("token.created", f"{row.name} ({row.scope})")
@@ -174,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     user_create = user.add_parser("create", help="create a user")
     user_create.add_argument("name")
-    user_create.add_argument("--role", choices=("viewer", "operator", "admin"), default="viewer")
+    user_create.add_argument("--role", choices=permissions.ROLES, default="viewer")
     user_create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     token = commands.add_parser("token", help="manage API tokens").add_subparsers(dest="action", required=True)
     token_create = token.add_parser("create", help="create an API token and print it (once)")
     token_create.add_argument("name")
-    token_create.add_argument("--scope", choices=("read", "operate", "admin"), default="read")
+    token_create.add_argument("--scope", choices=permissions.SCOPES, default="read")
     token_create.add_argument("--stacks", help="comma-separated stacks the token is limited to")
     token_create.add_argument("--expires-in", help="e.g. 30d or 12h; default: never")
     args = parser.parse_args(argv)

@@ -42,8 +42,8 @@ def timestamp(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_writable() -> None:
@@ -56,7 +56,7 @@ def check_writable() -> None:
 
 def utcnow() -> dt.datetime:
     """Naive UTC timestamps are what both SQLite and PostgreSQL columns store here."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def open_database(settings) -> peewee.Database:

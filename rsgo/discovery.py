@@ -11,8 +11,7 @@ import datetime as dt
 import logging
 import threading
 
-from rsgo import events
-from rsgo import deployment_queries
+from rsgo import deployment_queries, events
 from rsgo.docker_ops import ContainerInfo, ContainerNotFound, DockerError, DockerGateway
 from rsgo.events import EventBus
 
@@ -55,7 +54,7 @@ class Inventory:
             self._by_stack = None
             self.reachable = True
             self.last_error = None
-            self.synced_at = dt.datetime.now(dt.timezone.utc)
+            self.synced_at = dt.datetime.now(dt.UTC)
         self._ensure_deployments({c.stack for c in containers if c.stack})
         for name in set(old) | set(new):
             if _differs(old.get(name), new.get(name)):

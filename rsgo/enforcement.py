@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from rsgo import events
-from rsgo import audit
-from rsgo import deployment_queries
+from rsgo import audit, deployment_queries, events
 from rsgo.db import release_thread_connection
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.events import EventBus
@@ -89,4 +87,5 @@ class Enforcer:
                              error=error)
         audit.announce(self._bus, entry)
         log.info("enforced %s on %s: %s", deployment.mode, container_name, error or "stopped again")
-        self._bus.publish(events.DEPLOYMENT_ENFORCED, deployment_id=deployment.id, container=container_name, error=error)
+        self._bus.publish(events.DEPLOYMENT_ENFORCED, deployment_id=deployment.id, container=container_name,
+                          error=error)

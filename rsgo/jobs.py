@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 log = logging.getLogger(__name__)
 
 _running_guard = threading.Lock()
-_running: "Scheduler | None" = None
+_running: Scheduler | None = None
 
 
 class SchedulerAlreadyRunning(RuntimeError):
@@ -38,7 +38,7 @@ class Scheduler:
             executors={"default": ThreadPoolExecutor(threads), "long": ThreadPoolExecutor(long_job_threads)},
             # One run of a job at a time; runs missed while one hung are merged into one, not queued.
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
-            timezone=dt.timezone.utc,
+            timezone=dt.UTC,
         )
         self._one_off: dict[str, str] = {}  # job id -> what it does, while it runs or waits to
         self._one_off_changed = threading.Condition()
@@ -72,7 +72,7 @@ class Scheduler:
         """Run ``function(*args)`` every ``seconds`` (replacing a job of the same id)."""
         self._scheduler.add_job(function, IntervalTrigger(seconds=seconds), args=args, id=job_id,
                                 replace_existing=True,
-                                next_run_time=first_run or dt.datetime.now(dt.timezone.utc))
+                                next_run_time=first_run or dt.datetime.now(dt.UTC))
 
     def remove(self, job_id: str) -> None:
         if self._scheduler.get_job(job_id) is not None:
@@ -101,7 +101,7 @@ class Scheduler:
 
         with self._one_off_changed:
             self._one_off[job_id] = what
-        self._scheduler.add_job(tracked, DateTrigger(dt.datetime.now(dt.timezone.utc)), id=job_id,
+        self._scheduler.add_job(tracked, DateTrigger(dt.datetime.now(dt.UTC)), id=job_id,
                                 executor="long", replace_existing=False)
 
     def one_off_jobs(self) -> dict[str, str]:

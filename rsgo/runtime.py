@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from rsgo import events
 from rsgo.db import release_thread_connection, utcnow
+from rsgo.discovery import DiscoveryService, Inventory
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
 from rsgo.events import EventBus
-from rsgo.discovery import DiscoveryService, Inventory
-from rsgo.observers.service import ObserverService
 from rsgo.jobs import Scheduler
-from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
+from rsgo.observers.service import ObserverService
 from rsgo.security.rate_limit import FailureWindow
+from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
 from rsgo.transitions import TransitionService
 from rsgo.web.hub import Hub
 from rsgo.webhooks import WebhookDispatcher

@@ -17,15 +17,15 @@ from rsgo import events
 from rsgo.cron import Cron, CronError
 from rsgo.db import write_transaction
 from rsgo.events import EventBus
+from rsgo.mode_change import ModeChangeRefused
 from rsgo.models import Deployment, MaintenanceWindow, ScheduleSuppression
 from rsgo.modes import Mode
 from rsgo.settings import parse_duration
-from rsgo.mode_change import ModeChangeRefused
 from rsgo.transitions import TransitionService
 
 log = logging.getLogger(__name__)
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PREVIEW_COUNT = 5
 
 

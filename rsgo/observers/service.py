@@ -13,16 +13,15 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from rsgo import events
-from rsgo import deployment_queries
+from rsgo import deployment_queries, events
 from rsgo.db import utcnow
 from rsgo.events import EventBus
+from rsgo.mode_change import ModeChangeRefused
 from rsgo.models import Deployment, ObserverStatus
 from rsgo.modes import Mode
-from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
 from rsgo.observers import ObserverError
+from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
 from rsgo.stack_config import Config, ObserverConfig
-from rsgo.mode_change import ModeChangeRefused
 from rsgo.transitions import TransitionService
 
 log = logging.getLogger(__name__)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from rsgo.web import current_runtime
 from rsgo import webhooks as webhook_service
+from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
+from rsgo.observers.http import mask_url
 from rsgo.security import accounts, event_log
 from rsgo.security import tokens as api_tokens  # the module; ``tokens`` is the Tokens page's view
 from rsgo.security.principal import client_address, current, requires
-from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
-from rsgo.observers.http import mask_url
-from rsgo.settings import parse_duration
 from rsgo.stack_config import WEBHOOK_EVENTS
-from rsgo.web import ws
+from rsgo.web import current_runtime, ws
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -81,16 +77,12 @@ def tokens(error: str | None = None, created: str | None = None, status: int = 2
 @blueprint.post("/tokens")
 @requires("admin")
 def create_token():
-    expires = (request.form.get("expires_in") or "").strip()
     try:
-        expires_at = None
-        if expires:
-            expires_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
-                seconds=parse_duration(expires))
         row, clear = api_tokens.create_token(
             request.form.get("name", ""), request.form.get("scope", ""), created_by=current().name,
-            stacks=(request.form.get("stacks") or "").split(","), expires_at=expires_at)
-    except (api_tokens.TokenError, ValueError) as error:
+            stacks=(request.form.get("stacks") or "").split(","),
+            expires_at=api_tokens.expiry(request.form.get("expires_in")))
+    except api_tokens.TokenError as error:
         return tokens(str(error), status=400)
     event_log.record("token.created", actor=current().name, address=client_address(),
                         detail=f"{row.name} ({row.scope})")

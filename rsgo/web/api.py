@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request, url_for
 
-from rsgo.web import current_runtime
-from rsgo import audit
-from rsgo import deployment_queries
-from rsgo.security.principal import client_address, current, requires, visible
+from rsgo import audit, deployment_queries
 from rsgo.models import Deployment, MaintenanceWindow, Transition
-from rsgo.web.openapi import openapi_document
 from rsgo.problems import Problem
+from rsgo.security.principal import client_address, current, requires, visible
+from rsgo.stack_config import ConfigRejected
+from rsgo.web import current_runtime
+from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_body
 from rsgo.web.api_json import (
     audit_json,
     deployment_detail,
@@ -19,9 +19,8 @@ from rsgo.web.api_json import (
     transition_json,
     window_json,
 )
-from rsgo.stack_config import ConfigRejected
+from rsgo.web.openapi import openapi_document
 from rsgo.web.operate_policy import require_operator
-from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_body
 from rsgo.windows import WindowError, parse_window
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -101,7 +100,8 @@ def add_window(ref: str):
     window = runtime.windows.add(deployment, spec, origin="api", created_by=current().name)
     runtime.windows.evaluate()  # a window that contains now takes effect at once
     created = next(view for view in runtime.windows.listing(deployment.id) if view.window.id == window.id)
-    return jsonify(window_json(created)), 201, {"Location": url_for("api.list_windows", ref=deployment.id) + f"/{window.id}"}
+    location = url_for("api.list_windows", ref=deployment.id) + f"/{window.id}"
+    return jsonify(window_json(created)), 201, {"Location": location}
 
 
 @blueprint.delete("/deployments/<ref>/windows/<int:window_id>")

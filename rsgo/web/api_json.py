@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
-from rsgo import deployment_queries
 from flask import url_for
 
+from rsgo import deployment_queries
 from rsgo.db import read_snapshot, timestamp
 from rsgo.health import assess
 from rsgo.models import AuditEntry, Deployment, Transition, TransitionAction

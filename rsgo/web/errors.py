@@ -10,11 +10,11 @@ from flask import render_template, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from rsgo.db import storage_error_text
-from rsgo.mode_change import ModeChangeRefused
 from rsgo.deployment_queries import AmbiguousDeployment, DeploymentNotFound
-from rsgo.web.http_input import MAX_REQUEST_BYTES, MAX_REQUEST_TEXT
+from rsgo.mode_change import ModeChangeRefused
 from rsgo.modes import MODE_NAMES, InvalidMode
 from rsgo.problems import Problem, problem_response
+from rsgo.web.http_input import MAX_REQUEST_BYTES, MAX_REQUEST_TEXT
 
 log = logging.getLogger(__name__)
 

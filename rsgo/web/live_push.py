@@ -16,9 +16,9 @@ import threading
 from flask import render_template
 
 from rsgo import events
-from rsgo.web import page_context
 from rsgo.db import release_thread_connection
 from rsgo.models import AuditEntry, Deployment
+from rsgo.web import page_context
 from rsgo.web.api_json import audit_json
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,6 @@ class LivePush:
         deployment_rows = render_template("history/_pushed_rows.html", entries=entries,
                                           rows_id=page_context.history_rows_id(entry.deployment_id))
         self._publish(f"deployment:{entry.deployment_id}", lambda _can_operate: deployment_rows)
-        all_rows = render_template("history/_pushed_rows.html", entries=entries, rows_id=page_context.history_rows_id(None),
-                                   show_deployment=True)
+        all_rows = render_template("history/_pushed_rows.html", entries=entries,
+                                   rows_id=page_context.history_rows_id(None), show_deployment=True)
         self._publish("history", lambda _can_operate: all_rows)

@@ -6,10 +6,9 @@ import logging
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from rsgo.web import current_runtime
 from rsgo.security import accounts, event_log
 from rsgo.security.principal import client_address, current, requires, session_key, sign_in
-from rsgo.web import ws
+from rsgo.web import current_runtime, ws
 
 blueprint = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)

@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from rsgo.web import current_runtime
 from rsgo import events
-from rsgo.security.principal import current
 from rsgo.models import Deployment, ObserverStatus, Transition
 from rsgo.modes import Mode
 from rsgo.problems import Problem
+from rsgo.security.principal import current
+from rsgo.web import current_runtime
 
 log = logging.getLogger(__name__)
 

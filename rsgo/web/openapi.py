@@ -5,9 +5,9 @@ A test checks that it validates and that its paths are exactly the routes the ap
 
 from __future__ import annotations
 
-from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
 from rsgo.audit import OUTCOMES
 from rsgo.db import MAX_ID
+from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
 from rsgo.web.http_input import MAX_REQUEST_TEXT
 
 

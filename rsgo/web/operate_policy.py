@@ -7,8 +7,8 @@ from __future__ import annotations
 from rsgo import audit
 from rsgo.models import Deployment
 from rsgo.problems import Problem
-from rsgo.web import current_runtime
 from rsgo.security.principal import client_address, current
+from rsgo.web import current_runtime
 
 
 def require_operator(deployment: Deployment, *, requested_mode: str, source: str, reason: str) -> None:

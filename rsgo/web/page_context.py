@@ -8,11 +8,11 @@ from __future__ import annotations
 from flask import url_for
 
 from rsgo import deployment_queries
+from rsgo.db import read_snapshot
 from rsgo.discovery import Inventory
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
 from rsgo.modes import Mode
-from rsgo.db import read_snapshot
 from rsgo.web.api_json import deployment_detail, deployment_list, deployment_summary, transition_json
 
 _VERBS = {"stop": "stopped", "start": "started"}

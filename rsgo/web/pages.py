@@ -6,17 +6,16 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request, url_for
 
-from rsgo.web import current_runtime
 from rsgo import audit
-from rsgo.web import page_context
-from rsgo.security.principal import client_address, current, requires
 from rsgo.deployment_queries import find_deployment
 from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
+from rsgo.security.principal import client_address, current, requires
+from rsgo.web import current_runtime, page_context
+from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
 from rsgo.web.operate_policy import require_operator
-from rsgo.web.api_input import clean_reason, int_param
 from rsgo.windows import WindowSpec
 
 blueprint = Blueprint("pages", __name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from rsgo.web import current_runtime
 from rsgo.db import check_writable
+from rsgo.web import current_runtime
 
 blueprint = Blueprint("probes", __name__)
 

@@ -9,12 +9,12 @@ import time
 from flask import g, request
 from flask_sock import ConnectionClosed, Sock
 
-from rsgo.web import current_runtime
+from rsgo.db import database, release_thread_connection
+from rsgo.problems import Problem
 from rsgo.security import accounts
 from rsgo.security.principal import current, session_key
-from rsgo.db import database, release_thread_connection
+from rsgo.web import current_runtime
 from rsgo.web.hub import LiveLimitReached
-from rsgo.problems import Problem
 
 sock = Sock()
 
