@@ -1,6 +1,9 @@
 """What every benchmark needs: the Docker engine and the test image, a real ``rsgo serve`` on a free
 port with its own temp data dir, process facts from /proc, percentiles, and the result file.
 
+The test image, the server process, the PUT of a mode and the waits come from ``tests/support.py``,
+shared with the tests (this module puts ``tests/`` on ``sys.path``, as the scripts do for ``benchmarks/``).
+
 The machines are shared and noisy, so every benchmark measures its baseline in the same run and
 reports the ratio next to the absolute figure. Every script creates what it needs under a
 benchmark-only label and removes exactly that afterwards.
@@ -8,17 +11,13 @@ benchmark-only label and removes exactly that afterwards.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -31,11 +30,13 @@ import docker
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import support  # noqa: E402
+from support import TEST_IMAGE, bearer, put_mode  # noqa: E402, F401 - the scripts use them as common.*
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TEST_IMAGE = "rsgo-test/busybox:2"
 BENCH_LABEL = "rsgo.bench.run"  # every container a benchmark creates carries it: cleanup removes only these
 RUN_ID = uuid.uuid4().hex[:8]
-ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-benchmarks"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # PID 1 that idles without waking up (docker-init forwards SIGTERM to it, so it stops at once): 300
@@ -48,29 +49,8 @@ IDLE = ["sleep", "86400"]
 def docker_client() -> docker.DockerClient:
     client = docker.from_env(version="auto", timeout=300, max_pool_size=32)
     client.ping()
-    ensure_test_image(client)
+    support.ensure_test_image(client)
     return client
-
-
-def ensure_test_image(client) -> None:
-    """The tests' busybox image, built from the host's static busybox (no registry is reachable)."""
-    try:
-        client.images.get(TEST_IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tmp = tarfile.TarInfo("tmp")
-        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
-        tar.addfile(tmp)
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        for tool in ("sh", "sleep", "echo", "cat", "ls", "date", "touch", "kill", "true", "false", "test", "rm"):
-            link = tarfile.TarInfo(f"bin/{tool}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    repository, tag = TEST_IMAGE.split(":")
-    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
 
 
 def create_containers(client, specs: list[dict], parallel: int = 8) -> list[str]:
@@ -105,83 +85,30 @@ def docker_cli(*args: str, timeout: float = 300) -> float:
 
 # -- rsgo serve --------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(support.ServerProcess):
+    """``rsgo serve`` (``support.ServerProcess``) on a free port, with its own temp data dir and log.
 
-
-class Server:
-    """``rsgo serve`` as a real process on a free port, with its own temp data dir.
-
-    The admin is created from RSGO_ADMIN_PASSWORD at first start; ``token(scope)`` makes an API token
-    with ``rsgo token create``; ``login()`` signs a browser-like session in (form, CSRF token, POST).
+    The admin is created from RSGO_ADMIN_PASSWORD at first start; ``create_token(scope)`` makes an API
+    token with ``rsgo token create`` (none is made at start); ``login()`` signs a browser-like session in.
     """
+
+    DEFAULTS = {"RSGO_LOG_LEVEL": "WARNING"}
 
     def __init__(self, name: str, environ: dict | None = None, data_dir: Path | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix=f"rsgo-bench-{name}-"))
-        self.data_dir = data_dir or self.workdir / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.workdir / "server.log"
-        self.env = {**os.environ, "RSGO_DATA_DIR": str(self.data_dir), "RSGO_PORT": str(self.port),
-                    "RSGO_HOST": "127.0.0.1", "RSGO_ADMIN_USER": ADMIN_USER, "RSGO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                    "RSGO_LOG_LEVEL": "WARNING", **(environ or {})}
-        self.process: subprocess.Popen | None = None
+        super().__init__(data_dir or self.workdir / "data", log_path=self.workdir / "server.log", admin_token=False,
+                         **(environ or {}))
 
-    def cli(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "rsgo.cli", *args], env=self.env, capture_output=True,
-                                text=True, timeout=120, cwd=ROOT)
-        if result.returncode != 0:
-            raise RuntimeError(f"rsgo {' '.join(args)} failed: {result.stderr}")
-        return result.stdout.strip()
+    def create_token(self, scope: str = "operate", name: str | None = None) -> str:
+        return super().create_token(scope, name or f"bench-{scope}-{uuid.uuid4().hex[:6]}")
 
-    def token(self, scope: str = "operate") -> str:
-        return self.cli("token", "create", f"bench-{scope}-{uuid.uuid4().hex[:6]}", "--scope", scope)
-
-    def start(self, timeout: float = 120) -> "Server":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", "serve"], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rsgo serve exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"rsgo serve did not answer /healthz within {timeout}s:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-        return self
+    def start(self, timeout: float = 120) -> Server:
+        return super().start(timeout)
 
     def wait_ready(self, timeout: float = 120) -> None:
         """/readyz: the database answers and the first Docker sync is done."""
-        deadline = time.monotonic() + timeout
-        while requests.get(f"{self.url}/readyz", timeout=10).status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("rsgo never became ready")
-            time.sleep(0.2)
-
-    def login(self) -> requests.Session:
-        session = requests.Session()
-        form = session.get(f"{self.url}/login", timeout=10).text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
-        answer = session.post(f"{self.url}/login", data={"username": ADMIN_USER, "password": ADMIN_PASSWORD,
-                                                         "csrf_token": csrf}, timeout=30, allow_redirects=False)
-        if answer.status_code != 302:
-            raise RuntimeError(f"sign-in failed: {answer.status_code} {answer.text[:300]}")
-        page = session.get(f"{self.url}/", timeout=60).text
-        session.headers["X-CSRF-Token"] = re.search(r'"X-CSRF-Token": "([^"]+)"', page).group(1)
-        return session
-
-    def cookie_header(self, session: requests.Session) -> str:
-        return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=10).status_code == 200, timeout, 0.2,
+                   "rsgo to become ready")
 
     # The gunicorn master is our child; its one worker (the app: scheduler, hub, requests) is the master's child.
     @property
@@ -189,13 +116,7 @@ class Server:
         return self.process.pid
 
     def worker_pid(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            children = child_pids(self.master_pid)
-            if children:
-                return children[0]
-            time.sleep(0.1)
-        raise RuntimeError("no gunicorn worker found")
+        return wait_until(lambda: child_pids(self.master_pid), timeout, 0.1, "a gunicorn worker")[0]
 
     def pids(self) -> list[int]:
         return [self.master_pid, self.worker_pid()]
@@ -207,15 +128,14 @@ class Server:
         return sum(cpu_seconds(pid) for pid in self.pids())
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        """SIGTERM, and SIGKILL if it has not stopped after 30 s: a benchmark always cleans up."""
+        try:
+            super().stop()
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
 
     def cleanup(self) -> None:
         self.stop()
@@ -271,7 +191,8 @@ def median(values: list[float]) -> float:
 
 def figure(what: str, measured: float, unit: str, target: str, passed: bool, baseline: float | None = None,
            baseline_what: str = "", ratio: float | None = None, note: str = "") -> dict:
-    """One §13 figure: the measured value, its target, the same-run baseline and their ratio."""
+    """One figure of the README's "Performance" targets: the measured value, its target, the same-run
+    baseline and their ratio."""
     return {"what": what, "measured": round(measured, 3), "unit": unit, "target": target,
             "baseline": None if baseline is None else round(baseline, 3), "baselineWhat": baseline_what,
             "ratio": None if ratio is None else round(ratio, 3), "passed": bool(passed), "note": note}
@@ -360,22 +281,15 @@ def terminate_on_sigterm() -> None:
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """``support.wait_until`` with the benchmarks' positional order."""
+    return support.wait_until(predicate, timeout, interval, message=what)
 
 
 def deployment_ids(server: Server, token: str, names: set[str], timeout: float = 120) -> dict[str, int]:
     """Wait until the server lists every stack in ``names``; returns name → deployment id."""
 
     def listed():
-        items = requests.get(f"{server.url}/api/deployments", headers={"Authorization": f"Bearer {token}"},
-                             timeout=60).json()["items"]
+        items = requests.get(f"{server.url}/api/deployments", headers=bearer(token), timeout=60).json()["items"]
         found = {i["name"]: i["id"] for i in items if i["name"] in names}
         return found if len(found) == len(names) else None
 

@@ -58,7 +58,7 @@ class CountingProxy:
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     @classmethod
-    def for_docker_host(cls, listen_path: str) -> "CountingProxy":
+    def for_docker_host(cls, listen_path: str) -> CountingProxy:
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if not host.startswith("unix://"):
             raise SystemExit(f"the counting proxy needs a unix-socket DOCKER_HOST, not {host!r}")

@@ -1,4 +1,4 @@
-"""§13: resident memory after the above load, ≤ 250 MB.
+"""Resident memory after the above load, ≤ 250 MB.
 
 One ``rsgo serve`` carries all of it at once: 300 stacks of one container each, 20 000 audit
 entries, 300 ``http`` observers at 1 s (one per stack), 200 signed-in dashboard websockets that
@@ -7,6 +7,8 @@ Memory is VmRSS of the gunicorn master plus its worker from /proc, sampled every
 is the value at the end of the load (the peak is reported too).
 
 Baseline, in the same run: a fresh ``rsgo serve`` on an empty data dir, idle, 5 s after it is ready.
+
+The target is listed in the README's "Performance" section.
 
     .venv/bin/python benchmarks/memory.py [--quick]
 """
@@ -20,10 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from observers import SourceServer, observer_config  # noqa: E402
-from read_latency import create_fleet, request_burst, seed_database, wait_discovered  # noqa: E402
-from ws_fanout import Page, Reader, measure  # noqa: E402
+import common
+from observers import SourceServer, observer_config
+from read_latency import create_fleet, request_burst, seed_database, wait_discovered
+from ws_fanout import Page, Reader, measure
 
 
 def idle_rss() -> float:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             config = server.workdir / "rsgo.yml"
             config.write_text(observer_config(stacks, source))
             server.env["RSGO_CONFIG"] = str(config)
-            token = server.token("operate")
+            token = server.create_token("operate")
             server.start()
             sampler = RssSampler(server)
             sampler.phase = "discovery and first observer checks"

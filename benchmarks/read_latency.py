@@ -1,4 +1,4 @@
-"""§13: the dashboard ``GET /`` and ``GET /api/deployments`` with 300 stacks and 20 000 audit entries:
+"""The dashboard ``GET /`` and ``GET /api/deployments`` with 300 stacks and 20 000 audit entries:
 p95 ≤ 100 ms, and no Docker call during the requests.
 
 300 stacks of one idle busybox container each (``--init`` + ``sleep``: running, no CPU), 20 000 audit
@@ -11,6 +11,8 @@ Docker calls are counted by a proxy between rsgo and the engine socket (rsgo's D
 it; RSGO_RESYNC_INTERVAL is 1 h so the periodic resync stays out of the burst). Every call during the
 burst is reported with its path; an inspect that follows a Docker event for that container (other
 stacks on this shared engine come and go) is discovery's work, not the request's, and is listed apart.
+
+The target is listed in the README's "Performance" section.
 
     .venv/bin/python benchmarks/read_latency.py [--quick] [--stacks 300] [--entries 20000] [--requests 200]
 """
@@ -27,8 +29,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from docker_proxy import CountingProxy  # noqa: E402
+import common
+from docker_proxy import CountingProxy
 
 SOURCES = ("api", "ui", "observer", "schedule", "cli")
 
@@ -45,8 +47,7 @@ def create_fleet(client, prefix: str, stacks: int) -> list[str]:
 
 def seed_database(data_dir: Path, stacks: list[str], entries: int) -> None:
     """Deployments and audit entries written by rsgo's own code, before the server starts."""
-    from rsgo import audit, db
-    from rsgo import deployment_queries
+    from rsgo import audit, db, deployment_queries
     from rsgo.models import Deployment
     from rsgo.settings import load_settings
 
@@ -56,7 +57,7 @@ def seed_database(data_dir: Path, stacks: list[str], entries: int) -> None:
     deployment_queries.ensure_deployments(settings.environment, set(stacks))
     rows = list(Deployment.select().where(Deployment.name.in_(stacks)).order_by(Deployment.name))
     rng = random.Random(13)
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     began = time.monotonic()
     with db.database.atomic():
         for index in range(entries):
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         with common.time_limit(300 + stack_count * 1.5 + request_count * 3):
             stacks = create_fleet(client, f"bench-rl-{common.RUN_ID}", stack_count)
             seed_database(server.data_dir, stacks, entry_count)
-            token = server.token("read")
+            token = server.create_token("read")
             server.start()
             wait_discovered(server, token, stacks)
             session = server.login()

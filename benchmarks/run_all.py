@@ -1,7 +1,8 @@
-"""Run every §13 benchmark, print one markdown table with each figure beside its target and its
-same-run baseline, and write ``benchmarks/results/summary.json`` (with the machine's facts).
+"""Run every benchmark (the README's "Performance" targets), print one markdown table with each
+figure beside its target and its same-run baseline, and write ``benchmarks/results/summary.json``
+(with the machine's facts).
 
-    .venv/bin/python benchmarks/run_all.py            # the full sizes of §13 (about 15 minutes)
+    .venv/bin/python benchmarks/run_all.py            # the full sizes of the targets (about 15 minutes)
     .venv/bin/python benchmarks/run_all.py --quick    # small sizes, for trying things out
     .venv/bin/python benchmarks/run_all.py --only ws_fanout,memory
 
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 # Name → time bound in seconds, a little above the bound each script sets itself (quick runs finish early).
 PAUSE_SECONDS = 20

@@ -1,9 +1,11 @@
-"""§13: enter and leave Maintenance on a 30-container stack whose containers each take ~1 s to stop,
+"""Enter and leave Maintenance on a 30-container stack whose containers each take ~1 s to stop,
 against ``docker stop`` / ``docker start`` of the same 30 containers in one CLI call.
 
 Each round measures both, in alternating order (the engine warms up and the host is noisy), with
 every container running again and rsgo's view settled before each stop. Reported: medians over the
 rounds and their ratio (rsgo / docker), target ≤ 1.2.
+
+The target is listed in the README's "Performance" section.
 
     .venv/bin/python benchmarks/stop_start.py [--quick] [--containers 30] [--rounds 3]
 """
@@ -18,8 +20,9 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from rsgo.settings import load_settings  # noqa: E402
+import common
+
+from rsgo.settings import load_settings
 
 
 def stop_in(seconds: float) -> list[str]:
@@ -28,12 +31,10 @@ def stop_in(seconds: float) -> list[str]:
     return ["sh", "-c", f"trap 'sleep {seconds:g}; exit 0' TERM; sleep 86400 & wait"]
 
 
-def put_mode(server: common.Server, token: str, stack: str, mode: str) -> tuple[float, dict]:
+def timed_change(server: common.Server, token: str, stack: str, mode: str) -> tuple[float, dict]:
     """The API call a script makes: PUT operation-mode, waiting until every container is done."""
     began = time.monotonic()
-    response = requests.put(f"{server.url}/api/deployments/{stack}/operation-mode",
-                            headers={"Authorization": f"Bearer {token}"},
-                            json={"newMode": mode, "reason": "benchmark", "wait": True}, timeout=300)
+    response = common.put_mode(server, stack, mode, common.bearer(token), timeout=300, reason="benchmark", wait=True)
     elapsed = time.monotonic() - began
     body = response.json()
     if response.status_code != 200 or body.get("outcome") != "succeeded":
@@ -54,16 +55,16 @@ def settle(servers: list, stack: str, client, names: list[str], running: bool) -
     common.wait_until(lambda: sum(client.api.inspect_container(n)["State"]["Running"] for n in names) == expected,
                       60, 0.2, f"containers {'running' if running else 'stopped'} in Docker")
     for server, token in servers:
-        common.wait_until(lambda: running_count(server, token, stack) == expected, 60, 0.2,
+        common.wait_until(lambda server=server, token=token: running_count(server, token, stack) == expected, 60, 0.2,
                           f"rsgo to show {expected} running")
     time.sleep(1.0)
 
 
 def rsgo_cycle(server, token, servers, stack, client, names) -> dict:
-    stop, body = put_mode(server, token, stack, "Maintenance")
+    stop, body = timed_change(server, token, stack, "Maintenance")
     stop_actions = [c["durationMs"] for c in body["transition"]["containers"]]
     settle(servers, stack, client, names, running=False)
-    start, body = put_mode(server, token, stack, "Normal")
+    start, body = timed_change(server, token, stack, "Normal")
     start_actions = [c["durationMs"] for c in body["transition"]["containers"]]
     settle(servers, stack, client, names, running=True)
     return {"stop": stop, "start": start, "stopActionMsMax": max(stop_actions),
@@ -102,11 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
                 for i in range(count)])
             servers = []
             for server in rsgo_servers.values():
-                token = server.token("operate")
+                token = server.create_token("operate")
                 server.start()
                 common.deployment_ids(server, token, {stack})
                 servers.append((server, token))
-            tokens = dict(zip(rsgo_servers, (token for _, token in servers)))
+            tokens = dict(zip(rsgo_servers, (token for _, token in servers), strict=True))
             settle(servers, stack, client, names, running=True)
             sides = ["rsgo", "docker", "rsgo-wide"]
             results = {side: [] for side in sides}

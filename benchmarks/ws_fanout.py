@@ -1,4 +1,4 @@
-"""§13: a mode change → the dashboard fragment received by 200 connected websocket clients, p99 ≤ 150 ms.
+"""A mode change → the dashboard fragment received by 200 connected websocket clients, p99 ≤ 150 ms.
 
 One ``rsgo serve`` (websocket caps raised to 200, one user), one stack declared in
 the config file (no containers: Normal ↔ Migrating touches no container, so only the push is
@@ -9,6 +9,8 @@ has read the first fragment whose dashboard row shows the new mode.
 Clients are raw sockets read by one selector thread (no thread per client on the client side, so
 200 clients do not fight over the GIL): frames are parsed and timestamped as they are read.
 Baseline: the same measurement with 1 client, on the same server, in the same run.
+
+The target is listed in the README's "Performance" section.
 
     .venv/bin/python benchmarks/ws_fanout.py [--quick] [--clients 200] [--changes 20]
 """
@@ -27,10 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 BADGE = re.compile(rb'class="badge mode [^"]*" data-mode="([^"]+)"')
 
@@ -152,9 +152,7 @@ class Reader:
 def change_and_wait(server, token, stack, target, pages, timeout: float = 20) -> tuple[list[float], float]:
     """PUT the mode; wait until every page has seen its row in ``target``; each page's latency in s."""
     began = time.monotonic()
-    response = requests.put(f"{server.url}/api/deployments/{stack}/operation-mode",
-                            headers={"Authorization": f"Bearer {token}"},
-                            json={"newMode": target, "reason": "fan-out benchmark"}, timeout=60)
+    response = common.put_mode(server, stack, target, common.bearer(token), timeout=60, reason="fan-out benchmark")
     put_seconds = time.monotonic() - began
     if response.status_code != 200:
         raise RuntimeError(f"PUT {target}: {response.status_code} {response.text[:300]}")
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     reader, pages = None, []
     try:
         with common.time_limit(180 + changes * 30):
-            token = server.token("operate")
+            token = server.create_token("operate")
             server.start()
             deployment_id = common.deployment_ids(server, token, {stack})[stack]
             cookie = server.cookie_header(server.login())

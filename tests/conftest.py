@@ -1,52 +1,36 @@
-"""Shared fixtures: a real Docker engine, labelled test containers, apps on temp data dirs.
+"""Shared fixtures: a real Docker engine, labelled test containers, apps on temp data dirs,
+``rsgo serve`` processes, a private PostgreSQL, and apps on a fake Docker gateway for requests
+refused before anything reaches Docker.
 
 Nothing here skips: a missing Docker engine fails the run, because a Docker test that
-does not run is a missing test. ``scripts/test`` provides the engine.
+does not run is a missing test. ``scripts/test`` provides the engine. Helpers that the benchmarks
+use too (the test image, the server process, the websocket reader, ``put_mode``, ``wait_until``)
+are in support.py; the security tests' own fixtures are in security/conftest.py.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import re
-import socket
 import subprocess
-import sys
-import tarfile
-import time
 import uuid
 from pathlib import Path
 
 import docker
 import pytest
-import requests
-
 from flask.testing import FlaskClient
 
+from fake_gateway import FakeGateway, FakeStack
 from rsgo import create_app
 from rsgo.security import tokens
 from rsgo.settings import load_settings
+from support import TEST_IMAGE, ServerProcess, ensure_test_image, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-TEST_IMAGE = "rsgo-test/busybox:2"  # bump the tag when the image content changes
 RUN_LABEL = "rsgo.test.run"
 RUN_ID = uuid.uuid4().hex[:8]
 
 # A PID 1 that exits at once on SIGTERM, and one that takes ~2 s (its TERM trap sleeps).
 QUICK = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
 SLOW_2S = ["sh", "-c", "trap 'sleep 2; exit 0' TERM; while :; do sleep 0.1; done"]
-
-
-def wait_until(predicate, timeout: float = 10, interval: float = 0.05, message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail with ``message`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {value!r})")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -57,34 +41,14 @@ def docker_client():
     except Exception as error:  # noqa: BLE001
         pytest.fail(f"no Docker engine at DOCKER_HOST={os.environ.get('DOCKER_HOST')!r}: {error}. "
                     "Run the tests through scripts/test, which starts one.", pytrace=False)
-    _ensure_test_image(client)
+    try:
+        ensure_test_image(client)
+    except AssertionError as error:  # busybox is missing on the host
+        pytest.fail(str(error), pytrace=False)
     yield client
     for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
         container.remove(force=True)
     client.close()
-
-
-def _ensure_test_image(client) -> None:
-    """A busybox image built from the host's static busybox (no registry is reachable)."""
-    try:
-        client.images.get(TEST_IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    busybox = Path("/bin/busybox")
-    if not busybox.exists():
-        pytest.fail("/bin/busybox is missing: install busybox-static (scripts/test does)", pytrace=False)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tmp = tarfile.TarInfo("tmp")
-        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
-        tar.addfile(tmp)
-        tar.add(busybox, arcname="bin/busybox")
-        for tool in ("sh", "sleep", "echo", "cat", "ls", "date", "touch", "kill", "true", "false", "test", "rm"):
-            link = tarfile.TarInfo(f"bin/{tool}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    client.api.import_image_from_data(buffer.getvalue(), repository=TEST_IMAGE.split(":")[0], tag=TEST_IMAGE.split(":")[1])
 
 
 class Stack:
@@ -138,11 +102,13 @@ def settings_for(data_dir: Path, **environ):
 
 @pytest.fixture
 def make_app(tmp_path):
-    """Apps on a temp data dir with discovery and enforcement running against the real engine."""
+    """Apps on a temp data dir with discovery and enforcement running against the real engine
+    (or against ``gateway``: see ``fake_app``)."""
     runtimes = []
 
-    def make(background: bool = True, data_dir: Path | None = None, **environ):
-        app = create_app(settings_for(data_dir or tmp_path / "data", **environ), background=background)
+    def make(background: bool = True, data_dir: Path | None = None, gateway=None, **environ):
+        app = create_app(settings_for(data_dir or tmp_path / "data", **environ), background=background,
+                         gateway=gateway)
         runtimes.append(app.extensions["rsgo"])
         authenticate_test_client(app)
         return app
@@ -191,99 +157,32 @@ def wait_for_deployment(client, stack_name: str, containers: int, timeout: float
     return wait_until(seen, timeout, message=f"discovery of {stack_name} with {containers} containers")
 
 
-def put_mode(client, stack_name: str, mode: str, **body):
-    return client.put(f"/api/deployments/{stack_name}/operation-mode", json={"newMode": mode, **body})
+@pytest.fixture
+def fake_gateway():
+    return FakeGateway()
 
 
-def csrf_of(session: requests.Session, url: str) -> str:
-    """The CSRF token a signed-in page carries (HTMX sends it as X-CSRF-Token)."""
-    page = session.get(f"{url}/", timeout=10).text
-    return re.search(r'"X-CSRF-Token": "([^"]+)"', page).group(1)
+@pytest.fixture
+def fake_app(make_app, fake_gateway):
+    """An app whose Docker is a ``FakeGateway``, for requests refused before anything reaches Docker.
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
-
-
-class ServerProcess:
-    """``rsgo serve`` as a real process (its own session, so SIGKILL takes its workers too).
-
-    Its first start creates the admin from RSGO_ADMIN_PASSWORD; ``headers`` carry an admin API
-    token made with ``rsgo token create``; ``login()`` signs a browser-like session in.
+    Nothing runs in the background; ``make_fake_stack`` resyncs discovery (rsgo's own) after each
+    container it adds. A module of such tests overrides ``app`` with it, so ``client`` uses it.
     """
+    return make_app(background=False, gateway=fake_gateway)
 
-    def __init__(self, data_dir: Path, **environ):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
-        self.env = {**os.environ, "RSGO_DATA_DIR": str(data_dir), "RSGO_PORT": str(self.port),
-                    "RSGO_HOST": "127.0.0.1", "RSGO_RESYNC_INTERVAL": "2s", "RSGO_ADMIN_USER": ADMIN_USER,
-                    "RSGO_ADMIN_PASSWORD": ADMIN_PASSWORD, **environ}
-        self.process = None
-        self.token = None
 
-    @property
-    def headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.token}"}
+@pytest.fixture
+def make_fake_stack(fake_app, fake_gateway):
+    def make(prefix: str = "s") -> FakeStack:
+        return FakeStack(fake_gateway, f"{prefix}{uuid.uuid4().hex[:6]}", fake_app.extensions["rsgo"].discovery.resync)
 
-    def cli(self, *args, stdin: str | None = None) -> str:
-        result = subprocess.run([sys.executable, "-m", "rsgo.cli", *args], env=self.env, input=stdin,
-                                capture_output=True, text=True, timeout=60, cwd=ROOT)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
-
-    def login(self, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> requests.Session:
-        """A signed-in session, the way a browser gets one: the login form, its CSRF token, a POST."""
-        session = requests.Session()
-        form = session.get(f"{self.url}/login", timeout=10).text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
-        answer = session.post(f"{self.url}/login", data={"username": username, "password": password,
-                                                         "csrf_token": csrf}, timeout=10, allow_redirects=False)
-        assert answer.status_code == 302, answer.text
-        session.headers["X-CSRF-Token"] = csrf_of(session, self.url)
-        return session
-
-    def websocket_headers(self, session: requests.Session) -> list[str]:
-        cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-        return [f"Cookie: {cookie}", f"Origin: {self.url}"]
-
-    def start(self, timeout: float = 30):
-        if self.token is None:
-            self.token = self.cli("token", "create", f"tests-{uuid.uuid4().hex[:6]}", "--scope", "admin")
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", "serve"], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
-
-        def healthy():
-            if self.process.poll() is not None:
-                raise AssertionError(f"rsgo serve exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(healthy, timeout, interval=0.1, message="rsgo serve to answer /healthz")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self, sig=9):
-        os.killpg(self.process.pid, sig)
-        self.process.wait(timeout=30)
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.kill(15)
+    return make
 
 
 @pytest.fixture
 def make_server(tmp_path):
+    """``rsgo serve`` processes on temp data dirs (``ServerProcess``), stopped after the test."""
     servers = []
 
     def make(data_dir: Path | None = None, **environ) -> ServerProcess:

@@ -10,17 +10,15 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, ROOT, wait_until
+from support import ADMIN_PASSWORD, ADMIN_USER, ROOT, launch_chromium, put_mode, wait_until
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 
@@ -99,11 +97,6 @@ def _deployment(server, name, containers=None):
     return body
 
 
-def _put(server, name, mode, **body):
-    return requests.put(f"{server.url}/api/deployments/{name}/operation-mode", json={"newMode": mode, **body},
-                        headers=server.headers, timeout=60)
-
-
 def _enter_maintenance_by_click(page, name, reason):
     page.get_by_role("button", name=f"Change {name} to Maintenance").click()
     form = page.get_by_role("form", name=f"Confirm the change of {name} to Maintenance")
@@ -177,7 +170,7 @@ def test_a_change_through_the_api_appears_in_both_browsers(shop, watched):
     dashboard = watched().open(server.url + "/")
     detail = watched().open(f"{server.url}/deployments/{deployment_id}")
 
-    assert _put(server, stack.name, "Maintenance", reason="scripted backup").status_code == 200
+    assert put_mode(server, stack.name, "Maintenance", reason="scripted backup").status_code == 200
 
     expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
     expect(detail.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
@@ -195,7 +188,7 @@ def test_a_refused_change_shows_the_servers_message(shop, watched):
     page = watched().open(server.url + "/")
     form = _enter_maintenance_by_click(page, stack.name, "x")
     # Meanwhile a script stops the stack: Stopped → Maintenance is not allowed.
-    assert _put(server, stack.name, "Stopped", reason="decommissioned").status_code == 200
+    assert put_mode(server, stack.name, "Stopped", reason="decommissioned").status_code == 200
     expect(page.locator(f"#deployment-{deployment_id} .mode")).to_have_text("⏹️ Stopped", timeout=5_000)
 
     form.get_by_label("Reason").fill("too late")
@@ -265,7 +258,7 @@ def test_after_a_restart_the_page_reconnects_and_shows_the_current_state(shop, w
                                             ("phone", {"width": 390, "height": 844})])
 def test_screenshots_for_the_readme(shop, watched, name, viewport):
     stack, server, deployment_id = shop
-    assert _put(server, stack.name, "Maintenance", reason="Weekly backup").status_code == 200
+    assert put_mode(server, stack.name, "Maintenance", reason="Weekly backup").status_code == 200
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
     for color_scheme in ("light",) if name == "phone" else ("light", "dark"):

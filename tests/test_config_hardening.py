@@ -24,11 +24,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import ROOT, put_mode, wait_for_deployment, wait_until
 
+from conftest import wait_for_deployment
 from rsgo.models import Webhook, WebhookDelivery
 from rsgo.observers.odbc import mask_odbc
 from rsgo.settings import SettingsError, load_settings
+from support import ROOT, put_mode, wait_until
 
 
 def write_config(path, text: str):
@@ -373,6 +374,7 @@ def test_observers_may_not_read_the_data_dir_the_secret_files_or_rsgo_variables(
     data_dir = tmp_path / "data"
     link = tmp_path / "innocent-looking"
     link.symlink_to(data_dir / "rsgo.sqlite3")
+    around = f"{data_dir}/../data/rsgo.sqlite3"  # the database, by a path that does not start with the data dir
     allowed = tmp_path / "flag"
     stacks = {name: make_stack(name) for name in ("dd", "ln", "kf", "pw", "vf", "sq", "cn", "ok")}
     for stack in stacks.values():
@@ -381,7 +383,7 @@ def test_observers_may_not_read_the_data_dir_the_secret_files_or_rsgo_variables(
     config = write_config(tmp_path / "rsgo.yml", f"""
         stacks:
           {s['dd']}:
-            maintenanceObserver: {{type: file, path: {data_dir}/../data/rsgo.sqlite3, mode: content, maintenanceValue: x}}
+            maintenanceObserver: {{type: file, path: {around}, mode: content, maintenanceValue: x}}
           {s['ln']}:
             maintenanceObserver: {{type: file, path: {link}, mode: content, maintenanceValue: x}}
           {s['kf']}:

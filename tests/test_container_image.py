@@ -41,7 +41,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from conftest import RUN_ID, RUN_LABEL, ROOT, free_port, wait_until
+from conftest import RUN_ID, RUN_LABEL
+from support import ROOT, free_port, wait_until
 
 BASE_IMAGE = "rsgo-base/debian:bookworm"
 IMAGE = "rsgo-test/rsgo:ci"

@@ -10,7 +10,7 @@ from functools import wraps
 
 import requests
 
-from conftest import wait_until
+from support import put_mode, wait_until
 
 
 def slow_stopper(seconds: int) -> list[str]:
@@ -26,12 +26,6 @@ MISSING_SOCKET = "unix:///tmp/rsgo-test-does-not-exist.sock"
 
 def get(server, path: str) -> requests.Response:
     return requests.get(f"{server.url}{path}", headers=server.headers, timeout=30)
-
-
-def put(server, stack_name: str, mode: str, **body) -> requests.Response:
-    # No client timeout below the slowest transition here: a 4 s stop must not look like a hang.
-    return requests.put(f"{server.url}/api/deployments/{stack_name}/operation-mode",
-                        json={"newMode": mode, **body}, headers=server.headers, timeout=120)
 
 
 def wait_for_server_deployment(server, stack_name: str, containers: int, timeout: float = 15) -> dict:
@@ -98,7 +92,7 @@ def test_a_transition_killed_mid_way_is_resumed_and_finished_on_restart(make_ser
     server = make_server().start()
     wait_for_server_deployment(server, stack.name, 4)
 
-    response = put(server, stack.name, "Maintenance", reason="backup before crash", wait=False)
+    response = put_mode(server, stack.name, "Maintenance", reason="backup before crash", wait=False)
     assert response.status_code == 202, response.text
     location = response.headers["Location"]
     assert location.endswith(f"/api/transitions/{response.json()['transition']['id']}")
@@ -143,7 +137,7 @@ def test_a_transition_killed_mid_way_is_resumed_and_finished_on_restart(make_ser
     assert deployment["stoppedSet"] == names
     assert deployment["transitionInProgress"] is None
 
-    response = put(restarted, stack.name, "Normal", reason="after crash")
+    response = put_mode(restarted, stack.name, "Normal", reason="after crash")
 
     assert response.status_code == 200, response.text
     assert {c["name"]: c["result"] for c in response.json()["transition"]["containers"]} == {
@@ -162,8 +156,8 @@ def test_two_concurrent_puts_on_one_deployment_run_one_and_refuse_the_other(make
     server = make_server().start()
     wait_for_server_deployment(server, stack.name, 3)
 
-    first, second = in_parallel(lambda: put(server, stack.name, "Maintenance", reason="script one"),
-                                lambda: put(server, stack.name, "Maintenance", reason="script two"))
+    first, second = in_parallel(lambda: put_mode(server, stack.name, "Maintenance", reason="script one"),
+                                lambda: put_mode(server, stack.name, "Maintenance", reason="script two"))
 
     assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
     winner, loser = (first, second) if first.status_code == 200 else (second, first)
@@ -195,8 +189,8 @@ def test_a_put_during_a_background_transition_gets_409_with_its_url(make_server,
     server = make_server().start()
     wait_for_server_deployment(server, stack.name, 2)
 
-    started = put(server, stack.name, "Maintenance", wait=False)
-    refused = put(server, stack.name, "Stopped")
+    started = put_mode(server, stack.name, "Maintenance", wait=False)
+    refused = put_mode(server, stack.name, "Stopped")
 
     assert started.status_code == 202, started.text
     transition_id = started.json()["transition"]["id"]
@@ -221,7 +215,7 @@ def test_two_deployments_transition_concurrently(make_server, make_stack):
 
     def timed_put(stack):
         began = time.monotonic()
-        response = put(server, stack.name, "Maintenance")
+        response = put_mode(server, stack.name, "Maintenance")
         return response, time.monotonic() - began
 
     began = time.monotonic()
@@ -231,7 +225,8 @@ def test_two_deployments_transition_concurrently(make_server, make_stack):
     assert first.status_code == 200, first.text
     assert second.status_code == 200, second.text
     assert took_one >= 2.9 and took_two >= 2.9, "each transition waits for its ~3 s stops"
-    assert wall < 0.75 * (took_one + took_two), f"{wall:.1f}s for two transitions of {took_one:.1f}s and {took_two:.1f}s"
+    assert wall < 0.75 * (took_one + took_two), (f"{wall:.1f}s for two transitions of {took_one:.1f}s "
+                                                 f"and {took_two:.1f}s")
     t1, t2 = first.json()["transition"], second.json()["transition"]
     assert t1["startedAt"] < t2["finishedAt"] and t2["startedAt"] < t1["finishedAt"], "the transitions overlap"
     assert all(not s.is_running(short) for s in (one, two) for short in ("a", "b"))
@@ -267,7 +262,7 @@ def test_docker_unreachable_answers_503_and_leaves_mode_and_containers_alone(mak
     assert item["health"] == "Unknown"
     assert item["operationMode"] == "Normal"
 
-    response = put(server, stack.name, "Maintenance", reason="backup")
+    response = put_mode(server, stack.name, "Maintenance", reason="backup")
 
     assert response.status_code == 503, response.text
     assert response.headers["Content-Type"].startswith("application/problem+json")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import put_mode, wait_for_deployment
+from conftest import wait_for_deployment
 from rsgo import db
 from rsgo.migrations import MIGRATIONS
+from support import put_mode
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_records_migrations(make_app, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from conftest import SLOW_2S, put_mode, wait_for_deployment, wait_until
+from conftest import SLOW_2S, wait_for_deployment
+from support import put_mode, wait_until
 
 
 def _finished_at(stack, short) -> dt.datetime:

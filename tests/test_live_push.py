@@ -1,4 +1,4 @@
-"""The live websocket (§10) end to end: a real ``rsgo serve``, the real Docker engine and a real
+"""The live websocket (README "The dashboard") end to end: a real ``rsgo serve``, the real Docker engine and a real
 websocket client per open "page". Each test subscribes the way a page does (``?topics=...``)
 and checks the HTML fragments that arrive: their ids, their out-of-band swap markers, their
 content, their escaping, that a page gets only its own regions and that a browser which
@@ -23,10 +23,9 @@ from html.parser import HTMLParser
 
 import pytest
 import requests
-import websocket
 
-from conftest import wait_until
 from rsgo.web.hub import Hub
+from support import LiveSocket, put_mode, wait_until
 
 
 # A PID 1 whose SIGTERM trap takes ``seconds`` before exiting: stops that finish at staggered times.
@@ -34,71 +33,7 @@ def stops_after(seconds: int) -> list[str]:
     return ["sh", "-c", f"trap 'sleep {seconds}; exit 0' TERM; while :; do sleep 0.1; done"]
 
 
-# -- a websocket client that records every fragment with its arrival time ---------------------
-
-class LivePage:
-    """One open page: a websocket on ``/ws?topics=...`` whose reader thread keeps every message."""
-
-    def __init__(self, server, topics: str):
-        self.topics = topics
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?topics={topics}", timeout=30,
-                                              header=browser_headers(server), suppress_origin=True)
-        self.messages: list[tuple[float, str]] = []  # (time.monotonic() at arrival, fragment)
-        self._arrived = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name=f"ws-{topics}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                opcode, data = self.ws.recv_data()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except Exception:  # noqa: BLE001 - closed by us or by the server: the page is gone
-                break
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                break
-            with self._arrived:
-                self.messages.append((time.monotonic(), data.decode() if isinstance(data, bytes) else data))
-                self._arrived.notify_all()
-        with self._arrived:
-            self._arrived.notify_all()
-
-    @property
-    def texts(self) -> list[str]:
-        with self._arrived:
-            return [text for _, text in self.messages]
-
-    def wait_for(self, predicate, timeout: float = 15, what: str = "a matching fragment", start: int = 0):
-        """The first message from index ``start`` on that satisfies ``predicate``: (index, arrival, text)."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            seen = start
-            while True:
-                for index in range(seen, len(self.messages)):
-                    arrival, text = self.messages[index]
-                    if predicate(text):
-                        return index, arrival, text
-                seen = len(self.messages)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    got = "\n---\n".join(text[:400] for _, text in self.messages[start:][-5:])
-                    raise AssertionError(f"{self.topics} client: no {what} within {timeout}s; "
-                                         f"{len(self.messages) - start} messages, the last ones:\n{got}")
-                self._arrived.wait(remaining)
-
-    def close(self) -> None:
-        try:
-            self.ws.send_close()
-        except Exception:  # noqa: BLE001 - already closed
-            pass
-        try:
-            self.ws.sock and self.ws.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._reader.join(timeout=10)
-        self.ws.shutdown()
-
+# -- pages: a signed-in websocket that reads, and one that stopped reading ---------------------
 
 class HungPage:
     """A page that completed the websocket handshake and then never reads again, with a tiny
@@ -110,7 +45,8 @@ class HungPage:
         self.sock.settimeout(30)
         self.sock.connect(("127.0.0.1", server.port))
         key = base64.b64encode(os.urandom(16)).decode()
-        signed_in = "".join(f"{line}\r\n" for line in browser_headers(server))  # its cookie and origin
+        browser = server.websocket_headers(browser_session(server))  # its cookie and origin
+        signed_in = "".join(f"{line}\r\n" for line in browser)
         self.sock.sendall((f"GET /ws?topics={topics} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                            f"Sec-WebSocket-Version: 13\r\n{signed_in}\r\n").encode())
@@ -132,7 +68,7 @@ class HungPage:
                 return self.sock.recv(1 << 16) == b""
             except ConnectionResetError:
                 return True
-            except socket.timeout:
+            except TimeoutError:
                 return False
 
         wait_until(ended, timeout, interval=0, message="the server to end the hung page's connection")
@@ -148,7 +84,7 @@ def open_page(make_server):
     pages = []
 
     def open_(server, topics: str, hung: bool = False):
-        page = (HungPage if hung else LivePage)(server, topics)
+        page = HungPage(server, topics) if hung else LiveSocket(server, topics, session=browser_session(server))
         pages.append(page)
         return page
 
@@ -162,16 +98,11 @@ def open_page(make_server):
 _signed_in: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def browser_headers(server) -> list[str]:
+def browser_session(server) -> requests.Session:
     """The websocket needs a signed-in browser session: the admin's, signed in once per server."""
     if server not in _signed_in:
         _signed_in[server] = server.login()
-    return server.websocket_headers(_signed_in[server])
-
-
-def put(server, stack_name: str, mode: str, timeout: float = 60, **body) -> requests.Response:
-    return requests.put(f"{server.url}/api/deployments/{stack_name}/operation-mode",
-                        json={"newMode": mode, **body}, headers=server.headers, timeout=timeout)
+    return _signed_in[server]
 
 
 def deployment_of(server, stack_name: str, containers: int, timeout: float = 20) -> dict:
@@ -251,12 +182,12 @@ def test_a_mode_change_pushes_the_dashboard_row_the_detail_regions_and_the_audit
     global_history = open_page(server, "history")
     reason = f"backup {uuid.uuid4().hex[:8]}"
 
-    response = put(server, stack.name, "Maintenance", reason=reason)
+    response = put_mode(server, stack.name, "Maintenance", reason=reason)
 
     assert response.status_code == 200, response.text
     assert not stack.is_running("api")
     # The dashboard: the deployment's row, replaced out of band, in the new mode, with the reason.
-    _, _, row = dashboard.wait_for(lambda m: mode_shown(m, "tr", f"deployment-{deployment_id}") == "Maintenance",
+    row = dashboard.wait_for(lambda m: mode_shown(m, "tr", f"deployment-{deployment_id}") == "Maintenance",
                                    what="the deployment row in Maintenance")
     assert f'<tr id="deployment-{deployment_id}"' in row
     assert start_tag(row, f"deployment-{deployment_id}")[0] == "tr"
@@ -264,7 +195,7 @@ def test_a_mode_change_pushes_the_dashboard_row_the_detail_regions_and_the_audit
     assert reason in element(row, "tr", f"deployment-{deployment_id}")
     assert "0/1 running" in row
     # The deployment page: its mode, progress and containers regions, each swapped by id.
-    _, _, regions = detail.wait_for(lambda m: mode_shown(m, "section", f"mode-{deployment_id}") == "Maintenance",
+    regions = detail.wait_for(lambda m: mode_shown(m, "section", f"mode-{deployment_id}") == "Maintenance",
                                     what="the mode region in Maintenance")
     for region in ("mode", "progress", "containers"):
         assert f'id="{region}-{deployment_id}"' in regions, region
@@ -275,12 +206,12 @@ def test_a_mode_change_pushes_the_dashboard_row_the_detail_regions_and_the_audit
     # The global history: the new audit row, prepended to the table.
     entry = next(e for e in history(server, stack.name) if e["outcome"] == "succeeded")
     assert entry["reason"] == reason and entry["newMode"] == "Maintenance"
-    _, _, rows = global_history.wait_for(lambda m: f'id="audit-{entry["id"]}"' in m, what=f"audit row {entry['id']}")
+    rows = global_history.wait_for(lambda m: f'id="audit-{entry["id"]}"' in m, what=f"audit row {entry['id']}")
     assert rows.lstrip().startswith('<tbody hx-swap-oob="afterbegin:#history-rows-all">')
     audit_row = element(rows, "tr", f"audit-{entry['id']}")
     assert reason in audit_row and "Normal → Maintenance" in audit_row and stack.name in audit_row
     # The deployment page's own history table gets the same row.
-    _, _, own_rows = detail.wait_for(lambda m: f'id="audit-{entry["id"]}"' in m, what="the audit row")
+    own_rows = detail.wait_for(lambda m: f'id="audit-{entry["id"]}"' in m, what="the audit row")
     assert own_rows.lstrip().startswith(f'<tbody hx-swap-oob="afterbegin:#history-rows-{deployment_id}">')
 
 
@@ -293,12 +224,13 @@ def test_transition_progress_is_pushed_as_each_container_stops(make_server, make
     detail = open_page(server, f"deployment:{deployment_id}")
     dashboard = open_page(server, "dashboard")
 
-    response = put(server, stack.name, "Maintenance", reason="progress", wait=False)
+    response = put_mode(server, stack.name, "Maintenance", reason="progress", wait=False)
 
     assert response.status_code == 202, response.text
     # The last push: the transition has finished, all three stopped, the mode is Maintenance.
-    last, _, final = detail.wait_for(lambda m: mode_shown(m, "section", f"mode-{deployment_id}") == "Maintenance",
-                                     timeout=30, what="the mode region in Maintenance")
+    last, _, final = detail.wait_for_arrival(
+        lambda m: mode_shown(m, "section", f"mode-{deployment_id}") == "Maintenance", timeout=30,
+        what="the mode region in Maintenance")
     assert progress_shown(final, deployment_id) == "3 of 3 stopped"
     assert "Last change: Normal → Maintenance" in element(final, "section", f"progress-{deployment_id}")
     shown = [progress_shown(text, deployment_id) for text in detail.texts[:last + 1]]
@@ -328,12 +260,12 @@ def test_a_container_stopped_outside_rsgo_is_pushed_from_the_docker_events(make_
 
     stack.containers["worker"].stop(timeout=10)  # the Docker SDK, not rsgo
 
-    _, _, regions = detail.wait_for(lambda m: container_state(m, deployment_id, worker) == "exited",
+    regions = detail.wait_for(lambda m: container_state(m, deployment_id, worker) == "exited",
                                     what=f"{worker} exited in the containers region")
     assert oob(regions, f"containers-{deployment_id}") == "true"
     assert container_state(regions, deployment_id, stack.container_name("api")) == "running"
     assert mode_shown(regions, "section", f"mode-{deployment_id}") == "Normal"
-    _, _, row = dashboard.wait_for(
+    row = dashboard.wait_for(
         lambda m: "1/2 running" in (element(m, "tr", f"deployment-{deployment_id}") or ""),
         what="the dashboard row with 1/2 running")
     assert oob(row, f"deployment-{deployment_id}") == "true"
@@ -348,7 +280,7 @@ def test_a_new_stack_is_appended_to_the_dashboard(make_server, make_stack, open_
     stack.add("web")
 
     deployment_id = deployment_of(server, stack.name, 1)["id"]
-    _, _, slot = dashboard.wait_for(lambda m: f'id="slot-{deployment_id}"' in m, what=f"slot-{deployment_id}")
+    slot = dashboard.wait_for(lambda m: f'id="slot-{deployment_id}"' in m, what=f"slot-{deployment_id}")
     assert slot.lstrip().startswith(f'<tbody id="slot-{deployment_id}" hx-swap-oob="beforeend:#deployment-list">')
     row = element(slot, "tr", f"deployment-{deployment_id}")
     assert row is not None and stack.name in row
@@ -368,11 +300,11 @@ def test_a_page_receives_only_the_regions_it_has(make_server, make_stack, open_p
     global_history = open_page(server, "history")
     other_detail = open_page(server, f"deployment:{other_id}")
 
-    assert put(server, stack.name, "Maintenance", reason="isolation").status_code == 200
+    assert put_mode(server, stack.name, "Maintenance", reason="isolation").status_code == 200
     # Later pushes on each topic: a page that was to get anything earlier has it by then (one
     # push thread, FIFO queues).
-    assert put(server, stack.name, "Normal", reason="isolation done").status_code == 200
-    assert put(server, other.name, "Normal", reason="other noop").status_code == 200
+    assert put_mode(server, stack.name, "Normal", reason="isolation done").status_code == 200
+    assert put_mode(server, other.name, "Normal", reason="other noop").status_code == 200
     dashboard.wait_for(lambda m: mode_shown(m, "tr", f"deployment-{deployment_id}") == "Normal"
                        and "isolation done" in m, what="the row back in Normal")
     global_history.wait_for(lambda m: "other noop" in m, what="the noop's audit row")
@@ -399,10 +331,12 @@ def test_a_reason_with_markup_arrives_escaped_in_every_fragment(make_server, mak
     pages = [open_page(server, topics) for topics in ("dashboard", f"deployment:{deployment_id}", "history")]
     reason = "<img src=x onerror=alert(1)>"
 
-    assert put(server, stack.name, "Migrating", reason=reason).status_code == 200
+    assert put_mode(server, stack.name, "Migrating", reason=reason).status_code == 200
 
-    for page, expected in zip(pages, (1, 2, 1)):  # the row; the mode region and the audit row; the audit row
-        wait_until(lambda: sum("&lt;img src=x onerror=alert(1)&gt;" in t for t in page.texts) >= expected,
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    # The row; the mode region and the audit row; the audit row.
+    for page, expected in zip(pages, (1, 2, 1), strict=True):
+        wait_until(lambda page=page, expected=expected: sum(escaped in t for t in page.texts) >= expected,
                    timeout=15, message=f"{expected} escaped fragment(s) on {page.topics}")
     for page in pages:
         for text in page.texts:
@@ -425,7 +359,7 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     readers = [open_page(server, topics) for topics in
                ("dashboard", f"deployment:{deployment_id}", "history", all_topics)]
     # One change everyone sees first: every page is registered with the hub from here on.
-    assert put(server, stack.name, "Migrating", reason="warm-up").status_code == 200
+    assert put_mode(server, stack.name, "Migrating", reason="warm-up").status_code == 200
     for page in readers:
         page.wait_for(lambda m: "warm-up" in m, what="the warm-up push")
     marks = [len(page.messages) for page in readers]
@@ -439,7 +373,7 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     while dropped_at is None or len(returned) < dropped_at + 20:
         assert time.monotonic() < deadline, f"the hung page was not dropped after {len(returned)} changes"
         mode = "Normal" if len(returned) % 2 == 0 else "Migrating"
-        response = put(server, stack.name, mode, reason=f"burst-{len(returned):04d}-{padding}")
+        response = put_mode(server, stack.name, mode, reason=f"burst-{len(returned):04d}-{padding}")
         assert response.status_code == 200, response.text
         returned.append(time.monotonic())
         if dropped_at is None and "dropping a live client that stopped reading" in server.log():
@@ -448,7 +382,7 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     # The hung page is stuck: a full, tiny receive buffer, while each reader got far more.
     assert 0 < hung.unread_bytes() <= 4096, hung.unread_bytes()
     assert sum(len(text) for text in readers[-1].texts) > 100 * 4096
-    for page, mark in zip(readers, marks):
+    for page, mark in zip(readers, marks, strict=True):
         latencies = []
         for number, put_returned in enumerate(returned):
             # This change, or a newer one (the pusher coalesces a burst into the latest state).
@@ -456,7 +390,7 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
                 found = [int(n) for n in re.findall(r"burst-(\d{4})-", text)]
                 return bool(found) and max(found) >= number
 
-            _, arrived, _ = page.wait_for(newer_or_same, timeout=10, start=mark, what=f"burst-{number:04d}")
+            _, arrived, _ = page.wait_for_arrival(newer_or_same, timeout=10, start=mark, what=f"burst-{number:04d}")
             latencies.append(max(0.0, arrived - put_returned))
         worst = max(latencies)
         assert worst < 0.5, (f"{page.topics}: a fragment came {worst:.3f}s after its change "
@@ -465,7 +399,7 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
     # takes them (a thread left blocked in the send would keep the slot: 503) and the API still answers.
     newcomer = open_page(server, all_topics)
     try:
-        response = put(server, stack.name, "Normal" if len(returned) % 2 == 0 else "Migrating",
+        response = put_mode(server, stack.name, "Normal" if len(returned) % 2 == 0 else "Migrating",
                        reason="after the drop", timeout=10)
     except requests.Timeout:
         pytest.fail("no request thread is free: the dropped page's thread is still blocked sending to it")

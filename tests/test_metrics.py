@@ -1,4 +1,4 @@
-"""GET /metrics (§7) parsed with prometheus_client's own parser, after real transitions on a real Docker
+"""GET /metrics (README "Metrics") parsed with prometheus_client's own parser, after real transitions on a real Docker
 engine and real observer checks; who may read it."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import put_mode, wait_for_deployment
-from rsgo.security import tokens
+from conftest import wait_for_deployment
 from rsgo.modes import MODE_NAMES
+from rsgo.security import tokens
+from support import put_mode
 
 
 def scrape(client, **headers) -> dict[str, list[tuple[dict, float]]]:

@@ -1,4 +1,4 @@
-"""The ``file`` observer against real files in a temp dir (§6)."""
+"""The ``file`` observer against real files in a temp dir (README "Observers")."""
 
 from __future__ import annotations
 

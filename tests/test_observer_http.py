@@ -1,4 +1,4 @@
-"""The ``http`` observer against a real local HTTP(S) server (§6): no mocks of requests."""
+"""The ``http`` observer against a real local HTTP(S) server (README "Observers"): no mocks of requests."""
 
 from __future__ import annotations
 

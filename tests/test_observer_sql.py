@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pyodbc
 import pytest
-from conftest import PostgresServer, free_port, wait_until
 
+from conftest import PostgresServer
 from rsgo.observers import REGISTRY
 from rsgo.observers.base import ObserverError, Reading
 from rsgo.observers.odbc import mask_odbc
 from rsgo.observers.sql_extended_property import SqlExtendedPropertyObserver
 from rsgo.observers.sql_query import SqlQueryObserver
+from support import free_port, wait_until
 
 PG_DRIVER = "PostgreSQL Unicode"
 SQLITE_DRIVER = "SQLite3"
@@ -265,8 +266,8 @@ def test_target_masks_the_password():
 
 def test_connection_name_reads_the_connection_string_from_the_environment(pg, monkeypatch):
     monkeypatch.setenv("RSGO_TEST_SQL_CONNECTION", f"{pg};PWD={PASSWORD}")
-    settings = {"connectionName": "RSGO_TEST_SQL_CONNECTION", "query": "SELECT flag FROM flags WHERE name = 'maintenance'",
-                "timeout": 5.0}
+    settings = {"connectionName": "RSGO_TEST_SQL_CONNECTION",
+                "query": "SELECT flag FROM flags WHERE name = 'maintenance'", "timeout": 5.0}
     assert SqlQueryObserver.validate(settings) == []
     observer = SqlQueryObserver(settings)
     assert observer.check() == Reading("1")

@@ -12,8 +12,9 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, put_mode, wait_for_deployment, wait_until
+from conftest import wait_for_deployment
 from rsgo.jobs import Scheduler, SchedulerAlreadyRunning
+from support import ROOT, put_mode, wait_until
 
 
 def write_config(path, text: str):
@@ -301,7 +302,8 @@ def test_sighup_reloads_the_config_in_place_keeping_unchanged_observers_state(ma
     import requests
 
     def status(stack):
-        return requests.get(f"{server.url}/api/deployments/{stack.name}/observer", headers=server.headers, timeout=5).json()
+        return requests.get(f"{server.url}/api/deployments/{stack.name}/observer", headers=server.headers,
+                            timeout=5).json()
 
     wait_until(lambda: status(kept)["failures"] == 1, 10, message="the first (failing) check")
     requests.post(f"{server.url}/api/deployments/{kept.name}/observer/check", headers=server.headers, timeout=10)
@@ -390,7 +392,7 @@ def test_each_observer_runs_once_per_interval_and_a_hung_source_delays_no_other(
         client = make_app(RSGO_CONFIG=str(config)).test_client()
         wait_until(lambda: len(steady.times) >= 7, 15, message="seven checks of the steady source")
 
-        gaps = [later - earlier for earlier, later in zip(steady.times, steady.times[1:])]
+        gaps = [later - earlier for earlier, later in zip(steady.times, steady.times[1:], strict=False)]
         assert all(0.8 < gap < 1.3 for gap in gaps), f"one check per second, never doubled or skipped: {gaps}"
         # The hung source holds its single running check; runs are not stacked up behind it.
         assert len(hung.times) == 1
@@ -403,12 +405,13 @@ def test_each_observer_runs_once_per_interval_and_a_hung_source_delays_no_other(
 def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_stack, tmp_path, capfd, caplog):
     stack = make_stack()
     stack.add("api")
+    connection = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=1;UID=rsgo;PWD=${TEST_DB_PASSWORD}"
     config = write_config(tmp_path / "rsgo.yml", f"""
         stacks:
           {stack.name}:
             maintenanceObserver:
               type: sqlQuery
-              connectionString: "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port=1;UID=rsgo;PWD=${{TEST_DB_PASSWORD}}"
+              connectionString: "{connection}"
               query: SELECT flag FROM maintenance
               maintenanceValue: "1"
               timeout: 2s
@@ -422,7 +425,8 @@ def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_
         client = app.test_client()
         checked = client.post(f"/api/deployments/{stack.name}/observer/check").json
         responses = [checked, observer_status(client, stack.name), client.get(f"/api/deployments/{stack.name}").json]
-        pages = [client.get(f"/deployments/{stack.name}").get_data(as_text=True), client.get("/").get_data(as_text=True)]
+        pages = [client.get(f"/deployments/{stack.name}").get_data(as_text=True),
+                 client.get("/").get_data(as_text=True)]
     finally:
         del os.environ["TEST_DB_PASSWORD"]
     assert checked["state"] == "error" and "PWD=***" in checked["target"]

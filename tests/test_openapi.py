@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document at /api/openapi.json: valid, exactly the API routes the app serves, true to the responses."""
+"""The OpenAPI 3.1 document at /api/openapi.json: valid, exactly the API routes the app serves, true to
+the responses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import re
 from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from conftest import put_mode, wait_for_deployment, wait_until
+from conftest import wait_for_deployment
+from support import put_mode, wait_until
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?[^<>]+>")

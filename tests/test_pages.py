@@ -6,7 +6,8 @@ import ast
 import hashlib
 import re
 
-from conftest import ROOT, put_mode, wait_for_deployment
+from conftest import wait_for_deployment
+from support import ROOT, put_mode
 
 HTMX = {"HX-Request": "true"}
 

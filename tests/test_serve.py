@@ -6,7 +6,7 @@ import signal
 
 import requests
 
-from conftest import wait_until
+from support import put_mode, wait_until
 
 SLOW_3S = ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while :; do sleep 0.1; done"]
 
@@ -19,8 +19,7 @@ def test_sigterm_lets_a_running_transition_finish_before_the_process_exits(make_
     wait_until(lambda: requests.get(f"{server.url}/api/deployments/{stack.name}", headers=server.headers,
                                     timeout=5).json().get("containerCounts", {}).get("total") == 3, 15,
                message="discovery")
-    accepted = requests.put(f"{server.url}/api/deployments/{stack.name}/operation-mode", headers=server.headers,
-                            json={"newMode": "Maintenance", "reason": "before shutdown", "wait": False}, timeout=10)
+    accepted = put_mode(server, stack.name, "Maintenance", reason="before shutdown", wait=False, timeout=10)
     assert accepted.status_code == 202, accepted.text
     transition_url = server.url + accepted.headers["Location"]
 

@@ -20,17 +20,15 @@ import os
 import re
 import socket
 import sqlite3
-import threading
 import time
 import uuid
 
 import pytest
 import requests
-import websocket
-from conftest import wait_until
 
 from rsgo import db
 from rsgo.settings import load_settings
+from support import LiveSocket, cookie_header, put_mode, wait_until
 
 PASSWORD = "a-long-password-1"
 
@@ -75,51 +73,10 @@ def signed_in(server, session: requests.Session) -> bool:
     api = session.get(f"{server.url}/api/deployments", timeout=10, allow_redirects=False)
     if page.status_code == 200 and api.status_code == 200:
         return True
-    assert page.status_code == 302 and page.headers["Location"].startswith("/login"), (page.status_code, page.text[:200])
+    assert page.status_code == 302 and page.headers["Location"].startswith("/login"), (page.status_code,
+                                                                                       page.text[:200])
     assert api.status_code == 401 and api.json()["code"] == "unauthorized", (api.status_code, api.text[:200])
     return False
-
-
-def cookie_header(session: requests.Session) -> str:
-    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-
-
-class Live:
-    """A page's websocket (websocket-client, which answers pings) whose reader keeps every message."""
-
-    def __init__(self, server, session: requests.Session, topics: str):
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?topics={topics}", timeout=30,
-                                              cookie=cookie_header(session), origin=server.url)
-        self.messages: list[str] = []
-        self.closed = threading.Event()
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        while True:
-            try:
-                opcode, data = self.ws.recv_data()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except Exception:  # noqa: BLE001 - the connection ended
-                break
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                break
-            with self._lock:
-                self.messages.append(data.decode() if isinstance(data, bytes) else data)
-        self.closed.set()
-
-    def got(self, text: str) -> bool:
-        with self._lock:
-            return any(text in message for message in self.messages)
-
-    def close(self):
-        try:
-            self.ws.close(timeout=2)
-        except Exception:  # noqa: BLE001, S110 - already closed
-            pass
-        self._reader.join(timeout=5)
 
 
 @pytest.fixture
@@ -127,8 +84,8 @@ def live_pages():
     """Websockets opened by a test, closed before its server stops."""
     opened = []
 
-    def open_(*args) -> Live:
-        page = Live(*args)
+    def open_(server, session: requests.Session, topics: str) -> LiveSocket:
+        page = LiveSocket(server, topics, session=session)
         opened.append(page)
         return page
 
@@ -186,9 +143,8 @@ def quick(server, path: str, headers: dict | None = None) -> tuple[int, float]:
     return response.status_code, time.monotonic() - started
 
 
-def put_mode(server, deployment: str, mode: str, reason: str) -> None:
-    answer = requests.put(f"{server.url}/api/deployments/{deployment}/operation-mode", headers=server.headers,
-                          json={"newMode": mode, "reason": reason}, timeout=60)
+def change_mode(server, deployment: str, mode: str, reason: str) -> None:
+    answer = put_mode(server, deployment, mode, reason=reason)
     assert answer.status_code == 200, answer.text
 
 
@@ -326,7 +282,7 @@ def test_a_users_open_websockets_close_at_once_when_their_sessions_end(live_esta
     witness = live_pages(server, admin, topics)  # still signed in: shows the later push did happen
     tag = uuid.uuid4().hex[:8]
 
-    put_mode(server, stack_name, "Migrating", f"before-{tag}")
+    change_mode(server, stack_name, "Migrating", f"before-{tag}")
     for page in (*pages, witness):
         wait_until(lambda page=page: page.got(f"before-{tag}"), 15, message="the push before the session ended")
     wait_until(lambda: pages[0].got("mode-actions"), 15, message="an operator's push with mode buttons")
@@ -343,7 +299,7 @@ def test_a_users_open_websockets_close_at_once_when_their_sessions_end(live_esta
     # At once: well before the connections' own session check (every 10 s) would find it.
     for page in pages:
         wait_until(page.closed.is_set, 3, message=f"the websocket to close after the {ending}")
-    put_mode(server, stack_name, "Normal", f"after-{tag}-secret-reason")
+    change_mode(server, stack_name, "Normal", f"after-{tag}-secret-reason")
     wait_until(lambda: witness.got(f"after-{tag}-secret-reason"), 15, message="the push after the session ended")
     for page in pages:
         assert not page.got(f"after-{tag}"), f"a push reached a websocket after the {ending}"
@@ -356,7 +312,7 @@ def test_a_websocket_whose_session_ended_behind_the_servers_back_closes_by_its_o
     server, stack_name, stack_id = live_estate
     name = add_user(server, server.login(), "viewer")
     page = live_pages(server, server.login(name, PASSWORD), f"deployment:{stack_id}")
-    put_mode(server, stack_name, "Migrating", "first")
+    change_mode(server, stack_name, "Migrating", "first")
     wait_until(lambda: page.got("first"), 15, message="a first push")
 
     connection = sqlite3.connect(f"{server.env['RSGO_DATA_DIR']}/rsgo.sqlite3", timeout=10)

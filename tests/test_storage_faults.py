@@ -14,8 +14,8 @@ import subprocess
 
 import requests
 
-from conftest import wait_until
-from test_crash_and_concurrency import get, history, put, received_term, slow_stopper, wait_for_server_deployment
+from support import put_mode, wait_until
+from test_crash_and_concurrency import get, history, received_term, slow_stopper, wait_for_server_deployment
 
 DB_FILES = ("rsgo.sqlite3", "rsgo.sqlite3-wal", "rsgo.sqlite3-shm")
 
@@ -51,7 +51,7 @@ def three_levels(make_stack, slow_seconds: int = 3):
 
 
 def start_maintenance(server, stack) -> int:
-    answer = put(server, stack.name, "Maintenance", reason="storage fault test", wait=False)
+    answer = put_mode(server, stack.name, "Maintenance", reason="storage fault test", wait=False)
     assert answer.status_code == 202, answer.text
     transition_id = answer.json()["transition"]["id"]
     wait_until(lambda: received_term(stack, "front"), 15, message="Docker to begin stopping front")
@@ -69,7 +69,7 @@ def assert_held_as_failed(server, stack, transition_id: int) -> None:
     # It stopped acting: front (under way when the write failed) is down, api and db were never stopped.
     wait_until(lambda: not stack.is_running("front"), 15, message="front to stop")
     assert stack.is_running("api") and stack.is_running("db")
-    refused = put(server, stack.name, "Normal", reason="too early")
+    refused = put_mode(server, stack.name, "Normal", reason="too early")
     assert refused.status_code == 503, refused.text
     assert refused.json()["code"] == "storage_unavailable"
     assert refused.headers["Content-Type"].startswith("application/problem+json")
@@ -96,7 +96,7 @@ def assert_written_once_storage_is_back(server, stack, transition_id: int) -> No
                        stack.container_name("db"): "skipped"}, results
     wait_until(lambda: requests.get(f"{server.url}/readyz", timeout=30).status_code == 200, 30,
                message="/readyz to be ready again")
-    back = put(server, stack.name, "Normal", reason="storage is back")
+    back = put_mode(server, stack.name, "Normal", reason="storage is back")
     assert back.status_code == 200 and back.json()["newMode"] == "Normal", back.text
     assert all(stack.is_running(short) for short in ("front", "api", "db"))
 
@@ -174,7 +174,7 @@ def test_a_transition_cut_off_by_a_crash_is_not_replayed_over_a_container_starte
     assert detail["stoppedSet"] == []  # everything runs: nothing for Normal to start
     assert all(stack.is_running(short) for short in ("front", "api", "db"))
     assert not [e for e in history(server, stack.name) if e["outcome"] == "resumed"]
-    assert put(server, stack.name, "Normal", reason="checked").status_code == 200
+    assert put_mode(server, stack.name, "Normal", reason="checked").status_code == 200
 
 
 # -- a transition awaiting resumption owns its stack -----------------------------------------
@@ -217,8 +217,7 @@ def test_a_mode_change_on_a_stack_whose_interrupted_transition_awaits_resumption
     stack.add("web")
     app = make_app(background=False)
     deployment, transition = _awaiting_resumption(app, stack, "Maintenance")
-    answer = app.test_client().put(f"/api/deployments/{stack.name}/operation-mode",
-                                   json={"newMode": "Stopped", "reason": "meanwhile"})
+    answer = put_mode(app.test_client(), stack.name, "Stopped", reason="meanwhile")
     assert answer.status_code == 409, answer.text
     assert answer.json["code"] == "transition_in_progress"
     assert answer.json["transitionId"] == transition.id

@@ -1,4 +1,4 @@
-"""Webhooks (§7) against a real local HTTP server, with real mode changes on a real Docker engine:
+"""Webhooks (README "Webhooks") against a real local HTTP server, with real mode changes on a real Docker engine:
 the body and its signature, retries with backoff, a hanging endpoint, the delivery log, crash recovery."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import put_mode, wait_for_deployment, wait_until
+from conftest import wait_for_deployment
 from rsgo.models import Webhook, WebhookDelivery
 from rsgo.webhooks import WebhookDispatcher
+from support import put_mode, wait_until
 
 SECRET = "whsec-9f3c1e-do-not-show"
 
@@ -139,7 +140,7 @@ def test_a_mode_change_is_posted_with_every_field_and_a_valid_signature(make_app
         """)
     client = app.test_client()
     deployment = wait_for_deployment(client, stack.name, 1)
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
 
     response = put_mode(client, stack.name, "Maintenance", reason="nightly backup")
 
@@ -160,7 +161,7 @@ def test_a_mode_change_is_posted_with_every_field_and_a_valid_signature(make_app
     assert body["observedValue"] is None and body["error"] is None
     assert body["transitionId"] == transition_id
     sent_at = dt.datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-    assert before - dt.timedelta(seconds=1) <= sent_at <= dt.datetime.now(dt.timezone.utc)
+    assert before - dt.timedelta(seconds=1) <= sent_at <= dt.datetime.now(dt.UTC)
     # The signature covers the raw body: one changed byte (another timestamp, say) no longer verifies.
     tampered = sent.body.replace(body["timestamp"].encode(), b"2000-01-01T00:00:00.000Z")
     assert not hmac.compare_digest(sent.headers["X-RSGO-Signature"], expected_signature(tampered))
@@ -272,8 +273,8 @@ def test_a_delivery_that_keeps_failing_is_given_up_after_three_retries_with_back
     assert put_mode(client, stack.name, "Maintenance").status_code == 200
 
     attempts = wait_until(lambda: (a := receiver.at("/down")) and len(a) == 4 and a, message="four attempts")
-    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
-    assert [round(gap, 1) >= expected for gap, expected in zip(gaps, (0.2, 0.4, 0.8))] == [True] * 3, gaps
+    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    assert [round(gap, 1) >= expected for gap, expected in zip(gaps, (0.2, 0.4, 0.8), strict=True)] == [True] * 3, gaps
     row = wait_until(lambda: (r := delivery(attempts[0].json["deliveryId"])).status == "failed" and r,
                      message="the delivery marked failed")
     assert (row.attempts, row.last_status_code, row.last_error, row.delivered_at) == (4, 503, "HTTP 503", None)

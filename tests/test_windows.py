@@ -9,12 +9,12 @@ import textwrap
 import pytest
 
 from conftest import wait_for_deployment
-from support import put_mode, wait_until
 from rsgo.cron import Cron
 from rsgo.models import MaintenanceWindow
 from rsgo.windows import WindowService
+from support import put_mode, wait_until
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 BERLIN_WEEKLY = {"cron": "0 2 * * SUN", "duration": "45m", "timezone": "Europe/Berlin", "reason": "Weekly backup"}
 
 
