@@ -32,7 +32,7 @@ def serve(settings) -> int:
     from gunicorn.app.base import BaseApplication
     from gunicorn.arbiter import Arbiter
 
-    from rsgo import create_app
+    from rsgo import create_app, gunicorn_worker
     from rsgo.stack_config import load_config
 
     # A config file that cannot be used at all stops the start here, before anything stored is touched.
@@ -53,13 +53,19 @@ def serve(settings) -> int:
         def load_config(self):
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", 1)
-            self.cfg.set("worker_class", "gthread")
+            # gthread with a read timeout on requests: a client that stops sending part-way frees its thread.
+            self.cfg.set("worker_class", "rsgo.gunicorn_worker.ThreadWorker")
             # RSGO_THREADS for requests, plus one for each websocket the hub admits (each holds its
             # thread while open): websockets can never take the threads HTTP requests need.
             self.cfg.set("threads", settings.threads + settings.max_live_connections)
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("accesslog", "-")
+            # gunicorn's default format with the user name left out: it is the decoded Basic-auth user,
+            # as the client sent it (line breaks and escape sequences included). gunicorn refuses C0
+            # controls in the request line and headers (400); the logger escapes the C1 ones it lets through.
+            self.cfg.set("logger_class", "rsgo.gunicorn_worker.Logger")
+            self.cfg.set("access_log_format", '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"')
             self.cfg.set("errorlog", "-")
             # One shared control socket path would clash between instances (and tests) on one host.
             self.cfg.set("control_socket_disable", True)
@@ -79,6 +85,7 @@ def serve(settings) -> int:
         if runtime is not None:
             runtime.stop(timeout=25)
 
+    gunicorn_worker.REQUEST_TIMEOUT_SECONDS = settings.request_timeout
     logging.getLogger(__name__).info("rsgo serving on http://%s:%s/", settings.host, settings.port)
     Server().run()
     return 0

@@ -131,6 +131,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RSGO_MAX_LIVE_CONNECTIONS_PER_USER", "10",
             "Open live websockets allowed per signed-in user (one per open page); more are refused (429).",
             _positive_int),
+    Setting("RSGO_REQUEST_TIMEOUT", "10s",
+            "How long `rsgo serve` waits for each read of a request's headers and body; a client that sends "
+            "nothing for this long is disconnected (408 during a body). Open websockets are exempt.",
+            _positive_duration),
     Setting("RSGO_ENVIRONMENT", "local",
             "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket)."),
     Setting("RSGO_ENFORCE_MODES", "true",

@@ -8,8 +8,9 @@ from http import HTTPStatus
 import peewee
 from flask import render_template, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from wsproto.utilities import RemoteProtocolError
 
-from rsgo.db import storage_error_text
+from rsgo.db import note_storage_failure, storage_error_text
 from rsgo.deployment_queries import AmbiguousDeployment, DeploymentNotFound
 from rsgo.mode_change import ModeChangeRefused
 from rsgo.modes import MODE_NAMES, InvalidMode
@@ -67,6 +68,12 @@ def register(app) -> None:
         return answer(413, "request_too_large", f"the request body is larger than {MAX_REQUEST_TEXT} "
                                                 f"({MAX_REQUEST_BYTES} bytes); nothing was done")
 
+    @app.errorhandler(RemoteProtocolError)
+    def on_bad_handshake(error):
+        # wsproto refusing the upgrade request (no Sec-WebSocket-Key, an unsupported version): the
+        # client's mistake, answered before anything was upgraded.
+        return answer(400, "invalid_request", f"not a valid websocket handshake: {error}")
+
     @app.errorhandler(InvalidMode)
     def on_invalid_mode(error):
         return answer(400, "invalid_mode", str(error), validModes=MODE_NAMES)
@@ -84,6 +91,7 @@ def register(app) -> None:
     def on_storage_failure(error: Exception):
         # A read-only or full disk, a lost database connection: say so, instead of a bare 500.
         log.error("database failure on %s %s: %s", request.method, request.path, storage_error_text(error))
+        note_storage_failure()
         return answer(503, "storage_unavailable",
                       f"rsgo cannot use its database: {storage_error_text(error)}; nothing was changed",
                       headers={"Retry-After": "5"})
