@@ -82,6 +82,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     if background:
         runtime.start()
         _reload_on_sighup(runtime)
+    # The thread that built the app keeps no connection (one opened while the disk was read-only would
+    # keep SQLite's shared memory read-only for the whole process); a connection of its own keeps the
+    # database's log files in place.
+    db.release_thread_connection()
+    db.keep_log_files_open()
     return app
 
 

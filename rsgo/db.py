@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sqlite3
+import threading
 
 import peewee
 from playhouse.db_url import connect as connect_url
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 database = peewee.DatabaseProxy()
 
 
+MIN_FREE_BYTES = 1024 * 1024  # /readyz fails below this: the next transition could not be recorded
 MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a bigger id names no row (and would not even fit a query)
 
 # What a failing database raises: read-only files, a full disk, a lost connection, a lock held too long.
@@ -52,6 +55,12 @@ def check_writable() -> None:
     with write_transaction():
         database.execute_sql("UPDATE schema_migrations SET applied_at = applied_at "
                              "WHERE version = (SELECT MAX(version) FROM schema_migrations)")
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        # That update may fit in pages the write-ahead log already has: a full disk shows only here.
+        disk = os.statvfs(os.path.dirname(os.path.abspath(database.obj.database)))
+        free = disk.f_bavail * disk.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise peewee.OperationalError(f"database or disk is full ({free} bytes free on the data dir's disk)")
 
 
 def utcnow() -> dt.datetime:
@@ -95,6 +104,54 @@ def _owner_only(path: str) -> None:
             log.warning("cannot make %s readable by its owner only: %s", name, error)
 
 
+# Bumped whenever a storage failure is seen. A connection SQLite opened while the file was read-only
+# stays read-only, and keeps the shared memory read-only for every other connection too, after the
+# disk is writable again: threads that keep their connection (observer checks) drop it when this moves.
+_failures_seen = 0
+_thread = threading.local()
+
+
+def note_storage_failure() -> None:
+    global _failures_seen
+    _failures_seen += 1
+
+
+_keeper: sqlite3.Connection | None = None  # see keep_log_files_open
+_keeper_for: tuple[str, int] | None = None
+
+
+def keep_log_files_open() -> None:
+    """Hold one SQLite connection for the process's life. The last connection to close removes the
+    -wal and -shm files, and on a full disk no new connection could create them again, not even to
+    read. Reopened after a storage failure was seen, so one opened while the file was read-only does
+    not keep the database read-only once it is writable again. (Called at start and every few seconds.)"""
+    global _keeper, _keeper_for
+    if not isinstance(database.obj, peewee.SqliteDatabase):
+        return
+    wanted = (database.obj.database, _failures_seen)
+    if _keeper is not None and _keeper_for == wanted:
+        return
+    if _keeper is not None:
+        _keeper.close()
+        _keeper = None
+    try:
+        _keeper = sqlite3.connect(database.obj.database, check_same_thread=False)
+        _keeper.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
+        _keeper_for = wanted
+    except sqlite3.Error as error:
+        log.warning("cannot hold the database open (%s); trying again in a few seconds", error)
+        if _keeper is not None:
+            _keeper.close()
+        _keeper = None
+
+
+def release_if_stale() -> None:
+    """For threads that keep their connection: drop it if a storage failure was seen since it opened."""
+    if getattr(_thread, "failures_seen", 0) != _failures_seen:
+        release_thread_connection()
+        _thread.failures_seen = _failures_seen
+
+
 def release_thread_connection() -> None:
     """Close this thread's database connection, if it has one open.
 
@@ -102,6 +159,7 @@ def release_thread_connection() -> None:
     thread would pin a SQLite file handle (or a PostgreSQL session) for as long as the pool lives, and
     see a stale snapshot. Each unit of work opens one on first use and gives it back here at its end.
     """
+    _thread.failures_seen = _failures_seen
     if not database.is_closed():
         database.close()
 

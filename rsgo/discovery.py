@@ -12,6 +12,7 @@ import logging
 import threading
 
 from rsgo import deployment_queries, events
+from rsgo.db import release_thread_connection
 from rsgo.docker_ops import ContainerInfo, ContainerNotFound, DockerError, DockerGateway
 from rsgo.events import EventBus
 
@@ -86,7 +87,11 @@ class Inventory:
             self.last_error = error
 
     def _ensure_deployments(self, stacks: set[str]) -> None:
-        for deployment in deployment_queries.ensure_deployments(self.environment, stacks):
+        try:
+            created = deployment_queries.ensure_deployments(self.environment, stacks)
+        finally:
+            release_thread_connection()  # the events and resync threads live long: no connection kept
+        for deployment in created:
             self._bus.publish(events.DEPLOYMENT_DISCOVERED, deployment_id=deployment.id)
 
     def _announce(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:

@@ -13,6 +13,7 @@ import logging
 import threading
 
 from rsgo import transition_records
+from rsgo.db import STORAGE_ERRORS, note_storage_failure, release_thread_connection, storage_error_text
 from rsgo.docker_ops import ContainerInfo, DockerError
 from rsgo.lifecycle import PlannedAction
 from rsgo.models import AuditEntry, Transition
@@ -21,25 +22,50 @@ log = logging.getLogger(__name__)
 
 
 def resume_interrupted(service, stopping: threading.Event) -> list[int]:
-    """Resume (or close as superseded) every ``running`` transition, oldest first; their ids resumed."""
+    """Resume (or close as superseded) every ``running`` transition, oldest first; their ids resumed.
+    While the database cannot be written (rsgo restarted on a read-only or full disk), it retries with
+    backoff: meanwhile the stack answers 409 transition_in_progress and nothing acts on it."""
     resumed = []
-    for transition in Transition.select().where(Transition.status == "running").order_by(Transition.id):
-        with service.lock_for(transition.deployment_id):
-            containers = _containers_when_reachable(service.gateway, transition.deployment.name, stopping)
-            if containers is None:
+    delay = 0.5
+    while True:
+        try:
+            pending = list(Transition.select().where(Transition.status == "running").order_by(Transition.id))
+            for transition in pending:
+                if _resume_one(service, transition, stopping):
+                    resumed.append(transition.id)
+                if stopping.is_set():
+                    return resumed
+            return resumed
+        except STORAGE_ERRORS as error:
+            log.warning("cannot resume yet: the database cannot be written (%s)", storage_error_text(error))
+            note_storage_failure()
+            release_thread_connection()
+            if stopping.wait(delay):
                 return resumed  # shutting down: the rest resume at the next start
-            why = superseded_by(transition, containers)
-            if why:
-                log.warning("transition %s of %r not resumed: %s", transition.id, transition.deployment.name, why)
-                service.announce(transition_records.close_superseded(
-                    transition, {c.name for c in containers if c.running}, {c.name for c in containers}, why))
-                continue
+            delay = min(delay * 2, 10)
+
+
+def _resume_one(service, transition: Transition, stopping: threading.Event) -> bool:
+    """Resume one transition (True), or close it as superseded, or leave it for the next start."""
+    with service.lock_for(transition.deployment_id):
+        transition = Transition.get_by_id(transition.id)
+        if transition.status != "running":
+            return False  # finished by an earlier attempt of this loop
+        containers = _containers_when_reachable(service.gateway, transition.deployment.name, stopping)
+        if containers is None:
+            return False  # shutting down: it resumes at the next start
+        why = superseded_by(transition, containers)
+        if why:
+            log.warning("transition %s of %r not resumed: %s", transition.id, transition.deployment.name, why)
+            service.announce(transition_records.close_superseded(
+                transition, {c.name for c in containers if c.running}, {c.name for c in containers}, why))
+            return False
+        if not transition.resumed:
             service.announce_audit(transition_records.mark_resumed(transition))
-            planned = [PlannedAction(a.container_name, a.action, a.level, a.result) for a in transition.actions]
-            log.info("resuming transition %s of %r", transition.id, transition.deployment.name)
-            service.execute(transition, containers, planned)
-            resumed.append(transition.id)
-    return resumed
+        planned = [PlannedAction(a.container_name, a.action, a.level, a.result) for a in transition.actions]
+        log.info("resuming transition %s of %r", transition.id, transition.deployment.name)
+        service.execute(transition, containers, planned)
+        return True
 
 
 def superseded_by(transition: Transition, containers: list[ContainerInfo]) -> str | None:

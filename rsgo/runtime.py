@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
 from rsgo import events
-from rsgo.db import release_thread_connection, utcnow
+from rsgo.db import keep_log_files_open, release_thread_connection, utcnow
 from rsgo.discovery import DiscoveryService, Inventory
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
@@ -65,6 +66,7 @@ class Runtime:
         self.live_push = None  # rsgo.web.live_push.LivePush: renders with the app, so made with it
         self.config: Config | None = None
         self.reload_failure: ReloadFailure | None = None  # the last reload's rejection, until one succeeds
+        self._config_file_seen = False  # a config file was loaded once: from then on it must stay
         self._reload_lock = threading.Lock()
         self.enforcer: Enforcer | None = None
         # A transition's results land in the view at once, so its own answer shows the new states.
@@ -100,9 +102,11 @@ class Runtime:
         config stays, and ``reload_failure`` says why until a reload succeeds.
         """
         with self._reload_lock:
-            config = load_config(self.settings.config_path, required=bool(self.settings.config),
-                                 settings=self.settings)
             starting = self.config is None
+            # Once a file was in use, its disappearance (an editor that deletes before it writes, a wrong
+            # path) is a problem like any other, not "no config": that would drop every observer.
+            required = bool(self.settings.config) or self._config_file_seen
+            config = load_config(self.settings.config_path, required=required, settings=self.settings)
             if config.fatal or (config.problems and not starting):
                 for problem in config.problems:
                     log.error("config: %s", problem)
@@ -117,6 +121,7 @@ class Runtime:
             self._apply_windows(config)
             self.webhooks.sync_config(config.webhooks, keep=config.kept_webhooks)
             self.config = config
+            self._config_file_seen = self._config_file_seen or os.path.exists(self.settings.config_path)
             self.reload_failure = None
             log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
                      sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
@@ -165,6 +170,7 @@ class Runtime:
 
     def _write_held_failures(self) -> None:
         try:
+            keep_log_files_open()
             self.transitions.write_held_failures()
         finally:
             release_thread_connection()

@@ -125,10 +125,13 @@ def finish(transition_id: int) -> Finished:
     return Finished(entry, deployment, previous, new_mode.value, transition.id, outcome)
 
 
-def write_held_failure(held: HeldFailure) -> Finished:
-    """A failure that could not be written when it happened: what ran, what was skipped, Failed."""
+def write_held_failure(held: HeldFailure) -> Finished | None:
+    """A failure that could not be written when it happened: what ran, what was skipped, Failed.
+    None if it was written already (the retry job and a request may both try)."""
     with write_transaction():
         transition = Transition.get_by_id(held.transition_id)
+        if transition.status != "running":
+            return None
         for result in held.results:
             record_action(transition.id, held.deployment_id, result)
         (TransitionAction.update(result="skipped", duration_ms=0, finished_at=utcnow(),

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from rsgo import audit, deployment_queries, events, resumption, transition_records
-from rsgo.db import STORAGE_ERRORS, release_thread_connection, storage_error_text, utcnow
+from rsgo.db import STORAGE_ERRORS, note_storage_failure, release_thread_connection, storage_error_text, utcnow
 from rsgo.docker_ops import ContainerInfo, DockerError, DockerGateway
 from rsgo.events import EventBus
 from rsgo.lifecycle import ActionResult, DependencyCycle, LevelRunner, PlannedAction, plan
@@ -48,6 +48,7 @@ class TransitionService:
         self._locks_guard = threading.Lock()
         self._held: dict[int, HeldFailure] = {}  # deployment id -> failure not yet written
         self._held_guard = threading.Lock()
+        self._held_writing = threading.Lock()  # one writer of held failures at a time
         # Ownership (docs/design.md#modes-and-ownership), assigned by the runtime: does the observer that
         # entered Maintenance still read "maintenance"; an observer forced out; a schedule ended by others.
         self.observer_holds_maintenance: Callable[[Deployment], bool] = lambda deployment: True
@@ -225,6 +226,7 @@ class TransitionService:
                 return
             except STORAGE_ERRORS as error:
                 storage_failure = error
+        note_storage_failure()
         self._hold(HeldFailure(transition.id, deployment_id, storage_error_text(storage_failure), results, utcnow()))
 
     def wait_idle(self, timeout: float) -> bool:
@@ -292,16 +294,20 @@ class TransitionService:
         return len(self._held)
 
     def _write_held(self, held: HeldFailure) -> bool:
-        try:
-            finished = transition_records.write_held_failure(held)
-        except STORAGE_ERRORS as error:
-            held.error = storage_error_text(error)
-            return False
-        with self._held_guard:
-            if self._held.get(held.deployment_id) is held:
-                del self._held[held.deployment_id]
-        log.info("transition %s: its failure is recorded now that the database takes writes", held.transition_id)
-        self.announce(finished)
+        with self._held_writing:
+            try:
+                finished = transition_records.write_held_failure(held)
+            except STORAGE_ERRORS as error:
+                held.error = storage_error_text(error)
+                note_storage_failure()
+                return False
+            with self._held_guard:
+                if self._held.get(held.deployment_id) is held:
+                    del self._held[held.deployment_id]
+        if finished is not None:
+            log.info("transition %s: its failure is recorded now that the database takes writes",
+                     held.transition_id)
+            self.announce(finished)
         return True
 
     # -- crash recovery --------------------------------------------------------------------

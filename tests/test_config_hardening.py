@@ -165,6 +165,30 @@ def test_a_reload_of_a_file_that_does_not_parse_or_validate_changes_nothing_and_
     assert "Config reload failed" not in client.get("/").get_data(as_text=True)
 
 
+def test_a_config_file_that_disappears_is_refused_on_reload_not_read_as_no_config(make_app, make_stack, tmp_path,
+                                                                                   source):
+    """The default path (no RSGO_CONFIG): once a file was in use, its absence changes nothing."""
+    stack = make_stack()
+    stack.add("api")
+    value = tmp_path / "value"
+    value.write_text("0")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = write_config(data_dir / "rsgo.yml", _observed_config(stack.name, value, source.url("/hook")))
+    app = make_app(data_dir=data_dir)
+    client = app.test_client()
+    wait_for_deployment(client, stack.name, 1)
+    good = config.read_text()
+    config.unlink()  # an editor that deletes before it writes, or a volume that went away
+    answer = client.post("/api/config/reload")
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert answer.json["problems"][0]["message"] == "file not found"
+    assert str(value) in observer_of(client, stack.name)["target"]
+    assert Webhook.select().where(Webhook.origin == "config").count() == 1
+    config.write_text(good)
+    assert client.post("/api/config/reload").status_code == 200
+
+
 def test_sighup_with_a_broken_file_logs_it_shows_it_and_keeps_serving(make_server, make_stack, tmp_path, source):
     stack = make_stack()
     stack.add("api")

@@ -30,6 +30,8 @@ def read_only_database(data_dir):
     mounted = []
     try:
         for name in DB_FILES:
+            if not (data_dir / name).exists():
+                continue  # no connection open: SQLite removed its log; the database file is what counts
             path = str(data_dir / name)
             _run("mount", "--bind", path, path)
             mounted.append(path)
@@ -58,7 +60,12 @@ def start_maintenance(server, stack) -> int:
     return transition_id
 
 
-def assert_held_as_failed(server, stack, transition_id: int) -> None:
+def unused_read_token(server, stack) -> str:
+    """A token never used yet: its first use wants to write its last-used time."""
+    return server.cli("token", "create", f"reader-{stack.name}", "--scope", "read")
+
+
+def assert_held_as_failed(server, stack, transition_id: int, fresh_token: str) -> None:
     """While storage is down: the stack shows Failed with the storage error and refuses new changes."""
     def shown_failed():
         body = get(server, f"/api/deployments/{stack.name}").json()
@@ -66,6 +73,11 @@ def assert_held_as_failed(server, stack, transition_id: int) -> None:
 
     body = wait_until(shown_failed, 30, interval=0.2, message="the stack to be shown Failed")
     assert f"could not record transition {transition_id}" in body["trigger"]["reason"]
+    assert body["transitionInProgress"] is None  # it stopped; only its record waits
+    # Reads keep working, also for a token whose last-used time cannot be written now.
+    read = requests.get(f"{server.url}/api/deployments", headers={"Authorization": f"Bearer {fresh_token}"},
+                        timeout=30)
+    assert read.status_code == 200, read.text
     # It stopped acting: front (under way when the write failed) is down, api and db were never stopped.
     wait_until(lambda: not stack.is_running("front"), 15, message="front to stop")
     assert stack.is_running("api") and stack.is_running("db")
@@ -116,9 +128,10 @@ def test_a_read_only_database_mid_transition_stops_it_shows_failed_and_writes_it
     data_dir = tmp_path / "data"
     server = make_server(data_dir).start()
     wait_for_server_deployment(server, stack.name, 3)
+    fresh_token = unused_read_token(server, stack)
     transition_id = start_maintenance(server, stack)
     with read_only_database(data_dir):
-        assert_held_as_failed(server, stack, transition_id)
+        assert_held_as_failed(server, stack, transition_id, fresh_token)
         assert "readonly database" in server.log()
     assert_written_once_storage_is_back(server, stack, transition_id)
     assert_restart_replays_nothing(server, stack)
@@ -133,13 +146,14 @@ def test_a_full_disk_mid_transition_stops_it_shows_failed_and_writes_it_when_spa
     try:
         server = make_server(data_dir).start()
         wait_for_server_deployment(server, stack.name, 3)
+        fresh_token = unused_read_token(server, stack)
         transition_id = start_maintenance(server, stack)
         # Empty the write-ahead log, so the next write must grow a file, then take every free byte.
         with contextlib.closing(sqlite3.connect(data_dir / "rsgo.sqlite3")) as connection:
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         filler = data_dir / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, timeout=60)
-        assert_held_as_failed(server, stack, transition_id)
+        assert_held_as_failed(server, stack, transition_id, fresh_token)
         assert "database or disk is full" in server.log()
         filler.unlink()
         assert_written_once_storage_is_back(server, stack, transition_id)
@@ -222,3 +236,75 @@ def test_a_mode_change_on_a_stack_whose_interrupted_transition_awaits_resumption
     assert answer.json["code"] == "transition_in_progress"
     assert answer.json["transitionId"] == transition.id
     assert stack.is_running("web")
+
+
+# -- restarts and idle disks under storage faults ------------------------------------------
+
+def test_a_restart_while_the_database_is_read_only_resumes_once_it_is_writable_again(
+        make_server, make_stack, tmp_path):
+    """kill -9 mid-transition, the next start finds the database read-only: resumption waits (the stack
+    answers 409 meanwhile) and finishes the transition once the database takes writes, with no
+    second restart."""
+    stack = three_levels(make_stack)
+    data_dir = tmp_path / "data"
+    server = make_server(data_dir).start()
+    wait_for_server_deployment(server, stack.name, 3)
+    start_maintenance(server, stack)
+    server.kill(9)
+    with read_only_database(data_dir):
+        server.start()
+        waiting = put_mode(server, stack.name, "Normal", reason="while read-only")
+        assert waiting.status_code in (409, 503), waiting.text
+        assert waiting.json()["code"] in ("transition_in_progress", "storage_unavailable")
+        assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 503
+
+    def finished():
+        body = get(server, f"/api/deployments/{stack.name}").json()
+        return body if body["transitionInProgress"] is None else None
+
+    body = wait_until(finished, 60, interval=0.5, message="the interrupted transition to finish")
+    assert body["operationMode"] == "Maintenance", body
+    assert not any(stack.is_running(short) for short in ("front", "api", "db"))
+    assert [e["outcome"] for e in history(server, stack.name)][:2] == ["succeeded", "resumed"]
+    wait_until(lambda: requests.get(f"{server.url}/readyz", timeout=30).status_code == 200, 30,
+               message="/readyz to be ready again")
+    assert put_mode(server, stack.name, "Normal", reason="storage is back").status_code == 200
+
+
+def test_readyz_fails_on_a_full_disk_even_when_no_transition_runs(make_server, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data_dir))
+    try:
+        server = make_server(data_dir).start()
+        wait_until(lambda: requests.get(f"{server.url}/readyz", timeout=30).status_code == 200, 30,
+                   message="/readyz to be ready")
+        subprocess.run(["dd", "if=/dev/zero", f"of={data_dir / 'filler'}", "bs=64k"], capture_output=True,
+                       timeout=60)
+        ready = requests.get(f"{server.url}/readyz", timeout=30)
+        assert ready.status_code == 503, ready.text
+        assert "full" in ready.json()["checks"]["database"]
+        (data_dir / "filler").unlink()
+        assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 200
+        server.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(data_dir)], check=False, capture_output=True, timeout=30)
+
+
+def test_a_held_failure_is_written_once_when_two_writers_race(make_app, make_stack):
+    """The retry job and a request can both find the database writable again: one entry, one announcement."""
+    from rsgo.models import AuditEntry
+    from rsgo.transition_records import HeldFailure
+    from rsgo.db import utcnow
+
+    stack = make_stack("hf")
+    stack.add("web")
+    app = make_app(background=False)
+    deployment, transition = _awaiting_resumption(app, stack, "Normal")
+    service = app.extensions["rsgo"].transitions
+    held = HeldFailure(transition.id, deployment.id, "attempt to write a readonly database", [], utcnow())
+    service._hold(held)  # writes it at once: the database is fine here
+    assert service._write_held(held)  # the second writer finds it written
+    failed = AuditEntry.select().where((AuditEntry.deployment == deployment.id) & (AuditEntry.outcome == "failed"))
+    assert failed.count() == 1
+    assert service.held_failure(deployment.id) is None

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from rsgo import deployment_queries, events
-from rsgo.db import utcnow
+from rsgo.db import release_if_stale, utcnow
 from rsgo.events import EventBus
 from rsgo.mode_change import ModeChangeRefused
 from rsgo.models import Deployment, ObserverStatus
@@ -133,6 +133,7 @@ class ObserverService:
     def run_scheduled_check(self, deployment_id: int) -> None:
         # The scheduler's threads live as long as the process: each keeps its database connection
         # (closing it after every check made the next one reconnect and redo the PRAGMAs).
+        release_if_stale()
         try:
             self._check_once(deployment_id)
         except Exception:

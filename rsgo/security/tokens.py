@@ -15,7 +15,7 @@ import secrets
 
 import peewee
 
-from rsgo.db import utcnow
+from rsgo.db import STORAGE_ERRORS, utcnow
 from rsgo.models import ApiToken
 from rsgo.security.permissions import SCOPE_PERMISSIONS as SCOPE_PERMISSIONS  # re-exported for callers
 from rsgo.security.permissions import SCOPES
@@ -81,7 +81,10 @@ def authenticate(clear: str) -> ApiToken:
     if row.expires_at is not None and row.expires_at <= now:
         raise TokenRejected(f"API token {row.name!r} expired")
     if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_PRECISION:
-        ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute()
+        try:
+            ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute()
+        except STORAGE_ERRORS:
+            pass  # best effort: reads must keep working while the database cannot be written
     return row
 
 

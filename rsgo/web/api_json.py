@@ -17,6 +17,9 @@ def deployment_summary(runtime, deployment: Deployment, stopped_set: set[str],
     inventory = runtime.inventory
     containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
     observer = runtime.observers.status(deployment.id)
+    held = runtime.transitions.held_failure(deployment.id)
+    if held is not None and running_transition is not None and running_transition.id == held.transition_id:
+        running_transition = None  # it stopped; its record waits for the database (the stack shows Failed)
     health = assess(Mode(deployment.mode), containers, stopped_set, inventory.reachable is not False,
                     observer.problem if observer else None)
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from rsgo.db import check_writable
+from rsgo.db import check_writable, note_storage_failure
 from rsgo.web import current_runtime
 
 blueprint = Blueprint("probes", __name__)
@@ -26,6 +26,7 @@ def readyz():
         checks["database"] = "ok"
     except Exception as error:  # noqa: BLE001 - any database failure means not ready
         checks["database"] = f"error: cannot write: {error}"
+        note_storage_failure()
     held = runtime.transitions.held_failures()
     if held:
         checks["database"] = (f"error: {len(held)} failed transition(s) not recorded yet "
