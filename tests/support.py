@@ -12,6 +12,7 @@ import io
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -298,3 +299,12 @@ class LiveSocket:
 def launch_chromium(playwright):
     """The distribution's Chromium under Playwright, with the flags a container without a desktop needs."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def database_rows(server, query: str, *params) -> list[tuple]:
+    """Rows of a running server's SQLite database, read through a read-only connection of the test's own."""
+    connection = sqlite3.connect(f"file:{server.env['RSGO_DATA_DIR']}/rsgo.sqlite3?mode=ro", uri=True, timeout=10)
+    try:
+        return connection.execute(query, params).fetchall()
+    finally:
+        connection.close()

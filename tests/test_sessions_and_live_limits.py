@@ -28,20 +28,12 @@ import requests
 
 from rsgo import db
 from rsgo.settings import load_settings
-from support import LiveSocket, cookie_header, put_mode, wait_until
+from support import LiveSocket, cookie_header, database_rows, put_mode, wait_until
 
 PASSWORD = "a-long-password-1"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-def database_rows(server, query: str, *params) -> list[tuple]:
-    connection = sqlite3.connect(f"file:{server.env['RSGO_DATA_DIR']}/rsgo.sqlite3?mode=ro", uri=True, timeout=10)
-    try:
-        return connection.execute(query, params).fetchall()
-    finally:
-        connection.close()
-
 
 def id_of(server, username: str) -> int:
     rows = database_rows(server, "SELECT id FROM users WHERE username = ?", username)

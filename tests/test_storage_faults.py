@@ -293,9 +293,9 @@ def test_readyz_fails_on_a_full_disk_even_when_no_transition_runs(make_server, t
 
 def test_a_held_failure_is_written_once_when_two_writers_race(make_app, make_stack):
     """The retry job and a request can both find the database writable again: one entry, one announcement."""
+    from rsgo.db import utcnow
     from rsgo.models import AuditEntry
     from rsgo.transition_records import HeldFailure
-    from rsgo.db import utcnow
 
     stack = make_stack("hf")
     stack.add("web")

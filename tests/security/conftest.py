@@ -27,7 +27,6 @@ fixture, websockets opened like pages (``live_pages``), and small readers of pag
 from __future__ import annotations
 
 import re
-import sqlite3
 import uuid
 from functools import cached_property
 from html import unescape
@@ -37,7 +36,7 @@ import requests
 import websocket
 import yaml
 
-from support import ADMIN_USER, LiveSocket, put_mode, wait_until
+from support import ADMIN_USER, LiveSocket, database_rows, put_mode, wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -131,14 +130,6 @@ def assert_problem(response: requests.Response, status: int, code: str) -> dict:
 def assert_refused_page(response: requests.Response, status: int = 403):
     assert response.status_code == status, (response.request.method, response.url, response.status_code,
                                             response.text[:500])
-
-
-def database_rows(server, query: str, *params) -> list[tuple]:
-    connection = sqlite3.connect(f"file:{server.env['RSGO_DATA_DIR']}/rsgo.sqlite3?mode=ro", uri=True, timeout=10)
-    try:
-        return connection.execute(query, params).fetchall()
-    finally:
-        connection.close()
 
 
 def admin_page(server, path: str) -> str:
