@@ -118,6 +118,7 @@ def note_storage_failure() -> None:
 
 _keeper: sqlite3.Connection | None = None  # see keep_log_files_open
 _keeper_for: tuple[str, int] | None = None
+_keeper_lock = threading.Lock()  # the start-up thread and the scheduler's upkeep job both call it
 
 
 def keep_log_files_open() -> None:
@@ -128,21 +129,22 @@ def keep_log_files_open() -> None:
     global _keeper, _keeper_for
     if not isinstance(database.obj, peewee.SqliteDatabase):
         return
-    wanted = (database.obj.database, _failures_seen)
-    if _keeper is not None and _keeper_for == wanted:
-        return
-    if _keeper is not None:
-        _keeper.close()
-        _keeper = None
-    try:
-        _keeper = sqlite3.connect(database.obj.database, check_same_thread=False)
-        _keeper.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
-        _keeper_for = wanted
-    except sqlite3.Error as error:
-        log.warning("cannot hold the database open (%s); trying again in a few seconds", error)
+    with _keeper_lock:
+        wanted = (database.obj.database, _failures_seen)
+        if _keeper is not None and _keeper_for == wanted:
+            return
         if _keeper is not None:
             _keeper.close()
-        _keeper = None
+            _keeper = None
+        try:
+            _keeper = sqlite3.connect(database.obj.database, check_same_thread=False)
+            _keeper.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
+            _keeper_for = wanted
+        except sqlite3.Error as error:
+            log.warning("cannot hold the database open (%s); trying again in a few seconds", error)
+            if _keeper is not None:
+                _keeper.close()
+            _keeper = None
 
 
 def release_if_stale() -> None:
