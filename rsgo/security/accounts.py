@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
+import threading
 
 import peewee
 from argon2 import PasswordHasher
@@ -32,6 +33,10 @@ MIN_PASSWORD_LENGTH = 10
 class AccountError(ValueError):
     """A user cannot be created or changed as asked; the message says why."""
 
+
+# Each Argon2id check takes about 64 MiB for a moment: a burst of sign-ins waits its turn here
+# instead of taking a gigabyte or two.
+_verifying = threading.BoundedSemaphore(4)
 
 def validate_username(username: str) -> str:
     name = (username or "").strip()
@@ -111,12 +116,14 @@ def authenticate(username: str, password: str) -> User | None:
     user = User.get_or_none(User.username == (username or "").strip())
     if user is None:
         try:
-            _hasher.verify(_dummy_hash(), password or "")
+            with _verifying:
+                _hasher.verify(_dummy_hash(), password or "")
         except VerificationError:
             pass
         return None
     try:
-        _hasher.verify(user.password_hash, password or "")
+        with _verifying:
+            _hasher.verify(user.password_hash, password or "")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if _hasher.check_needs_rehash(user.password_hash):

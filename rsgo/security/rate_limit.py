@@ -23,17 +23,25 @@ class FailureWindow:
             entries.popleft()
         return entries
 
-    def blocked(self, *keys: str) -> float:
-        """Seconds until another attempt is allowed for all ``keys`` (0: allowed now)."""
+    def attempt(self, *keys: str) -> float:
+        """Count an attempt as a failure before it is checked, or refuse it: seconds to wait (0: go on).
+        Counting first means a burst of concurrent attempts cannot all get past the limit."""
         with self._lock:
             waits = [self._recent(k)[0] + self._window - self._clock()
                      for k in keys if len(self._recent(k)) >= self._limit]
-        return max(waits, default=0.0)
-
-    def fail(self, *keys: str) -> None:
-        with self._lock:
+            if waits:
+                return max(waits)
             for key in keys:
                 self._recent(key).append(self._clock())
+            return 0.0
+
+    def succeeded(self, *keys: str) -> None:
+        """The attempt counted by ``attempt`` was right after all: take it back."""
+        with self._lock:
+            for key in keys:
+                entries = self._recent(key)
+                if entries:
+                    entries.pop()
 
     def clear(self, key: str) -> None:
         with self._lock:

@@ -37,7 +37,7 @@ def login():
     username = (request.form.get("username") or "").strip()
     address = client_address()
     keys = (f"user:{username.lower()}", f"address:{address}")
-    wait = _limiter().blocked(*keys)
+    wait = _limiter().attempt(*keys)  # counted as a failure until the password proves right
     if wait:
         event_log.record("login.throttled", actor=username or "?", address=address)
         return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
@@ -45,11 +45,11 @@ def login():
             {"Retry-After": str(int(wait) + 1)}
     user = accounts.authenticate(username, request.form.get("password") or "")
     if user is None:
-        _limiter().fail(*keys)
         event_log.record("login.failed", actor=username or "?", address=address)
         log.info("failed sign-in for %r from %s", username, address)
         return render_template("auth/login.html", next=request.form.get("next", ""), username=username,
                                error="Wrong user name or password."), 401
+    _limiter().succeeded(*keys)
     _limiter().clear(keys[0])
     sign_in(user)
     event_log.record("login.succeeded", actor=user.username, address=address)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -48,6 +49,26 @@ def test_the_sixth_wrong_password_is_429_per_user_name_and_per_address_and_the_l
     # Behind the trusted proxy, X-Forwarded-Proto: https makes the cookie Secure (RSGO_SECURE_COOKIES=auto).
     over_https = requests.get(f"{server.url}/login", headers={"X-Forwarded-Proto": "https"}, timeout=10)
     assert "secure" in cookie_flags(over_https)
+
+
+def test_a_burst_of_concurrent_wrong_passwords_gets_no_more_checks_than_the_limit(make_server):
+    """Counted before the password is checked: ten at once from ten addresses, five are checked."""
+    server = make_server(RSGO_TRUSTED_PROXIES="1").start()
+    alice = create_user(server, "viewer")
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def guess(n: int) -> None:
+        barrier.wait()
+        statuses.append(sign_in(server, alice, "wrong password", headers={"X-Forwarded-For": f"10.3.0.{n}"})[1]
+                        .status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(statuses) == [401] * 5 + [429] * 5, statuses
 
 
 def test_the_setup_link_creates_the_first_admin_once_and_never_again(make_server):
