@@ -81,6 +81,8 @@ def assert_held_as_failed(server, stack, transition_id: int, fresh_token: str) -
     # It stopped acting: front (under way when the write failed) is down, api and db were never stopped.
     wait_until(lambda: not stack.is_running("front"), 15, message="front to stop")
     assert stack.is_running("api") and stack.is_running("db")
+    # What it stopped is shown as rsgo's to start again before the record is written.
+    assert get(server, f"/api/deployments/{stack.name}").json()["stoppedSet"] == [stack.container_name("front")]
     refused = put_mode(server, stack.name, "Normal", reason="too early")
     assert refused.status_code == 503, refused.text
     assert refused.json()["code"] == "storage_unavailable"

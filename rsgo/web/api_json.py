@@ -62,6 +62,9 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
     with read_snapshot():
         deployment = runtime.transitions.shown(Deployment.get_by_id(deployment.id))
         stopped_set = deployment_queries.stopped_set_names(deployment.id)
+        held = runtime.transitions.held_failure(deployment.id)
+        if held is not None:  # what the unwritten transition stopped is rsgo's to start again, too
+            stopped_set |= {result.container_name for result in held.results if result.result == "stopped"}
         body = deployment_summary(runtime, deployment, stopped_set,
                                   deployment_queries.running_transition(deployment.id))
         windows = runtime.windows.listing(deployment.id)
