@@ -15,6 +15,7 @@ from rsgo.web.api_json import (
     audit_json,
     deployment_detail,
     deployment_list,
+    deployment_summary_for,
     observer_json,
     transition_json,
     window_json,
@@ -140,7 +141,7 @@ def reload_config():
 @blueprint.get("/deployments/<ref>/operation-mode")
 @requires("read")
 def show_operation_mode(ref: str):
-    summary = deployment_detail(current_runtime(), _load_deployment(ref))
+    summary, _running = deployment_summary_for(current_runtime(), _load_deployment(ref))
     return jsonify(deploymentId=summary["id"], operationMode=summary["operationMode"], trigger=summary["trigger"],
                    modeChangedAt=summary["modeChangedAt"], transitionInProgress=summary["transitionInProgress"])
 

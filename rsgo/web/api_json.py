@@ -57,6 +57,15 @@ def deployment_list(runtime, keep=lambda deployment: True) -> list[tuple[dict, T
                                     running.get(d.id)), running.get(d.id)) for d in rows]
 
 
+def deployment_summary_for(runtime, deployment: Deployment) -> tuple[dict, Transition | None]:
+    """One deployment's summary and running transition, read in one snapshot (what a list row shows)."""
+    with read_snapshot():
+        running = deployment_queries.running_transition(deployment.id)
+        summary = deployment_summary(runtime, runtime.transitions.shown(Deployment.get_by_id(deployment.id)),
+                                     deployment_queries.stopped_set_names(deployment.id), running)
+    return summary, running
+
+
 def deployment_detail(runtime, deployment: Deployment) -> dict:
     """One deployment with its containers, stopped-set, observer and windows, in one snapshot."""
     with read_snapshot():

@@ -8,12 +8,11 @@ from __future__ import annotations
 from flask import url_for
 
 from rsgo import deployment_queries
-from rsgo.db import read_snapshot
 from rsgo.discovery import Inventory
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
 from rsgo.modes import Mode
-from rsgo.web.api_json import deployment_detail, deployment_list, deployment_summary, transition_json
+from rsgo.web.api_json import deployment_detail, deployment_list, deployment_summary_for, transition_json
 
 _VERBS = {"stop": "stopped", "start": "started"}
 
@@ -75,11 +74,7 @@ def dashboard_items(runtime) -> list[dict]:
 
 
 def dashboard_item_for(deployment: Deployment, runtime) -> dict:
-    with read_snapshot():
-        running = deployment_queries.running_transition(deployment.id)
-        summary = deployment_summary(runtime, runtime.transitions.shown(deployment),
-                                     deployment_queries.stopped_set_names(deployment.id), running)
-    return dashboard_item(summary, running)
+    return dashboard_item(*deployment_summary_for(runtime, deployment))
 
 
 def detail(deployment: Deployment, runtime) -> dict:
