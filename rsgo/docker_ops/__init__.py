@@ -1,0 +1,25 @@
+"""All access to the Docker engine; the only package that imports ``docker`` (docs/design.md#composition).
+
+``gateway`` holds the SDK client and the calls, ``containers`` what rsgo reads of a container,
+``errors`` the translation of every SDK or transport failure into a ``DockerError`` that says what
+rsgo tried and what the engine said (``_translated`` does it, once, around every call).
+"""
+
+from rsgo.docker_ops.containers import (
+    COMPOSE_DEPENDS_ON_LABEL,
+    COMPOSE_SERVICE_LABEL,
+    DEPENDS_ON_LABEL,
+    MAINTENANCE_LABEL,
+    STACK_LABEL,
+    START_TIMEOUT_LABEL,
+    STOP_TIMEOUT_LABEL,
+    ContainerInfo,
+)
+from rsgo.docker_ops.errors import ContainerNotFound, DockerError, DockerUnreachable
+from rsgo.docker_ops.gateway import DockerGateway, EventStream
+
+__all__ = [
+    "COMPOSE_DEPENDS_ON_LABEL", "COMPOSE_SERVICE_LABEL", "DEPENDS_ON_LABEL", "MAINTENANCE_LABEL", "STACK_LABEL",
+    "START_TIMEOUT_LABEL", "STOP_TIMEOUT_LABEL", "ContainerInfo", "ContainerNotFound", "DockerError",
+    "DockerGateway", "DockerUnreachable", "EventStream",
+]

@@ -1,0 +1,92 @@
+"""What rsgo knows of one labelled container, read from a list row or an inspect answer, and the
+labels it reads (README "Labels")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+STACK_LABEL = "rsgo.stack"
+MAINTENANCE_LABEL = "rsgo.maintenance"
+DEPENDS_ON_LABEL = "rsgo.depends_on"
+STOP_TIMEOUT_LABEL = "rsgo.stop_timeout"
+START_TIMEOUT_LABEL = "rsgo.start_timeout"
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+COMPOSE_DEPENDS_ON_LABEL = "com.docker.compose.depends_on"
+
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What rsgo knows of one container carrying the ``rsgo.stack`` label."""
+
+    id: str
+    name: str
+    image: str
+    state: str  # created, running, paused, restarting, removing, exited, dead
+    health: str  # healthy, unhealthy, starting, none
+    labels: dict = field(default_factory=dict, compare=False, hash=False)
+    own_stop_timeout: float | None = None  # Config.StopTimeout (compose stop_grace_period)
+    has_healthcheck: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def stack(self) -> str:
+        return self.labels.get(STACK_LABEL, "")
+
+    @property
+    def service(self) -> str:
+        return self.labels.get(COMPOSE_SERVICE_LABEL, "")
+
+    @property
+    def ignored(self) -> bool:
+        """``rsgo.maintenance: ignore`` (any case) keeps a container running in Maintenance."""
+        return self.labels.get(MAINTENANCE_LABEL, "").strip().lower() == "ignore"
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting")
+
+    @property
+    def ready(self) -> bool:
+        """Running, and healthy if it has a healthcheck: what a dependent may start after."""
+        return self.state == "running" and (not self.has_healthcheck or self.health == "healthy")
+
+
+_HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _from_summary(summary: dict) -> ContainerInfo:
+    """From a ``GET /containers/json`` row: cheap, but without stop timeout or healthcheck config."""
+    match = _HEALTH_IN_STATUS.search(summary.get("Status") or "")
+    health = "none" if not match else match.group(1).replace("health: ", "")
+    return ContainerInfo(
+        id=summary["Id"],
+        name=(summary.get("Names") or ["/" + summary["Id"][:12]])[0].lstrip("/"),
+        image=summary.get("Image", ""),
+        state=summary.get("State", "unknown"),
+        health=health,
+        labels=dict(summary.get("Labels") or {}),
+        has_healthcheck=match is not None,
+    )
+
+
+def _from_inspect(attrs: dict) -> ContainerInfo:
+    config = attrs.get("Config") or {}
+    state = attrs.get("State") or {}
+    healthcheck = (config.get("Healthcheck") or {}).get("Test") or []
+    return ContainerInfo(
+        id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
+        image=config.get("Image", ""),
+        state=state.get("Status", "unknown"),
+        health=(state.get("Health") or {}).get("Status", "none"),
+        labels=dict(config.get("Labels") or {}),
+        own_stop_timeout=config.get("StopTimeout"),
+        has_healthcheck=bool(healthcheck) and healthcheck[0] != "NONE",
+        started_at=state.get("StartedAt"),
+        finished_at=state.get("FinishedAt"),
+    )
+
+
