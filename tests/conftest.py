@@ -237,3 +237,87 @@ def postgres(tmp_path_factory):
     yield server
     server.stop()
     subprocess.run(["rm", "-rf", str(server.root)], check=False)
+
+
+# -- more engines: a second dockerd, a single-node Swarm, an engine that hangs (tests/engines.py) ---------------
+
+from engines import Engine, HungEngine  # noqa: E402 - appended with the fixtures that use it
+
+
+def _started(engine: Engine) -> Engine:
+    """A test that needs another engine fails without it, as one without the main engine does."""
+    try:
+        return engine.start()
+    except AssertionError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def second_engine():
+    """A plain engine beside the main one (``Engine``: ``url``, ``client``, ``stop()``, ``start()``)."""
+    engine = _started(Engine("/tmp/rsgo-dockerd2", "rsgo2br", "172.30.99.1/24"))
+    yield engine
+    if engine.started_here:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def swarm_engine():
+    """A third engine, the manager of a single-node Swarm (``Engine``, like ``second_engine``)."""
+    engine = _started(Engine("/tmp/rsgo-dockerd3", "rsgo3br", "172.30.98.1/24"))
+    initialised = False
+    try:
+        swarm = engine.client.info()["Swarm"]
+        if not swarm.get("ControlAvailable"):
+            if swarm.get("LocalNodeState") not in ("inactive", "", None):  # a worker or a broken swarm left over
+                engine.client.swarm.leave(force=True)
+            engine.client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+            initialised = True
+        # No test publishes a port: the ingress network would only add a sandbox (and a veth pair on the
+        # host) to set up now and to tear down in the moment between leave and stop at the end.
+        for network in engine.client.networks.list(names=["ingress"]):
+            network.remove()
+    except docker.errors.DockerException as error:
+        if engine.started_here:
+            engine.stop()
+        pytest.fail(f"swarm init on {engine.url} failed: {error}\n{engine.log_tail()}", pytrace=False)
+    yield engine
+    if initialised and engine.is_running:
+        try:
+            engine.client.swarm.leave(force=True)
+        except docker.errors.APIError as error:
+            if "context deadline exceeded" not in str(error):
+                raise
+            engine.client.swarm.leave(force=True)  # raft sometimes needs a second go when the node is busy
+    if engine.started_here:
+        engine.stop()
+
+
+@pytest.fixture
+def make_service(swarm_engine):
+    """``make_service(name=None, **kwargs)``: ``services.create`` of the test image on the swarm engine
+    (``kwargs`` as the SDK takes them: mode, labels, env, constraints, container_labels...), removed after
+    the test. The SDK does not resolve the image to a registry digest, and the engine prefers its local
+    image (``Engine`` starts it so), so no registry is asked."""
+    created = []
+
+    def make(name: str | None = None, *, command=None, **kwargs):
+        service = swarm_engine.client.services.create(
+            TEST_IMAGE, command=command or QUICK, name=name or f"svc{uuid.uuid4().hex[:6]}", **kwargs)
+        created.append(service.id)
+        return service
+
+    yield make
+    for service_id in created:
+        try:
+            swarm_engine.client.api.remove_service(service_id)
+        except docker.errors.NotFound:
+            pass  # the test removed it
+
+
+@pytest.fixture
+def hung_engine():
+    """``tcp://127.0.0.1:PORT`` of a listener that accepts connections and never answers."""
+    engine = HungEngine()
+    yield engine.url
+    engine.close()

@@ -1,6 +1,7 @@
 """All access to the Docker engine; the only package that imports ``docker`` (docs/design.md#composition).
 
 ``gateway`` holds the SDK client and the calls, ``containers`` what rsgo reads of a container,
+``services`` what it reads of a Swarm service and the one spec field it changes to stop or start one,
 ``errors`` the translation of every SDK or transport failure into a ``DockerError`` that says what
 rsgo tried and what the engine said (``_translated`` does it, once, around every call).
 """
@@ -13,13 +14,16 @@ from rsgo.docker_ops.containers import (
     STACK_LABEL,
     START_TIMEOUT_LABEL,
     STOP_TIMEOUT_LABEL,
+    SWARM_TASK_LABEL,
     ContainerInfo,
 )
-from rsgo.docker_ops.errors import ContainerNotFound, DockerError, DockerUnreachable
-from rsgo.docker_ops.gateway import DockerGateway, EventStream
+from rsgo.docker_ops.errors import ContainerNotFound, DockerError, DockerUnreachable, NotFound
+from rsgo.docker_ops.gateway import DockerGateway, EngineFacts, EventStream
+from rsgo.docker_ops.services import STACK_NAMESPACE_LABEL, UNSCHEDULABLE_CONSTRAINT, ServiceInfo
 
 __all__ = [
     "COMPOSE_DEPENDS_ON_LABEL", "COMPOSE_SERVICE_LABEL", "DEPENDS_ON_LABEL", "MAINTENANCE_LABEL", "STACK_LABEL",
-    "START_TIMEOUT_LABEL", "STOP_TIMEOUT_LABEL", "ContainerInfo", "ContainerNotFound", "DockerError",
-    "DockerGateway", "DockerUnreachable", "EventStream",
+    "STACK_NAMESPACE_LABEL", "START_TIMEOUT_LABEL", "STOP_TIMEOUT_LABEL", "SWARM_TASK_LABEL",
+    "UNSCHEDULABLE_CONSTRAINT", "ContainerInfo", "ContainerNotFound", "DockerError", "DockerGateway",
+    "DockerUnreachable", "EngineFacts", "EventStream", "NotFound", "ServiceInfo",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 STACK_LABEL = "rsgo.stack"
 MAINTENANCE_LABEL = "rsgo.maintenance"
@@ -13,6 +14,8 @@ STOP_TIMEOUT_LABEL = "rsgo.stop_timeout"
 START_TIMEOUT_LABEL = "rsgo.start_timeout"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_DEPENDS_ON_LABEL = "com.docker.compose.depends_on"
+# Swarm puts it on the containers of its tasks: they belong to a service, never to a stack of containers.
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"
 
 
 
@@ -20,6 +23,7 @@ COMPOSE_DEPENDS_ON_LABEL = "com.docker.compose.depends_on"
 class ContainerInfo:
     """What rsgo knows of one container carrying the ``rsgo.stack`` label."""
 
+    kind: ClassVar[str] = "container"  # a ServiceInfo says "service"; the lifecycle handles both
     id: str
     name: str
     image: str

@@ -22,6 +22,9 @@ class ContainerNotFound(DockerError):
     """No container of that name or id exists (any more)."""
 
 
+NotFound = ContainerNotFound  # the same error for a service: code that handles both need not name containers
+
+
 
 def _explain(error: Exception, doing: str) -> DockerError:
     if isinstance(error, docker.errors.NotFound):

@@ -1,4 +1,4 @@
-"""One Docker engine: the SDK client, the container calls and the events stream."""
+"""One Docker engine: the SDK client, the container and Swarm service calls, and the events stream."""
 
 from __future__ import annotations
 
@@ -6,20 +6,47 @@ import contextlib
 import datetime as dt
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import docker
+import docker.tls
 
-from rsgo.docker_ops.containers import STACK_LABEL, ContainerInfo, _from_inspect, _from_summary
-from rsgo.docker_ops.errors import ContainerNotFound, _translated
+from rsgo.docker_ops.containers import STACK_LABEL, SWARM_TASK_LABEL, ContainerInfo, _from_inspect, _from_summary
+from rsgo.docker_ops.errors import ContainerNotFound, DockerError, NotFound, _translated
+from rsgo.docker_ops.services import (
+    ServiceInfo,
+    _from_service,
+    _is_stack_service,
+    _mode_of,
+    _restored_spec,
+    _stopped_spec,
+)
+
+# Swarm gives each task its own stop grace period; this is the margin for the orchestrator and the agent.
+SERVICE_STOP_MARGIN = 10
+SERVICE_POLL_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    version: str  # the engine's version, e.g. 20.10.24
+    api_version: str
+    swarm_manager: bool  # services can be listed and changed here
 
 
 class DockerGateway:
-    """One Docker engine. Thread-safe: the SDK client is created lazily and shared."""
+    """One Docker engine. Thread-safe: the SDK client is created lazily and shared.
 
-    def __init__(self, base_url: str | None = None, timeout: float = 30, pool_size: int = 64):
+    ``tls`` has ``ca``, ``cert`` and ``key`` (file paths, any may be None). The client is built on the
+    first call, so a bad certificate path fails there as a ``DockerError``, not in the constructor.
+    """
+
+    def __init__(self, base_url: str | None = None, *, tls=None, timeout: float = 30, pool_size: int = 64):
         self._base_url = base_url
+        self._tls = tls
         self._timeout = timeout
         self._pool_size = pool_size
         self._client: docker.DockerClient | None = None
@@ -27,9 +54,18 @@ class DockerGateway:
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         kwargs = {"version": "auto", "timeout": timeout, "max_pool_size": self._pool_size}
-        if self._base_url:
-            return docker.DockerClient(base_url=self._base_url, **kwargs)
-        return docker.from_env(**kwargs)
+        if not self._base_url:
+            return docker.from_env(**kwargs)
+        # Always from the explicit URL: docker-py 7.2's from_env would honour the Docker CLI context instead.
+        if self._tls is not None:
+            cert, key, ca = self._tls.cert, self._tls.key, self._tls.ca
+            kwargs["tls"] = docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca,
+                                                 verify=bool(ca))
+        if self._base_url.startswith("ssh://"):
+            # The system ssh binary, with the user's ssh config and agent, rather than paramiko's own client
+            # (docker-py 7.1 still imports paramiko for its ssh transport: without it this fails as a DockerError).
+            kwargs["use_ssh_client"] = True
+        return docker.DockerClient(base_url=self._base_url, **kwargs)
 
     def _api(self):
         with self._lock:
@@ -46,11 +82,22 @@ class DockerGateway:
         with _translated("pinging Docker"):
             self._api().ping()
 
+    def engine_facts(self) -> EngineFacts:
+        with _translated("asking Docker what it is"):
+            version = self._api().version()
+            swarm = self._api().info().get("Swarm") or {}
+        return EngineFacts(version=version.get("Version", ""), api_version=version.get("ApiVersion", ""),
+                           swarm_manager=bool(swarm.get("ControlAvailable")))
+
     def list_stack_containers(self, stack: str | None = None) -> list[ContainerInfo]:
-        """Every container (running or not) labelled ``rsgo.stack`` (or ``rsgo.stack=<stack>``)."""
+        """Every container (running or not) labelled ``rsgo.stack`` (or ``rsgo.stack=<stack>``).
+
+        Never a Swarm task's container, even one labelled so: its service is what rsgo stops and starts.
+        """
         label = STACK_LABEL if stack is None else f"{STACK_LABEL}={stack}"
         with _translated("listing containers"):
-            return [_from_summary(row) for row in self._api().containers(all=True, filters={"label": label})]
+            rows = self._api().containers(all=True, filters={"label": label})
+        return [_from_summary(row) for row in rows if SWARM_TASK_LABEL not in (row.get("Labels") or {})]
 
     def inspect(self, name_or_id: str) -> ContainerInfo:
         with _translated(f"inspecting {name_or_id}"):
@@ -82,13 +129,95 @@ class DockerGateway:
         with _translated(f"starting {name}"):
             self._api().start(name)
 
-    def event_stream(self, since: dt.datetime | None = None) -> EventStream:
-        """Container events of labelled containers, on a connection of its own (no read timeout)."""
+    # -- Swarm services --------------------------------------------------------------------------
+
+    def list_stack_services(self, stack: str | None = None) -> list[ServiceInfo]:
+        """Services labelled ``rsgo.stack`` or ``com.docker.stack.namespace`` (of ``stack``), with task counts."""
+        with _translated("listing services"):
+            # One call filtered here: the label filter cannot say "this label or that one".
+            rows = self._api().services(status=True)
+        services = [_from_service(row) for row in rows if _is_stack_service(row)]
+        return [service for service in services if stack is None or service.stack == stack]
+
+    def inspect_service(self, name_or_id: str) -> ServiceInfo:
+        return _from_service(self._service_with_status(name_or_id, f"inspecting service {name_or_id}"))
+
+    def _service_with_status(self, name_or_id: str, doing: str) -> dict:
+        with _service_translated(doing):
+            # Inspect resolves a name or id as docker does; only the list carries the task counts, and
+            # its filters match prefixes, so the row is picked by its exact id.
+            service_id = self._api().inspect_service(name_or_id)["ID"]
+            rows = self._api().services(filters={"id": service_id}, status=True)
+        row = next((row for row in rows if row["ID"] == service_id), None)
+        if row is None:
+            raise NotFound(f"{doing}: no such service")  # removed between the two calls
+        return row
+
+    def _inspect_service_spec(self, name: str, doing: str) -> dict:
+        with _service_translated(doing):
+            return self._api().inspect_service(name)
+
+    def _update_service_spec(self, current: dict, spec: dict, doing: str) -> None:
+        """Send ``spec`` whole, against the version it was read at: if anyone changed the service since,
+        Swarm refuses the update ("update out of sequence") instead of rsgo overwriting their change."""
+        task_template = spec.get("TaskTemplate") or {}
+        # The deprecated top-level Networks move into the task template, as the docker CLI does.
+        networks = None if task_template.get("Networks") else spec.get("Networks")
+        with _service_translated(doing):
+            self._api().update_service(
+                current["ID"], current["Version"]["Index"], task_template=task_template, name=spec.get("Name"),
+                labels=spec.get("Labels"), mode=spec.get("Mode"), update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"), networks=networks, endpoint_spec=spec.get("EndpointSpec"))
+
+    def stop_service(self, name: str, grace_seconds: float) -> ServiceInfo:
+        """Replicated: scale to 0; global: add rsgo's unsatisfiable constraint (once). Nothing else of
+        the spec changes. Waits until no task runs; returns the service as rsgo left it."""
+        doing = f"stopping {name}"
+        current = self._inspect_service_spec(name, doing)
+        if _mode_of(current["Spec"]).endswith("-job"):
+            raise DockerError(f"{doing}: {name} is a job: left alone")
+        stopped = _stopped_spec(current["Spec"])
+        if stopped is not None:
+            self._update_service_spec(current, stopped, doing)
+        wait = grace_seconds + SERVICE_STOP_MARGIN
+        deadline = time.monotonic() + wait
+        while True:
+            info = _from_service(self._service_with_status(name, doing))
+            if info.running_tasks == 0:
+                return info  # read after the tasks stopped: its version is the one Normal compares with
+            if time.monotonic() >= deadline:
+                raise DockerError(f"{doing}: {info.running_tasks} task(s) still running after {wait:g}s")
+            time.sleep(SERVICE_POLL_INTERVAL)
+
+    def start_service(self, name: str, memo: dict) -> tuple[ServiceInfo, str | None]:
+        """Set back only what ``memo`` (``ServiceInfo.memo()``) recorded, on the current spec; does not wait
+        for tasks. The second value warns when the service was changed while rsgo had it stopped."""
+        doing = f"starting {name}"
+        current = self._inspect_service_spec(name, doing)
+        mode = _mode_of(current["Spec"])
+        if mode.endswith("-job"):
+            raise DockerError(f"{doing}: {name} is a job: left alone")
+        if mode != memo["mode"]:
+            raise DockerError(f"{doing}: rsgo stopped it as a {memo['mode']} service but it is {mode} now: left alone")
+        restored, what = _restored_spec(current["Spec"], memo)
+        if restored != current["Spec"]:
+            self._update_service_spec(current, restored, doing)
+        warning = None
+        version = current["Version"]["Index"]
+        if version != memo["version"]:
+            warning = (f"{name} was changed while rsgo had it stopped (spec version {memo['version']} → {version}): "
+                       f"only its {what} was restored; the change was kept")
+        return self.inspect_service(name), warning
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def event_stream(self, since: dt.datetime | None = None, services: bool = False) -> EventStream:
+        """Events on a connection of its own (no read timeout): of labelled containers, or with
+        ``services`` of every container and service (service events carry no labels to filter on)."""
+        filters = {"type": ["container", "service"]} if services else {"type": "container", "label": STACK_LABEL}
         with _translated("subscribing to Docker events"):
             client = self._new_client(None)
-            stream = client.api.events(
-                since=since, decode=True, filters={"type": "container", "label": STACK_LABEL}
-            )
+            stream = client.api.events(since=since, decode=True, filters=filters)
         return EventStream(client, stream)
 
 
@@ -102,10 +231,14 @@ class EventStream:
     def __iter__(self) -> Iterator[dict]:
         with _translated("reading Docker events"):
             for event in self._stream:
+                actor = event.get("Actor") or {}
+                attributes = dict(actor.get("Attributes") or {})
                 yield {
+                    "type": event.get("Type") or "container",
                     "action": event.get("Action") or event.get("status", ""),
-                    "id": event.get("id") or (event.get("Actor") or {}).get("ID", ""),
-                    "name": ((event.get("Actor") or {}).get("Attributes") or {}).get("name", ""),
+                    "id": event.get("id") or actor.get("ID", ""),
+                    "name": attributes.pop("name", ""),
+                    "labels": attributes,  # a container event's attributes are its labels (and its name)
                 }
 
     def close(self) -> None:
@@ -114,3 +247,13 @@ class EventStream:
             self._stream.close()
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+@contextlib.contextmanager
+def _service_translated(doing: str) -> Iterator[None]:
+    """``_translated``, with a missing service said as such (the shared translation says "container")."""
+    with _translated(doing):
+        try:
+            yield
+        except docker.errors.NotFound:
+            raise NotFound(f"{doing}: no such service") from None
