@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import peewee
 
 from rsgo.db import MAX_ID
@@ -100,6 +102,12 @@ def ensure_deployments(environment: str, names: set[str]) -> list[Deployment]:
 
 def stopped_set_names(deployment_id: int) -> set[str]:
     return {e.container_name for e in StoppedSetEntry.select().where(StoppedSetEntry.deployment == deployment_id)}
+
+
+def stopped_set_memos(deployment_id: int) -> dict[str, dict]:
+    """What the stopped-set recorded of its Swarm services (name -> memo), for Normal to restore."""
+    return {e.container_name: json.loads(e.memo) for e in StoppedSetEntry.select().where(
+        (StoppedSetEntry.deployment == deployment_id) & StoppedSetEntry.memo.is_null(False))}
 
 
 def stopped_sets_by_deployment() -> dict[int, set[str]]:

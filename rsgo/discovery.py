@@ -1,5 +1,6 @@
-"""Discovery (docs/design.md#discovery): the in-memory view of every labelled container, kept current by
-Docker's events stream plus a periodic full resync.
+"""Discovery (docs/design.md#discovery): the in-memory view of every labelled container (and, on a
+Swarm manager, every labelled service) of one environment, kept current by Docker's events stream
+plus a periodic full resync.
 
 Every page and API read uses this view, so no request ever waits on Docker.
 Stacks seen here get a deployment row, which outlives their containers.
@@ -13,14 +14,28 @@ import threading
 
 from rsgo import deployment_queries, events
 from rsgo.db import release_thread_connection
-from rsgo.docker_ops import ContainerInfo, ContainerNotFound, DockerError, DockerGateway
+from rsgo.docker_ops import (
+    STACK_LABEL,
+    ContainerInfo,
+    ContainerNotFound,
+    DockerError,
+    DockerGateway,
+    EngineFacts,
+    ServiceInfo,
+)
 from rsgo.events import EventBus
 
 log = logging.getLogger(__name__)
 
 
+# Docker puts these on a Swarm task's container: such a container belongs to its service, never to a stack.
+SWARM_SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+
+Unit = ContainerInfo | ServiceInfo  # what rsgo stops and starts: a container, or a Swarm service
+
+
 class Inventory:
-    """Thread-safe map of container name → ``ContainerInfo`` for one environment."""
+    """Thread-safe map of name → ``ContainerInfo`` or ``ServiceInfo`` for one environment."""
 
     def __init__(self, environment: str, bus: EventBus):
         self.environment = environment
@@ -32,6 +47,8 @@ class Inventory:
         self.reachable: bool | None = None  # None until the first sync
         self.last_error: str | None = None
         self.synced_at: dt.datetime | None = None
+        self.last_event_at: dt.datetime | None = None
+        self.facts: EngineFacts | None = None  # version and Swarm role, from the last connect
 
     def containers_of(self, stack: str) -> list[ContainerInfo]:
         with self._lock:
@@ -53,9 +70,12 @@ class Inventory:
             old = self._by_name
             self._by_name = new
             self._by_stack = None
+            came_back = self.reachable is not True
             self.reachable = True
             self.last_error = None
             self.synced_at = dt.datetime.now(dt.UTC)
+        if came_back:
+            self._bus.publish(events.ENVIRONMENT_CHANGED, environment=self.environment)
         self._ensure_deployments({c.stack for c in containers if c.stack})
         for name in set(old) | set(new):
             if _differs(old.get(name), new.get(name)):
@@ -83,8 +103,17 @@ class Inventory:
 
     def mark_unreachable(self, error: str) -> None:
         with self._lock:
+            changed = self.reachable is not False
             self.reachable = False
             self.last_error = error
+        if changed:
+            self._bus.publish(events.ENVIRONMENT_CHANGED, environment=self.environment)
+
+    def note_facts(self, facts: EngineFacts) -> None:
+        """The engine's version and Swarm role, asked at every (re)connect."""
+        changed, self.facts = facts != self.facts, facts
+        if changed:
+            self._bus.publish(events.ENVIRONMENT_CHANGED, environment=self.environment)
 
     def _ensure_deployments(self, stacks: set[str]) -> None:
         try:
@@ -98,10 +127,18 @@ class Inventory:
         self._bus.publish(events.CONTAINER_CHANGED, environment=self.environment, old=old, new=new)
 
 
-def _differs(old: ContainerInfo | None, new: ContainerInfo | None) -> bool:
+def _differs(old: Unit | None, new: Unit | None) -> bool:
     if old is None or new is None:
         return old is not new
-    return (old.id, old.state, old.health, old.labels) != (new.id, new.state, new.health, new.labels)
+    return _shown(old) != _shown(new)
+
+
+def _shown(unit: Unit) -> tuple:
+    """What of a unit the pages show and enforcement reacts to."""
+    common = (unit.kind, unit.id, unit.state, unit.health, unit.labels, unit.running)
+    if isinstance(unit, ServiceInfo):
+        return (*common, unit.replicas, unit.constraints, unit.running_tasks, unit.desired_tasks, unit.version)
+    return common
 
 
 class DiscoveryService:
@@ -130,9 +167,19 @@ class DiscoveryService:
         for thread in self._threads:
             thread.join(timeout=5)
 
+    @property
+    def _swarm(self) -> bool:
+        facts = self._inventory.facts
+        return facts is not None and facts.swarm_manager
+
     def resync(self) -> None:
         try:
-            self._inventory.replace_all(self._gateway.list_stack_containers())
+            if self._inventory.facts is None:
+                self._inventory.note_facts(self._gateway.engine_facts())
+            units: list[Unit] = list(self._gateway.list_stack_containers())
+            if self._swarm:
+                units += self._gateway.list_stack_services()
+            self._inventory.replace_all(units)
         except DockerError as error:
             self._inventory.mark_unreachable(str(error))
             log.warning("resync failed: %s", error)
@@ -148,7 +195,9 @@ class DiscoveryService:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                self._stream = self._gateway.event_stream()
+                # Asked at every (re)connect: the engine may have been upgraded, or joined or left a swarm.
+                self._inventory.note_facts(self._gateway.engine_facts())
+                self._stream = self._gateway.event_stream(services=self._swarm)
                 # Events between the last resync and this subscription are caught by a resync now.
                 self.resync()
                 backoff = 0.5
@@ -166,6 +215,18 @@ class DiscoveryService:
                 backoff = min(backoff * 2, 10)
 
     def _apply(self, event: dict) -> None:
+        self._inventory.last_event_at = dt.datetime.now(dt.UTC)
+        labels = event.get("labels") or {}
+        if event.get("type") == "service":
+            self._refresh_service(event["name"] or event["id"], event["action"] == "remove")
+        elif SWARM_SERVICE_NAME_LABEL in labels:
+            # A task of a service started or stopped: the service's running count changed.
+            if self._swarm:
+                self._refresh_service(labels[SWARM_SERVICE_NAME_LABEL], False)
+        elif event.get("type", "container") == "container" and (STACK_LABEL in labels or not self._swarm):
+            self._refresh_container(event)
+
+    def _refresh_container(self, event: dict) -> None:
         if event["action"] == "destroy":
             self._inventory.remove(event["name"], event["id"])
             return
@@ -175,3 +236,16 @@ class DiscoveryService:
             self._inventory.remove(event["name"], event["id"])
         except DockerError as error:
             log.warning("cannot inspect %s after %s: %s", event["name"], event["action"], error)
+
+    def _refresh_service(self, name: str, removed: bool) -> None:
+        try:
+            if not removed:
+                service = self._gateway.inspect_service(name)
+                if service.stack:
+                    self._inventory.update(service)
+                    return
+            self._inventory.remove(name)
+        except ContainerNotFound:
+            self._inventory.remove(name)
+        except DockerError as error:
+            log.warning("cannot inspect service %s: %s", name, error)

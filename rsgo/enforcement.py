@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rsgo import audit, deployment_queries, events
 from rsgo.db import release_thread_connection
-from rsgo.docker_ops import DockerError, DockerGateway
+from rsgo.docker_ops import DockerError
+from rsgo.environments import EnvironmentRemoved, Environments
 from rsgo.events import EventBus
 from rsgo.lifecycle import stop_grace
 from rsgo.models import Deployment
@@ -25,11 +26,9 @@ ENFORCED_MODES = (Mode.MAINTENANCE.value, Mode.STOPPED.value)
 
 
 class Enforcer:
-    def __init__(self, gateway: DockerGateway, transitions, bus: EventBus, environment: str,
-                 default_stop_timeout: float):
-        self._gateway = gateway
+    def __init__(self, environments: Environments, transitions, bus: EventBus, default_stop_timeout: float):
+        self._environments = environments
         self._transitions = transitions
-        self._environment = environment
         self._default_stop_timeout = default_stop_timeout
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rsgo-enforce")
         self._unsubscribe = bus.subscribe(self._on_event)
@@ -40,16 +39,16 @@ class Enforcer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _on_event(self, kind: str, payload: dict) -> None:
-        if kind != events.CONTAINER_CHANGED or payload["environment"] != self._environment:
+        if kind != events.CONTAINER_CHANGED:
             return
         old, new = payload["old"], payload["new"]
         if new is not None and new.running and new.stack and (old is None or not old.running):
             # Never block the events thread with a stop that can take the whole grace period.
-            self._pool.submit(self._enforce, new.stack, new.name)
+            self._pool.submit(self._enforce, payload["environment"], new.stack, new.name)
 
-    def _enforce(self, stack: str, container_name: str) -> None:
+    def _enforce(self, environment: str, stack: str, container_name: str) -> None:
         try:
-            deployment = Deployment.get_or_none((Deployment.environment == self._environment)
+            deployment = Deployment.get_or_none((Deployment.environment == environment)
                                                 & (Deployment.name == stack))
             if deployment is None or deployment.mode not in ENFORCED_MODES:
                 return
@@ -74,10 +73,13 @@ class Enforcer:
     def _stop_again(self, deployment: Deployment, container_name: str) -> None:
         error = None
         try:
-            container = self._gateway.inspect(container_name)
+            gateway = self._environments.usable(deployment.environment, known_unreachable_fails=False).gateway
+            container = gateway.inspect(container_name)
             if not container.running:
                 return
-            self._gateway.stop(container_name, stop_grace(container, self._default_stop_timeout))
+            gateway.stop(container_name, stop_grace(container, self._default_stop_timeout))
+        except EnvironmentRemoved:
+            return  # removed from the config since the event: rsgo no longer touches its containers
         except DockerError as failure:
             error = str(failure)
         entry = audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode, outcome="enforced",

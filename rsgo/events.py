@@ -32,6 +32,7 @@ OBSERVER_FAILING = "observer.failing"  # reached failureThreshold
 OBSERVER_RECOVERED = "observer.recovered"  # read again after failing
 WINDOWS_CHANGED = "windows.changed"  # a window added, removed or reloaded (deployment_id None: all)
 WEBHOOK_DELIVERY_FINISHED = "webhook.delivery.finished"  # delivered, or failed for good
+ENVIRONMENT_CHANGED = "environment.changed"  # an engine became reachable or unreachable, or changed its role
 
 CATALOGUE: dict[str, frozenset[str]] = {
     TRANSITION_STARTED: frozenset({"deployment_id", "transition_id"}),
@@ -49,6 +50,7 @@ CATALOGUE: dict[str, frozenset[str]] = {
     OBSERVER_RECOVERED: frozenset({"deployment_id", "observer"}),
     WINDOWS_CHANGED: frozenset({"deployment_id"}),
     WEBHOOK_DELIVERY_FINISHED: frozenset({"delivery_id", "webhook", "event", "result"}),
+    ENVIRONMENT_CHANGED: frozenset({"environment"}),
 }
 
 # The events whose deployment's page regions change (the live push renders them again).

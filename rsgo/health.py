@@ -20,20 +20,21 @@ def _is_sick(container: ContainerInfo) -> bool:
     return not container.running or container.health == "unhealthy"
 
 
-def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], docker_reachable: bool,
+def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], engine_problem: str | None,
            observer_problem: str | None = None) -> DeploymentHealth:
-    """The containers' health in the light of the mode; a failing or disabled observer
-    (``observer_problem``) always needs attention too, whatever the containers say."""
-    health = _containers_health(mode, containers, stopped_set, docker_reachable)
+    """The containers' health in the light of the mode. ``engine_problem`` says why the environment's
+    view cannot be trusted (unreachable, disabled, removed): then nothing is known. A failing or
+    disabled observer (``observer_problem``) always needs attention too, whatever the containers say."""
+    health = _containers_health(mode, containers, stopped_set, engine_problem)
     if observer_problem is None:
         return health
     return DeploymentHealth(health.status, True, (*health.problems, observer_problem))
 
 
 def _containers_health(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str],
-                       docker_reachable: bool) -> DeploymentHealth:
-    if not docker_reachable:
-        return DeploymentHealth("Unknown", True, ("Docker is unreachable",))
+                       engine_problem: str | None) -> DeploymentHealth:
+    if engine_problem is not None:
+        return DeploymentHealth("Unknown", True, (engine_problem,))
     if not containers:
         return DeploymentHealth("Unknown", mode is Mode.FAILED, ("no containers",))
     problems: list[str] = []

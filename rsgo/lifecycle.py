@@ -1,6 +1,8 @@
 """Container lifecycle (docs/design.md#lifecycle, README "Labels"): dependency order, the plan
 for a target mode, and running one dependency level at a time with the containers of a level
-in parallel.
+in parallel. A unit is a container or, on a Swarm manager, a service: a service is stopped by
+scaling it to 0 (or, when global, by an unsatisfiable placement constraint) and started by
+restoring what was recorded before (README "Swarm").
 """
 
 from __future__ import annotations
@@ -81,29 +83,39 @@ def dependency_levels(containers: list[ContainerInfo]) -> dict[str, int]:
 
 @dataclass
 class PlannedAction:
-    container_name: str
+    container_name: str  # or a service's name
     action: str  # stop, start, none
     level: int
     result: str | None = None  # set now for actions that need no Docker call
+    kind: str = "container"  # container, service
+    memo: dict | None = None  # a service's: recorded before it is stopped, what starting it restores
 
 
-def plan(target: Mode, containers: list[ContainerInfo], stopped_set: set[str]) -> list[PlannedAction]:
-    """What entering ``target`` does to each container, in the order it is done."""
+def plan(target: Mode, containers: list[ContainerInfo], stopped_set: set[str],
+         memos: dict[str, dict | None] | None = None) -> list[PlannedAction]:
+    """What entering ``target`` does to each container and service, in the order it is done.
+    ``memos``: what the stopped-set recorded of its services (name -> memo), for Normal to restore."""
     levels = dependency_levels(containers)
     present = {c.name: c for c in containers}
+    memos = memos or {}
     actions: list[PlannedAction] = []
     if target in (Mode.MAINTENANCE, Mode.STOPPED):
         for c in containers:
             if target is Mode.MAINTENANCE and c.ignored:
-                actions.append(PlannedAction(c.name, "none", levels[c.name], "ignored"))
+                actions.append(PlannedAction(c.name, "none", levels[c.name], "ignored", c.kind))
+            elif c.kind == "service" and c.job:
+                actions.append(PlannedAction(c.name, "none", levels[c.name], "left-alone", c.kind))
             elif not c.running:
-                actions.append(PlannedAction(c.name, "none", levels[c.name], "already-stopped"))
+                actions.append(PlannedAction(c.name, "none", levels[c.name], "already-stopped", c.kind))
             else:
-                actions.append(PlannedAction(c.name, "stop", levels[c.name]))
+                # A service's replica count (or constraints) is recorded with the plan, before it changes.
+                actions.append(PlannedAction(c.name, "stop", levels[c.name], None, c.kind,
+                                             c.memo() if c.kind == "service" else None))
     elif target is Mode.NORMAL:
         for name in sorted(stopped_set):
             if name in present:
-                actions.append(PlannedAction(name, "start", levels[name]))
+                unit = present[name]
+                actions.append(PlannedAction(name, "start", levels[name], None, unit.kind, memos.get(name)))
             else:
                 actions.append(PlannedAction(name, "none", 0, "missing"))
     return actions
@@ -141,8 +153,9 @@ def start_timeout(container: ContainerInfo, default: float) -> float:
 class ActionResult:
     container_name: str
     result: str
-    error: str | None
+    error: str | None  # or, for a result that is not "failed", a warning (a service changed meanwhile)
     duration_ms: int
+    memo: dict | None = None  # a stopped service's memo with the spec version its stop left
 
 
 class LevelRunner:
@@ -187,35 +200,55 @@ class LevelRunner:
         if self._aborted.is_set():
             return None
         began = time.monotonic()
+        memo = warning = None
         try:
-            name = action.container_name
-            outcome = self._stop(name) if action.action == "stop" else self._start(name)
-            error = None
+            if action.action == "stop":
+                outcome, memo = self._stop(action)
+            else:
+                outcome, warning = self._start(action)
+            error = warning
         except (DockerError, TimeoutError) as failure:
             outcome, error = "failed", str(failure)
-        return ActionResult(action.container_name, outcome, error, int((time.monotonic() - began) * 1000))
+        return ActionResult(action.container_name, outcome, error, int((time.monotonic() - began) * 1000), memo)
 
-    def _stop(self, name: str) -> str:
-        container = self._containers.get(name)
-        if container is None:
-            return "missing"  # removed since the plan was made (a resumed transition)
+    def _stop(self, action: PlannedAction) -> tuple[str, dict | None]:
+        name = action.container_name
+        unit = self._containers.get(name)
+        if unit is None:
+            return "missing", None  # removed since the plan was made (a resumed transition)
         try:
-            self._gateway.stop(name, stop_grace(container, self._default_stop_timeout))
+            if action.kind == "service":
+                after = self._gateway.stop_service(name, stop_grace(unit, self._default_stop_timeout))
+                # The version the stop left: a later difference means someone changed the service.
+                return "stopped", {**(action.memo or unit.memo()), "version": after.version}
+            self._gateway.stop(name, stop_grace(unit, self._default_stop_timeout))
         except ContainerNotFound:
-            return "missing"
-        return "stopped"
+            return "missing", None
+        return "stopped", None
 
-    def _start(self, name: str) -> str:
+    def _start(self, action: PlannedAction) -> tuple[str, str | None]:
+        name = action.container_name
         for dependency in sorted(self._depends.get(name, ())):
             self._wait_until_ready(dependency)
         try:
-            current = self._gateway.inspect(name)
+            current = self._inspect(name)
         except ContainerNotFound:
-            return "missing"
+            return "missing", None
         if current.running:
-            return "already-running"
+            return "already-running", None
+        if current.kind == "service":
+            if not action.memo:
+                raise DockerError(f"starting {name}: rsgo has no record of its replica count or constraints")
+            _, warning = self._gateway.start_service(name, action.memo)
+            return "started", warning
         self._gateway.start(name)
-        return "started"
+        return "started", None
+
+    def _inspect(self, name: str):
+        unit = self._containers.get(name)
+        if unit is not None and unit.kind == "service":
+            return self._gateway.inspect_service(name)
+        return self._gateway.inspect(name)
 
     def _wait_until_ready(self, dependency: str) -> None:
         if dependency in self._failed:
@@ -224,7 +257,7 @@ class LevelRunner:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                current = self._gateway.inspect(dependency)
+                current = self._inspect(dependency)
             except ContainerNotFound:
                 return  # gone: nothing left to wait for
             if current.ready:

@@ -67,6 +67,22 @@ def _session_keys(database) -> None:
         migrate(migrator.drop_column("users", "session_version"))
 
 
+def _unit_kinds(database) -> None:
+    """Swarm services beside containers: an action and a stopped-set entry say which kind they are
+    and what Normal must restore (a service's replica count or placement constraints)."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from rsgo import models
+
+    migrator = SchemaMigrator.from_database(database)
+    for model in (models.TransitionAction, models.StoppedSetEntry):
+        table = model._meta.table_name
+        columns = {column.name for column in database.get_columns(table)}
+        for name in ("kind", "memo"):
+            if name not in columns:
+                migrate(migrator.add_column(table, name, model._meta.fields[name]))
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
@@ -74,4 +90,5 @@ MIGRATIONS = [
     (4, "maintenance windows", _windows),
     (5, "webhooks and their deliveries", _webhooks),
     (6, "random session keys instead of session versions", _session_keys),
+    (7, "kinds of stopped units (containers, Swarm services) and what restores them", _unit_kinds),
 ]

@@ -74,6 +74,12 @@ class DockerUnavailable(ModeChangeRefused):
     code = "docker_unreachable"
 
 
+class EnvironmentRemovedRefused(ModeChangeRefused):
+    """The stack's environment is no longer configured: its history stays, its containers are left alone."""
+
+    code = "environment_removed"
+
+
 class StorageUnavailable(ModeChangeRefused):
     """The database cannot be written: nothing new may start where bookkeeping could not be kept."""
 

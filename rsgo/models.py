@@ -57,13 +57,18 @@ class Transition(BaseModel):
 
 
 class TransitionAction(BaseModel):
-    """One planned container action of a transition and, once done, its result."""
+    """One planned action on a container or Swarm service of a transition and, once done, its result."""
 
     transition = peewee.ForeignKeyField(Transition, backref="actions", on_delete="CASCADE")
-    container_name = peewee.CharField()
+    container_name = peewee.CharField()  # or the service's name
+    kind = peewee.CharField(default="container")  # container, service
+    # A service's state before it is stopped ({"mode", "replicas" | "constraints", "version"}, JSON),
+    # written before the first Docker call: what Normal restores, even after a crash.
+    memo = peewee.TextField(null=True)
     action = peewee.CharField()  # stop, start, none
     level = peewee.IntegerField(default=0)
-    result = peewee.CharField(null=True)  # stopped, started, ignored, already-stopped, already-running, missing, failed
+    # stopped, started, ignored, already-stopped, already-running, missing, left-alone (a Swarm job), failed
+    result = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     duration_ms = peewee.IntegerField(null=True)
     finished_at = peewee.DateTimeField(null=True)
@@ -73,10 +78,12 @@ class TransitionAction(BaseModel):
 
 
 class StoppedSetEntry(BaseModel):
-    """A container rsgo stopped for the current mode; only these are started again."""
+    """A container (or Swarm service) rsgo stopped for the current mode; only these are started again."""
 
     deployment = peewee.ForeignKeyField(Deployment, backref="stopped_set", on_delete="CASCADE")
-    container_name = peewee.CharField()
+    container_name = peewee.CharField()  # or the service's name
+    kind = peewee.CharField(default="container")  # container, service
+    memo = peewee.TextField(null=True)  # a service's: what Normal restores, and its spec version after the stop
     transition = peewee.ForeignKeyField(Transition, null=True, on_delete="SET NULL")
     added_at = peewee.DateTimeField(default=utcnow)
 

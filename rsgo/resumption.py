@@ -2,7 +2,9 @@
 
 Stop and start are idempotent, so actions without a recorded result are simply done again.
 Resumption waits (retrying) while Docker is unreachable, because half-done must not stay
-half-done. A transition that something later superseded is never replayed: it is closed as
+half-done; each environment resumes on a thread of its own, so an engine that is down delays only
+its own stacks. A transition of an environment no longer configured (or disabled) is left for the
+next start: rsgo never acts on it. A transition that something later superseded is never replayed: it is closed as
 failed and the stack goes to Failed with what Docker shows, for a person to decide.
 """
 
@@ -14,23 +16,55 @@ import threading
 
 from rsgo import transition_records
 from rsgo.db import STORAGE_ERRORS, note_storage_failure, release_thread_connection, storage_error_text
-from rsgo.docker_ops import ContainerInfo, DockerError
+from rsgo.discovery import Unit
+from rsgo.docker_ops import DockerError
+from rsgo.environments import EnvironmentRemoved, EnvironmentUnavailable
 from rsgo.lifecycle import PlannedAction
-from rsgo.models import AuditEntry, Transition
+from rsgo.models import AuditEntry, Deployment, Transition
 
 log = logging.getLogger(__name__)
 
 
 def resume_interrupted(service, stopping: threading.Event) -> list[int]:
-    """Resume (or close as superseded) every ``running`` transition, oldest first; their ids resumed.
-    While the database cannot be written (rsgo restarted on a read-only or full disk), it retries with
-    backoff: meanwhile the stack answers 409 transition_in_progress and nothing acts on it."""
+    """Resume (or close as superseded) every ``running`` transition, oldest first within each
+    environment, the environments side by side; the ids resumed."""
+    try:
+        pending = list(Transition.select(Transition, Deployment).join(Deployment)
+                       .where(Transition.status == "running").order_by(Transition.id))
+        environments = sorted({transition.deployment.environment for transition in pending})
+    except STORAGE_ERRORS:
+        environments = [None]  # the loop below waits for the database, then sorts it out
+    finally:
+        release_thread_connection()
+    resumed: list[int] = []
+
+    def resume(environment: str | None) -> None:
+        try:
+            resumed.extend(_resume_environment(service, environment, stopping))
+        finally:
+            release_thread_connection()
+
+    threads = [threading.Thread(target=resume, args=(environment,), name=f"rsgo-resume-{environment or 'all'}",
+                                daemon=True) for environment in environments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(resumed)
+
+
+def _resume_environment(service, environment: str | None, stopping: threading.Event) -> list[int]:
+    """The ``running`` transitions of one environment (None: all), oldest first. While the database
+    cannot be written (rsgo restarted on a read-only or full disk), it retries with backoff: meanwhile
+    the stack answers 409 transition_in_progress and nothing acts on it."""
     resumed = []
     delay = 0.5
     while True:
         try:
-            pending = list(Transition.select().where(Transition.status == "running").order_by(Transition.id))
-            for transition in pending:
+            query = Transition.select().join(Deployment).where(Transition.status == "running")
+            if environment is not None:
+                query = query.where(Deployment.environment == environment)
+            for transition in list(query.order_by(Transition.id)):
                 if _resume_one(service, transition, stopping):
                     resumed.append(transition.id)
                 if stopping.is_set():
@@ -51,9 +85,10 @@ def _resume_one(service, transition: Transition, stopping: threading.Event) -> b
         transition = Transition.get_by_id(transition.id)
         if transition.status != "running":
             return False  # finished by an earlier attempt of this loop
-        containers = _containers_when_reachable(service.gateway, transition.deployment.name, stopping)
-        if containers is None:
-            return False  # shutting down: it resumes at the next start
+        found = _stack_when_reachable(service.environments, transition.deployment, stopping)
+        if found is None:
+            return False  # shutting down, or its environment is gone: it resumes at a later start
+        gateway, containers = found
         why = superseded_by(transition, containers)
         if why:
             log.warning("transition %s of %r not resumed: %s", transition.id, transition.deployment.name, why)
@@ -62,13 +97,14 @@ def _resume_one(service, transition: Transition, stopping: threading.Event) -> b
             return False
         if not transition.resumed:
             service.announce_audit(transition_records.mark_resumed(transition))
-        planned = [PlannedAction(a.container_name, a.action, a.level, a.result) for a in transition.actions]
+        planned = [PlannedAction(a.container_name, a.action, a.level, a.result, a.kind,
+                                 transition_records.load_memo(a.memo)) for a in transition.actions]
         log.info("resuming transition %s of %r", transition.id, transition.deployment.name)
-        service.execute(transition, containers, planned)
+        service.execute(transition, gateway, containers, planned)
         return True
 
 
-def superseded_by(transition: Transition, containers: list[ContainerInfo]) -> str | None:
+def superseded_by(transition: Transition, containers: list[Unit]) -> str | None:
     """Why replaying ``transition`` would undo something that happened after it was requested, or None.
 
     Later requests: a newer transition of the stack, or a request for another mode that was carried
@@ -111,11 +147,17 @@ def _after(docker_time: str | None, instant: dt.datetime) -> bool:
     return moment > instant
 
 
-def _containers_when_reachable(gateway, stack: str, stopping: threading.Event) -> list[ContainerInfo] | None:
+def _stack_when_reachable(environments, deployment: Deployment, stopping: threading.Event):
+    """The environment's gateway and the stack's units, waiting while the engine does not answer;
+    None when shutting down or when the environment is removed or disabled (left for a later start)."""
     delay = 0.5
     while True:
         try:
-            return gateway.inspect_stack(stack)
+            environment = environments.usable(deployment.environment, known_unreachable_fails=False)
+            return environment.gateway, environment.read_stack(deployment.name)
+        except (EnvironmentRemoved, EnvironmentUnavailable) as error:
+            log.warning("transition of %r left for a later start: %s", deployment.name, error)
+            return None
         except DockerError as error:
             log.warning("cannot resume yet: %s", error)
             if stopping.wait(delay):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from rsgo import events
 from rsgo.db import keep_log_files_open, release_thread_connection, utcnow
-from rsgo.discovery import DiscoveryService, Inventory
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
+from rsgo.environments import Environments
 from rsgo.events import EventBus
 from rsgo.jobs import Scheduler
 from rsgo.observers.service import ObserverService
@@ -45,12 +45,11 @@ class Runtime:
     def __init__(self, settings, gateway: DockerGateway | None = None):
         self.settings = settings
         self.bus = EventBus()
-        self.gateway = gateway or DockerGateway()
-        self.inventory = Inventory(settings.environment, self.bus)
-        self.discovery = DiscoveryService(self.gateway, self.inventory, settings.resync_interval)
+        # The engines, each with its gateway, inventory and discovery; set from the config file on load.
+        self.environments = Environments(self.bus, settings, gateway)
         self.scheduler = Scheduler(settings.observer_threads, LONG_JOB_THREADS)
-        self.transitions = TransitionService(self.gateway, self.bus, settings, self.scheduler)
-        self.observers = ObserverService(self.transitions, self.bus, settings.environment, self.scheduler)
+        self.transitions = TransitionService(self.environments, self.bus, settings, self.scheduler)
+        self.observers = ObserverService(self.transitions, self.bus, self.scheduler)
         self.windows = WindowService(self.transitions, self.bus)
         # Ownership of Maintenance (docs/design.md#modes-and-ownership): the transition service asks and
         # tells the observer and window services through these hooks, assigned here and nowhere else.
@@ -83,11 +82,12 @@ class Runtime:
         from rsgo.models import Deployment
 
         deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
-        if deployment is None or deployment.environment != self.settings.environment:
+        env = None if deployment is None else self.environments.get(deployment.environment)
+        if env is None or env.disabled:
             return
         try:
-            for container in self.gateway.list_stack_containers(deployment.name):
-                self.inventory.update(container)
+            for unit in env.list_stack(deployment.name):
+                env.inventory.update(unit)
         except DockerError:
             pass  # the events stream or the next resync will bring it
 
@@ -117,6 +117,7 @@ class Runtime:
                 raise ConfigRejected(config)
             for problem in config.problems:
                 log.warning("config: %s", problem)
+            self.environments.apply(config.environments)
             self.observers.apply(config)
             self._apply_windows(config)
             self.webhooks.sync_config(config.webhooks, keep=config.kept_webhooks)
@@ -140,7 +141,7 @@ class Runtime:
         from rsgo.models import Deployment
 
         for stack in config.stacks.values():
-            deployment = Deployment.get((Deployment.environment == self.settings.environment)
+            deployment = Deployment.get((Deployment.environment == stack.environment)
                                         & (Deployment.name == stack.name))
             self.windows.sync_config(deployment, stack.windows)
         self.bus.publish(events.WINDOWS_CHANGED, deployment_id=None)
@@ -157,9 +158,9 @@ class Runtime:
         self.scheduler.start()
         self.scheduler.run_once("resume", "resuming interrupted transitions", self._resume)
         if self.settings.enforce_modes:
-            self.enforcer = Enforcer(self.gateway, self.transitions, self.bus, self.settings.environment,
+            self.enforcer = Enforcer(self.environments, self.transitions, self.bus,
                                      self.settings.default_stop_timeout)
-        self.discovery.start()
+        self.environments.start()
         self.webhooks.start()
 
     def _evaluate_windows(self) -> None:
@@ -196,6 +197,6 @@ class Runtime:
         for hook in self._stop_hooks:
             hook()
         self.webhooks.stop()
-        self.discovery.stop()
+        self.environments.stop()
         if self.enforcer is not None:
             self.enforcer.close()

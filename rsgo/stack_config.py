@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from rsgo.bounded_yaml import UnusableFile, read_yaml
 from rsgo.config_values import ConfigProblem, InvalidValue, substitute, unknown_key_message
+from rsgo.environment_config import EnvironmentSpec, load_environments
 from rsgo.observers.base import Boundaries
 from rsgo.observers.config import ObserverConfig, load_observer
 from rsgo.settings import SETTINGS
@@ -23,11 +24,14 @@ from rsgo.windows import WindowError, WindowSpec, parse_window
 
 WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered")
 _WEBHOOK_KEYS = ("name", "url", "secret", "events")
+_STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows")
+_TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks")
 
 
 @dataclass
 class StackConfig:
     name: str
+    environment: str = ""
     observer: ObserverConfig | None = None
     windows: list[WindowSpec] = field(default_factory=list)
 
@@ -43,11 +47,17 @@ class WebhookConfig:
 @dataclass
 class Config:
     path: str
+    # Keyed by the entry's key in the file (the stack's name unless the entry says ``name:``).
     stacks: dict[str, StackConfig] = field(default_factory=dict)
+    # None: the file declares none, and rsgo manages one engine named RSGO_ENVIRONMENT (DOCKER_HOST).
+    environments: dict[str, EnvironmentSpec] | None = None
     webhooks: list[WebhookConfig] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
     # Config webhooks named by a broken entry: what is stored under the name stays as it is.
     kept_webhooks: set[str] = field(default_factory=set)
+
+    def stack(self, environment: str, name: str) -> StackConfig | None:
+        return next((s for s in self.stacks.values() if s.environment == environment and s.name == name), None)
 
     @property
     def fatal(self) -> bool:
@@ -80,7 +90,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, required: b
     """Read and validate the config file; never raises for a bad file (see ``problems``).
 
     ``settings`` (rsgo's) adds the boundaries: observers may not read rsgo's data dir, config or
-    secret files, nor reach what ``RSGO_OUTBOUND_DENY`` denies.
+    secret files, nor reach what ``RSGO_OUTBOUND_DENY`` denies; and names the one environment
+    (``RSGO_ENVIRONMENT``) that stacks are on when the file declares no ``environments:``.
     """
     environ = os.environ if environ is None else environ
     boundaries = boundaries_for(settings, path, environ) if settings is not None else Boundaries()
@@ -101,16 +112,22 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, required: b
                                              fatal=True))
         return config
     for key in document:
-        if key not in ("stacks", "webhooks"):
-            config.problems.append(ConfigProblem(path, str(key), unknown_key_message(key, ["stacks", "webhooks"])))
+        if key not in _TOP_LEVEL_KEYS:
+            config.problems.append(ConfigProblem(path, str(key), unknown_key_message(key, _TOP_LEVEL_KEYS)))
+    config.environments, problems = load_environments(path, document.get("environments"), environ)
+    config.problems.extend(problems)
+    if config.fatal:
+        return config
+    environments = sorted(config.environments) if config.environments is not None else [
+        settings.environment if settings is not None else "local"]
     _load_webhooks(config, document.get("webhooks"), environ, boundaries)
     stacks = document.get("stacks") or {}
     if not isinstance(stacks, dict):
         config.problems.append(ConfigProblem(path, "stacks", "must be a mapping of stack name to settings",
                                              fatal=True))
         return config
-    for stack_name, stack_document in stacks.items():
-        _load_stack(config, str(stack_name), stack_document, environ, boundaries)
+    for key, stack_document in stacks.items():
+        _load_stack(config, str(key), stack_document, environ, boundaries, environments)
     return config
 
 
@@ -154,20 +171,53 @@ def _load_webhooks(config: Config, document, environ, boundaries: Boundaries) ->
         config.webhooks.append(WebhookConfig(name=name, url=url, secret=secret, events=tuple(events)))
 
 
-def _load_stack(config: Config, stack_name: str, document, environ, boundaries: Boundaries) -> None:
-    base = f"stacks.{stack_name}"
-    stack = config.stacks.setdefault(stack_name, StackConfig(stack_name))
+def _stack_place(config: Config, base: str, key: str, document: dict, environments: list[str]) -> tuple[str, str]:
+    """The stack's name and environment; ("", "") with a problem when the entry does not say which
+    environment it means and more than one could be meant: rsgo never guesses."""
+    name = document.get("name", key)
+    if not isinstance(name, str) or not name.strip():
+        config.problems.append(ConfigProblem(config.path, f"{base}.name", "must be the stack's name (rsgo.stack)"))
+        return "", ""
+    environment = document.get("environment")
+    if environment is None:
+        if len(environments) == 1:
+            return name, environments[0]
+        config.problems.append(ConfigProblem(
+            config.path, f"{base}.environment",
+            f"required: {len(environments)} environments are declared ({', '.join(environments)}); "
+            "say which one this stack is on"))
+        return "", ""
+    if str(environment) not in environments:
+        config.problems.append(ConfigProblem(config.path, f"{base}.environment",
+                                             f"unknown environment {environment!r} (declared: "
+                                             f"{', '.join(environments)})"))
+        return "", ""
+    environment = str(environment)
+    if config.stack(environment, name) is not None:
+        config.problems.append(ConfigProblem(config.path, base, f"stack {name!r} on environment {environment!r} "
+                                                                "is configured twice"))
+        return "", ""
+    return name, environment
+
+
+def _load_stack(config: Config, key: str, document, environ, boundaries: Boundaries,
+                environments: list[str]) -> None:
+    base = f"stacks.{key}"
     if document is None:
-        return
+        document = {}
     if not isinstance(document, dict):
         config.problems.append(ConfigProblem(config.path, base, "must be a mapping"))
         return
-    for key in document:
-        if key not in ("maintenanceObserver", "windows"):
-            config.problems.append(ConfigProblem(config.path, f"{base}.{key}",
-                                                 unknown_key_message(key, ["maintenanceObserver", "windows"])))
+    for field_name in document:
+        if field_name not in _STACK_KEYS:
+            config.problems.append(ConfigProblem(config.path, f"{base}.{field_name}",
+                                                 unknown_key_message(field_name, _STACK_KEYS)))
+    stack_name, environment = _stack_place(config, base, key, document, environments)
+    if not stack_name:
+        return
+    stack = config.stacks.setdefault(key, StackConfig(stack_name, environment))
     if "maintenanceObserver" in document:
-        stack.observer, problems = load_observer(config.path, stack_name, document["maintenanceObserver"], environ,
+        stack.observer, problems = load_observer(config.path, key, document["maintenanceObserver"], environ,
                                                  boundaries)
         config.problems.extend(problems)
     windows = document.get("windows") or []

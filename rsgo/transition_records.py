@@ -7,6 +7,7 @@ transition service announces what these functions committed.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from rsgo import audit
@@ -59,24 +60,39 @@ def persist(deployment: Deployment, current: Mode, request: ModeChangeRequest,
             TransitionAction.create(
                 transition=transition, container_name=action.container_name, action=action.action,
                 level=action.level, result=action.result, duration_ms=0 if action.result else None,
-                finished_at=utcnow() if action.result else None)
+                finished_at=utcnow() if action.result else None, kind=action.kind, memo=dump_memo(action.memo))
             if action.result == "missing":
                 forget_stopped(deployment.id, action.container_name)
     return transition
 
 
+def dump_memo(memo: dict | None) -> str | None:
+    return None if memo is None else json.dumps(memo, sort_keys=True)
+
+
+def load_memo(text: str | None) -> dict | None:
+    return None if not text else json.loads(text)
+
+
 def record_action(transition_id: int, deployment_id: int, result: ActionResult) -> None:
     with write_transaction():
-        (TransitionAction.update(result=result.result, error=result.error, duration_ms=result.duration_ms,
-                                 finished_at=utcnow())
-         .where((TransitionAction.transition == transition_id)
-                & (TransitionAction.container_name == result.container_name))
-         .execute())
+        action = TransitionAction.get((TransitionAction.transition == transition_id)
+                                      & (TransitionAction.container_name == result.container_name))
+        action.result, action.error, action.duration_ms = result.result, result.error, result.duration_ms
+        action.finished_at = utcnow()
+        action.save()
         if result.result == "stopped":
-            StoppedSetEntry.insert(deployment=deployment_id, container_name=result.container_name,
-                                   transition=transition_id).on_conflict_ignore().execute()
+            remember_stopped(deployment_id, action, result.memo)
         elif result.result in ("started", "already-running", "missing"):
             forget_stopped(deployment_id, result.container_name)
+
+
+def remember_stopped(deployment_id: int, action: TransitionAction, memo: dict | None = None) -> None:
+    """Into the stopped-set; a service's entry keeps what Normal restores (``memo``, else the plan's)."""
+    (StoppedSetEntry.insert(deployment=deployment_id, container_name=action.container_name,
+                            transition=action.transition_id, kind=action.kind,
+                            memo=dump_memo(memo) if memo is not None else action.memo)
+     .on_conflict_ignore().execute())
 
 
 def forget_stopped(deployment_id: int, container_name: str) -> None:
@@ -117,6 +133,10 @@ def finish(transition_id: int) -> Finished:
             new_mode, outcome = target, "succeeded"
             _set_mode(deployment, target, source=transition.source, actor=transition.actor,
                       reason=transition.reason, observed_value=transition.observed_value)
+            # A service someone changed while rsgo had it stopped: restored, and the history says how.
+            warnings = [a.error for a in actions if a.error]
+            if warnings:
+                transition.error = "warning: " + "; ".join(warnings)
         transition.status, transition.finished_at = outcome, utcnow()
         transition.save()
         entry = audit.record(deployment, previous_mode=transition.previous_mode, new_mode=new_mode.value,
@@ -175,8 +195,7 @@ def close_superseded(transition: Transition, running: set[str], present: set[str
             if name in running or name not in present:
                 forget_stopped(deployment.id, name)
             elif action.action == "stop":
-                StoppedSetEntry.insert(deployment=deployment.id, container_name=name,
-                                       transition=transition.id).on_conflict_ignore().execute()
+                remember_stopped(deployment.id, action)
         running_now = sorted(running & {a.container_name for a in acted})
         transition.status, transition.finished_at = "failed", utcnow()
         transition.error = f"not resumed after a restart: {why}"

@@ -17,12 +17,15 @@ from collections.abc import Callable
 
 from rsgo import audit, deployment_queries, events, resumption, transition_records
 from rsgo.db import STORAGE_ERRORS, note_storage_failure, release_thread_connection, storage_error_text, utcnow
-from rsgo.docker_ops import ContainerInfo, DockerError, DockerGateway
+from rsgo.discovery import Unit
+from rsgo.docker_ops import DockerError, DockerGateway
+from rsgo.environments import EnvironmentRemoved, Environments
 from rsgo.events import EventBus
 from rsgo.lifecycle import ActionResult, DependencyCycle, LevelRunner, PlannedAction, plan
 from rsgo.mode_change import (
     DependencyCycleRefused,
     DockerUnavailable,
+    EnvironmentRemovedRefused,
     ModeChange,
     ModeChangeRefused,
     ModeChangeRequest,
@@ -39,8 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class TransitionService:
-    def __init__(self, gateway: DockerGateway, bus: EventBus, settings, jobs):
-        self.gateway = gateway
+    def __init__(self, environments: Environments, bus: EventBus, settings, jobs):
+        self.environments = environments
         self._bus = bus
         self._settings = settings
         self._jobs = jobs  # rsgo.jobs.Scheduler: background transitions and the resumption run there
@@ -90,15 +93,15 @@ class TransitionService:
                     transitionId=running.id if running else None))
         handed_over = False
         try:
-            change, transition, containers, planned = self._prepare(deployment_id, request)
+            change, transition, gateway, containers, planned = self._prepare(deployment_id, request)
             if transition is None:
                 return change
             if wait:
-                self.execute(transition, containers, planned)
+                self.execute(transition, gateway, containers, planned)
                 return self._outcome(change, transition)
             self._jobs.run_once(f"transition-{transition.id}", f"transition {transition.id} of "
                                 f"{change.deployment.name} to {request.target.value}",
-                                self._in_background, lock, transition, containers, planned)
+                                self._in_background, lock, transition, gateway, containers, planned)
             handed_over = True
             return change
         finally:
@@ -107,7 +110,7 @@ class TransitionService:
 
     def _prepare(self, deployment_id: int, request: ModeChangeRequest):
         """Under the lock: refuse, answer a no-op, or write the transition. Returns the change, and for
-        a written transition the transition, the containers and the plan to run."""
+        a written transition the transition, the gateway, the containers and services, and the plan."""
         self._refuse_while_held(deployment_id)
         deployment = Deployment.get_by_id(deployment_id)
         current = Mode(deployment.mode)
@@ -120,18 +123,24 @@ class TransitionService:
         if request.target is current:
             self.announce_audit(audit.record(deployment, previous_mode=current.value, new_mode=current.value,
                                              outcome="noop", **request.audit_fields()))
-            return ModeChange(deployment, current, current, "noop"), None, [], []
+            return ModeChange(deployment, current, current, "noop"), None, None, [], []
         overrides_observer = self._check_allowed(deployment, current, request)
-        containers: list[ContainerInfo] = []
+        containers: list[Unit] = []
+        gateway = None
         if needs_docker(request.target):
             try:
-                containers = self.gateway.inspect_stack(deployment.name)
+                environment = self.environments.usable(deployment.environment)
+                gateway = environment.gateway
+                containers = environment.read_stack(deployment.name)
+            except EnvironmentRemoved as removed:
+                self._refuse(deployment, request, EnvironmentRemovedRefused(f"mode unchanged: {removed}"))
             except DockerError as error:
                 self.announce_audit(audit.record(deployment, previous_mode=current.value, new_mode=current.value,
                                                  outcome="failed", error=str(error), **request.audit_fields()))
                 raise DockerUnavailable(f"mode unchanged: {error}") from None
         try:
-            planned = plan(request.target, containers, deployment_queries.stopped_set_names(deployment.id))
+            planned = plan(request.target, containers, deployment_queries.stopped_set_names(deployment.id),
+                           deployment_queries.stopped_set_memos(deployment.id))
         except DependencyCycle as cycle:
             self._refuse(deployment, request,
                          DependencyCycleRefused(f"nothing was touched: {cycle}", cycle=cycle.cycle))
@@ -141,7 +150,8 @@ class TransitionService:
         if current is Mode.MAINTENANCE and deployment.trigger_source == "schedule" and request.source != "schedule":
             self.schedule_overridden(deployment)
         self._bus.publish(events.TRANSITION_STARTED, deployment_id=deployment.id, transition_id=transition.id)
-        return ModeChange(deployment, current, request.target, "running", transition), transition, containers, planned
+        return (ModeChange(deployment, current, request.target, "running", transition), transition, gateway,
+                containers, planned)
 
     def _outcome(self, change: ModeChange, transition: Transition) -> ModeChange:
         held = self._held.get(change.deployment.id)
@@ -185,23 +195,25 @@ class TransitionService:
 
     # -- execution -------------------------------------------------------------------------
 
-    def _in_background(self, lock: threading.Lock, transition: Transition, containers, planned) -> None:
+    def _in_background(self, lock: threading.Lock, transition: Transition, gateway, containers, planned) -> None:
         """A one-off job on the scheduler: run the transition, then free the deployment's lock."""
         try:
-            self.execute(transition, containers, planned)
+            self.execute(transition, gateway, containers, planned)
         except Exception:
             log.exception("transition %s failed unexpectedly", transition.id)
         finally:
             lock.release()
             release_thread_connection()
 
-    def execute(self, transition: Transition, containers: list[ContainerInfo], planned: list[PlannedAction]) -> None:
+    def execute(self, transition: Transition, gateway: DockerGateway | None, containers: list[Unit],
+                planned: list[PlannedAction]) -> None:
+        """Run the planned actions (``gateway`` is None when there are none) and record the end."""
         total = len(planned)
         done = sum(1 for a in planned if a.result)
         deployment_id = transition.deployment_id
         results: list[ActionResult] = []
         storage_failure: Exception | None = None
-        runner = LevelRunner(self.gateway, containers, self._settings.action_concurrency,
+        runner = LevelRunner(gateway, containers, self._settings.action_concurrency,
                              self._settings.default_stop_timeout, self._settings.default_start_timeout)
 
         def on_result(result: ActionResult) -> None:

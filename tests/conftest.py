@@ -175,7 +175,8 @@ def fake_app(make_app, fake_gateway):
 @pytest.fixture
 def make_fake_stack(fake_app, fake_gateway):
     def make(prefix: str = "s") -> FakeStack:
-        return FakeStack(fake_gateway, f"{prefix}{uuid.uuid4().hex[:6]}", fake_app.extensions["rsgo"].discovery.resync)
+        runtime = fake_app.extensions["rsgo"]
+        return FakeStack(fake_gateway, f"{prefix}{uuid.uuid4().hex[:6]}", runtime.environments.resync_all)
 
     return make
 

@@ -12,7 +12,7 @@ import threading
 import uuid
 from dataclasses import replace
 
-from rsgo.docker_ops import STACK_LABEL, ContainerInfo, ContainerNotFound
+from rsgo.docker_ops import STACK_LABEL, ContainerInfo, ContainerNotFound, EngineFacts
 
 
 class FakeGateway:
@@ -30,6 +30,11 @@ class FakeGateway:
         return container
 
     # -- what rsgo calls ------------------------------------------------------------------------
+
+    endpoint = "fake://"
+
+    def engine_facts(self) -> EngineFacts:
+        return EngineFacts(version="fake", api_version="1.41", swarm_manager=False)
 
     def list_stack_containers(self, stack: str | None = None) -> list[ContainerInfo]:
         with self._lock:

@@ -432,7 +432,7 @@ def test_observers_may_not_read_the_data_dir_the_secret_files_or_rsgo_variables(
         """)
     app = make_app(background=False, RSGO_CONFIG=str(config), RSGO_SECRET_KEY_FILE=str(key_file),
                    RSGO_ADMIN_PASSWORD="admin-password-must-not-show")
-    app.extensions["rsgo"].discovery.resync()
+    app.extensions["rsgo"].environments.resync_all()
     client = app.test_client()
 
     base = "maintenanceObserver"
@@ -470,7 +470,7 @@ def test_a_symlink_turned_to_the_data_dir_after_loading_is_refused_at_the_check(
             maintenanceObserver: {{type: file, path: {link}, mode: content, maintenanceValue: "1"}}
         """)
     app = make_app(background=False, RSGO_CONFIG=str(config))
-    app.extensions["rsgo"].discovery.resync()
+    app.extensions["rsgo"].environments.resync_all()
     client = app.test_client()
     assert client.post(f"/api/deployments/{stack.name}/observer/check").json["lastValue"] == "0"
 
@@ -513,7 +513,7 @@ def test_http_observers_are_refused_denied_targets_at_load_and_at_request_time(m
             maintenanceObserver: {{type: http, url: "{source.url('/flag')}", maintenanceValue: "1"}}
         """)
     app = make_app(background=False, RSGO_CONFIG=str(config), RSGO_OUTBOUND_DENY="127.0.0.0/8, ::1")
-    app.extensions["rsgo"].discovery.resync()
+    app.extensions["rsgo"].environments.resync_all()
     client = app.test_client()
 
     literal = observer_of(client, by_address.name)
@@ -537,7 +537,7 @@ def test_a_redirect_to_a_denied_host_is_refused(make_app, make_stack, tmp_path, 
             maintenanceObserver: {{type: http, url: "{source.url('/redirect')}", maintenanceValue: "1"}}
         """)
     app = make_app(background=False, RSGO_CONFIG=str(config), RSGO_OUTBOUND_DENY="localhost")
-    app.extensions["rsgo"].discovery.resync()
+    app.extensions["rsgo"].environments.resync_all()
     client = app.test_client()
 
     checked = client.post(f"/api/deployments/{stack.name}/observer/check").json

@@ -291,14 +291,15 @@ def test_the_events_stream_alone_reports_created_stopped_and_removed_containers(
     app = make_app(background=False, RSGO_RESYNC_INTERVAL="300s")
     runtime = app.extensions["rsgo"]
     full_resyncs = []
-    original_resync = runtime.discovery.resync
+    discovery = runtime.environments.get(runtime.settings.environment).discovery
+    original_resync = discovery.resync
 
     @wraps(original_resync)
     def counting_resync():
         original_resync()
         full_resyncs.append(time.monotonic())
 
-    runtime.discovery.resync = counting_resync
+    discovery.resync = counting_resync
     runtime.start()
     client = app.test_client()
     # The resync loop's first pass and the events thread's pass right after it subscribed.

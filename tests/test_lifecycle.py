@@ -232,7 +232,7 @@ def test_enforcement_stops_a_stopped_set_container_started_by_hand(client, make_
 def test_enforcement_is_off_with_rsgo_enforce_modes_false(make_app, make_stack):
     app = make_app(RSGO_ENFORCE_MODES="false")
     client = app.test_client()
-    inventory = app.extensions["rsgo"].inventory
+    inventory = app.extensions["rsgo"].environments.inventory_for("local")
     stack = make_stack()
     stack.add("api")
     wait_for_deployment(client, stack.name, 1)

@@ -281,7 +281,8 @@ def test_a_new_stack_is_appended_to_the_dashboard(make_server, make_stack, open_
 
     deployment_id = deployment_of(server, stack.name, 1)["id"]
     slot = dashboard.wait_for(lambda m: f'id="slot-{deployment_id}"' in m, what=f"slot-{deployment_id}")
-    assert slot.lstrip().startswith(f'<tbody id="slot-{deployment_id}" hx-swap-oob="beforeend:#deployment-list">')
+    # Into its environment's group on the dashboard: before that group's end marker.
+    assert slot.lstrip().startswith(f'<tbody id="slot-{deployment_id}" hx-swap-oob="beforebegin:#env-end-local">')
     row = element(slot, "tr", f"deployment-{deployment_id}")
     assert row is not None and stack.name in row
     assert oob(slot, f"deployment-{deployment_id}") is None, "the row inside the slot must not swap on its own"

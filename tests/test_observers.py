@@ -143,7 +143,7 @@ def test_confirmations_need_that_many_equal_readings(make_app, make_stack, tmp_p
             maintenanceObserver: {{type: file, path: {flag}, maintenanceValue: "true", confirmations: 3}}
         """)
     app = make_app(RSGO_CONFIG=str(config), background=False)
-    app.extensions["rsgo"].discovery.resync()
+    app.extensions["rsgo"].environments.resync_all()
     client = app.test_client()
     flag.write_text("")
 
@@ -173,7 +173,7 @@ def test_errors_never_change_the_mode_and_warn_at_the_failure_threshold(make_app
               failureThreshold: 2
         """)
     app = make_app(RSGO_CONFIG=str(config), background=False)
-    app.extensions["rsgo"].discovery.resync()
+    app.extensions["rsgo"].environments.resync_all()
     client = app.test_client()
     events = []
     app.extensions["rsgo"].bus.subscribe(lambda kind, payload: events.append(kind) if kind.startswith("observer.f")
@@ -421,7 +421,7 @@ def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_
     os.environ["TEST_DB_PASSWORD"] = "hunter2-secret"
     try:
         app.extensions["rsgo"].reload_config()
-        app.extensions["rsgo"].discovery.resync()
+        app.extensions["rsgo"].environments.resync_all()
         client = app.test_client()
         checked = client.post(f"/api/deployments/{stack.name}/observer/check").json
         responses = [checked, observer_status(client, stack.name), client.get(f"/api/deployments/{stack.name}").json]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import re
 
@@ -113,14 +112,3 @@ def test_vendored_assets_match_their_recorded_checksums(client):
     for spec, name, sha256 in entries:
         assert hashlib.sha256((ROOT / "static/vendor" / name).read_bytes()).hexdigest() == sha256, spec
         assert client.get(f"/static/vendor/{name}").status_code == 200
-
-
-def test_only_docker_ops_imports_docker():
-    importers = []
-    for path in (ROOT / "rsgo").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            if any(name == "docker" or name.startswith("docker.") for name in names):
-                importers.append(path.relative_to(ROOT).as_posix())
-    assert set(importers) == {"rsgo/docker_ops.py"}

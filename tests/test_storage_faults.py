@@ -218,8 +218,8 @@ def test_enforcement_leaves_a_stack_alone_while_its_interrupted_transition_await
     app = make_app(background=False)
     runtime = app.extensions["rsgo"]
     deployment, _ = _awaiting_resumption(app, stack, "Maintenance")
-    enforcer = Enforcer(runtime.gateway, runtime.transitions, runtime.bus, runtime.settings.environment, 10)
-    web = runtime.gateway.inspect(stack.container_name("web"))
+    enforcer = Enforcer(runtime.environments, runtime.transitions, runtime.bus, 10)
+    web = runtime.environments.get(runtime.settings.environment).gateway.inspect(stack.container_name("web"))
     runtime.bus.publish("container.changed", environment=runtime.settings.environment, old=None, new=web)
     enforcer.close()  # waits for the enforcement it queued
     assert stack.is_running("web")

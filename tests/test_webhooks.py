@@ -383,7 +383,7 @@ def test_deliveries_left_pending_by_a_crash_are_sent_at_the_next_start(make_app,
     stacks = f"{stack.name}:\n"
     # A process that records deliveries but never gets to send them (its senders never started).
     crashed = webhook_app(make_app, tmp_path, webhooks, stacks=stacks, background=False)
-    crashed.extensions["rsgo"].discovery.resync()
+    crashed.extensions["rsgo"].environments.resync_all()
     assert put_mode(crashed.test_client(), stack.name, "Maintenance").status_code == 200
     [pending] = list(WebhookDelivery.select())
     assert (pending.status, pending.attempts) == ("pending", 0)

@@ -39,7 +39,7 @@ def stack_app(make_app, make_stack, tmp_path):
         app = make_app(RSGO_CONFIG=str(config), background=background)
         client = app.test_client()
         if not background:
-            app.extensions["rsgo"].discovery.resync()
+            app.extensions["rsgo"].environments.resync_all()
         wait_for_deployment(client, stack.name, 2)
         return stack, app, client
 

@@ -61,10 +61,8 @@ class DockerGateway:
             cert, key, ca = self._tls.cert, self._tls.key, self._tls.ca
             kwargs["tls"] = docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca,
                                                  verify=bool(ca))
-        if self._base_url.startswith("ssh://"):
-            # The system ssh binary, with the user's ssh config and agent, rather than paramiko's own client
-            # (docker-py 7.1 still imports paramiko for its ssh transport: without it this fails as a DockerError).
-            kwargs["use_ssh_client"] = True
+        # ssh:// goes through paramiko (pinned in pyproject.toml), which reads ~/.ssh/config and the keys in
+        # ~/.ssh: the container image needs no ssh binary. The remote user runs `docker system dial-stdio`.
         return docker.DockerClient(base_url=self._base_url, **kwargs)
 
     def _api(self):

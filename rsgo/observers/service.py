@@ -58,10 +58,9 @@ def _job_id(deployment_id: int) -> str:
 
 
 class ObserverService:
-    def __init__(self, transitions: TransitionService, bus: EventBus, environment: str, scheduler=None):
+    def __init__(self, transitions: TransitionService, bus: EventBus, scheduler=None):
         self._transitions = transitions
         self._bus = bus
-        self._environment = environment
         self._scheduler = scheduler
         self._configs: dict[int, ObserverConfig] = {}  # deployment id → its observer
         self._check_locks: dict[int, threading.Lock] = {}
@@ -73,12 +72,13 @@ class ObserverService:
     def apply(self, config: Config) -> None:
         """Take the observers of a (re)loaded config; unchanged ones keep their status."""
         wanted: dict[int, ObserverConfig] = {}
-        declared = {name for name in config.stacks}
-        deployment_queries.ensure_deployments(self._environment, declared)
+        for environment in {stack.environment for stack in config.stacks.values()}:
+            deployment_queries.ensure_deployments(
+                environment, {stack.name for stack in config.stacks.values() if stack.environment == environment})
         for stack in config.stacks.values():
             if stack.observer is None:
                 continue
-            deployment = Deployment.get((Deployment.environment == self._environment)
+            deployment = Deployment.get((Deployment.environment == stack.environment)
                                         & (Deployment.name == stack.name))
             wanted[deployment.id] = stack.observer
         with self._guard:

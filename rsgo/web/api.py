@@ -16,6 +16,7 @@ from rsgo.web.api_json import (
     deployment_detail,
     deployment_list,
     deployment_summary_for,
+    environment_list,
     observer_json,
     transition_json,
     window_json,
@@ -42,6 +43,12 @@ def openapi():
 @requires("read")
 def list_deployments():
     return jsonify(items=[summary for summary, _running in deployment_list(current_runtime(), keep=visible)])
+
+
+@blueprint.get("/environments")
+@requires("read")
+def list_environments():
+    return jsonify(items=environment_list(current_runtime(), keep=visible))
 
 
 @blueprint.get("/deployments/<ref>")
@@ -134,6 +141,7 @@ def reload_config():
                       "nothing was changed, the running config stays",
                       problems=[{"file": p.file, "path": p.path, "message": p.message} for p in problems]) from None
     return jsonify(path=config.path, stacks=sorted(config.stacks),
+                   environments=sorted(config.environments or current_runtime().environments.names()),
                    observers=sum(1 for stack in config.stacks.values() if stack.observer),
                    problems=[{"path": p.path, "message": p.message} for p in config.problems])
 

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from flask import url_for
 
 from rsgo import deployment_queries
 from rsgo.db import read_snapshot, timestamp
+from rsgo.environments import EnvironmentView
 from rsgo.health import assess
 from rsgo.models import AuditEntry, Deployment, Transition, TransitionAction
 from rsgo.modes import Mode, allowed_targets
 
 
+def units_of(runtime, deployment: Deployment) -> tuple[list, str | None]:
+    """The deployment's containers (and services) from its environment's view, and why that view
+    cannot be trusted now (None when it can)."""
+    env = runtime.environments.get(deployment.environment)
+    if env is None:
+        return [], "environment removed"
+    if env.disabled:
+        return [], f"environment {env.name} is disabled: {env.spec.error}"
+    if env.inventory.reachable is False:
+        single = len(runtime.environments.names()) == 1
+        return [], "Docker is unreachable" if single else f"environment {env.name} is unreachable"
+    return env.inventory.containers_of(deployment.name), None
+
+
 def deployment_summary(runtime, deployment: Deployment, stopped_set: set[str],
                        running_transition: Transition | None) -> dict:
     """One deployment as the list shows it. ``deployment`` as ``runtime.transitions.shown`` gives it."""
-    inventory = runtime.inventory
-    containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
+    containers, engine_problem = units_of(runtime, deployment)
     observer = runtime.observers.status(deployment.id)
     held = runtime.transitions.held_failure(deployment.id)
     if held is not None and running_transition is not None and running_transition.id == held.transition_id:
         running_transition = None  # it stopped; its record waits for the database (the stack shows Failed)
-    health = assess(Mode(deployment.mode), containers, stopped_set, inventory.reachable is not False,
+    health = assess(Mode(deployment.mode), containers, stopped_set, engine_problem,
                     observer.problem if observer else None)
     return {
         "id": deployment.id,
@@ -77,12 +93,12 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
         body = deployment_summary(runtime, deployment, stopped_set,
                                   deployment_queries.running_transition(deployment.id))
         windows = runtime.windows.listing(deployment.id)
-    inventory = runtime.inventory
-    containers = inventory.containers_of(deployment.name) if deployment.environment == inventory.environment else []
+    containers, _ = units_of(runtime, deployment)
     body["containerCounts"] = body["containers"]
     body["containers"] = [
         {
             "name": c.name,
+            "kind": c.kind,
             "service": c.service or None,
             "image": c.image,
             "state": c.state,
@@ -95,6 +111,33 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
     body["stoppedSet"] = sorted(stopped_set)
     body["windows"] = [window_json(view) for view in windows]
     return body
+
+
+def environment_list(runtime, keep=lambda deployment: True) -> list[dict]:
+    """Every configured environment, then every removed one that still has deployments (their history)."""
+    counts = Counter(d.environment for d in Deployment.select(Deployment.id, Deployment.name, Deployment.environment)
+                     if keep(d))
+    views = [env.view() for env in runtime.environments.all()]
+    configured = {view.name for view in views}
+    views += [EnvironmentView(name=name, kind=None, url=None, state="removed", reachable=None,
+                              last_error="removed from the config: its stacks keep their history and rsgo no "
+                                         "longer acts on them", engine_version=None, last_event_at=None)
+              for name in sorted(set(counts) - configured)]
+    return [environment_json(view, counts.get(view.name, 0)) for view in views]
+
+
+def environment_json(view: EnvironmentView, deployments: int) -> dict:
+    return {
+        "name": view.name,
+        "kind": view.kind,
+        "url": view.url,
+        "state": view.state,
+        "reachable": view.reachable,
+        "lastError": view.last_error,
+        "engineVersion": view.engine_version,
+        "deployments": deployments,
+        "lastEventAt": timestamp(view.last_event_at),
+    }
 
 
 def observer_json(observer) -> dict:

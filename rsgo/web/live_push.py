@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Only what changes a page wakes the renderer (hundreds of observer checks a second must not).
 _PUSHED_EVENTS = events.DEPLOYMENT_PAGE_EVENTS | {events.CONTAINER_CHANGED, events.DEPLOYMENT_DISCOVERED,
-                                                  events.AUDIT_RECORDED}
+                                                  events.AUDIT_RECORDED, events.ENVIRONMENT_CHANGED}
 
 
 class LivePush:
@@ -68,6 +68,7 @@ class LivePush:
         deployment_ids: list[int] = []
         discovered: list[int] = []
         audit_ids: list[int] = []
+        environments: list[str] = []
         for kind, payload in batch:
             if kind in events.DEPLOYMENT_PAGE_EVENTS:
                 if payload.get("deployment_id") is not None:
@@ -80,6 +81,13 @@ class LivePush:
                 discovered.append(payload["deployment_id"])
             elif kind == events.AUDIT_RECORDED:
                 audit_ids.append(payload["entry_id"])
+            elif kind == events.ENVIRONMENT_CHANGED:
+                # Its header says the new state, and every row of it says what can be known now.
+                environments.append(payload["environment"])
+                deployment_ids.extend(d.id for d in Deployment.select(Deployment.id).where(
+                    Deployment.environment == payload["environment"]))
+        for name in dict.fromkeys(environments):
+            self._push_environment(name)
         for deployment_id in dict.fromkeys(discovered):
             self._push_new_deployment(deployment_id)
         for deployment_id in dict.fromkeys(deployment_ids):
@@ -112,9 +120,17 @@ class LivePush:
         if deployment is None:
             return
         item = page_context.dashboard_item_for(deployment, self._runtime)
-        # The slot's rows (not the tbody around them) are appended to the table.
+        # Into its environment's group, before the group's end marker (a page showing another
+        # environment only has no such marker, and the fragment is dropped there).
+        end = f"beforebegin:#env-end-{page_context.environment_anchor(deployment.environment)}"
         self._publish("dashboard", lambda can_operate: render_template(
-            "dashboard/_slot.html", d=item, oob="beforeend:#deployment-list", can_operate=can_operate))
+            "dashboard/_slot.html", d=item, oob=end, can_operate=can_operate))
+
+    def _push_environment(self, name: str) -> None:
+        group = page_context.environment_group(self._runtime, name)
+        if group is not None:
+            self._publish("dashboard", lambda _can_operate: render_template(
+                "dashboard/_environment.html", group=group, oob="true"))
 
     def _push_audit_entry(self, entry_id: int) -> None:
         entry = AuditEntry.get_or_none(AuditEntry.id == entry_id)

@@ -63,7 +63,7 @@ _SCHEMAS = {
             "code": {"type": "string", "enum": [
                 "invalid_json", "invalid_mode", "invalid_request", "not_found", "method_not_allowed",
                 "unsupported_media_type", "unauthorized", "forbidden", "csrf_failed", "transition_not_allowed",
-                "transition_in_progress",
+                "transition_in_progress", "environment_removed",
                 "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle", "window_from_config",
                 "container_action_failed", "docker_unreachable", "internal_error", "request_too_large"]},
             "validModes": {"type": "array", "items": {"type": "string"}},
@@ -275,7 +275,7 @@ def openapi_document() -> dict:
                         "400": _problem("invalid_json, invalid_mode or invalid_request"),
                         "404": _problem("not_found"),
                         "409": _problem("transition_not_allowed, transition_in_progress, observer_owns_maintenance, "
-                                        "ambiguous_deployment or dependency_cycle"),
+                                        "ambiguous_deployment, dependency_cycle or environment_removed"),
                         "415": _problem("unsupported_media_type"),
                         "502": _problem("container_action_failed: the deployment is now Failed; "
                                         "the body carries the transition with per-container results"),

@@ -8,11 +8,17 @@ from __future__ import annotations
 from flask import url_for
 
 from rsgo import deployment_queries
-from rsgo.discovery import Inventory
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
 from rsgo.modes import Mode
-from rsgo.web.api_json import deployment_detail, deployment_list, deployment_summary_for, transition_json
+from rsgo.web.api_json import (
+    deployment_detail,
+    deployment_list,
+    deployment_summary_for,
+    environment_list,
+    transition_json,
+    units_of,
+)
 
 _VERBS = {"stop": "stopped", "start": "started"}
 
@@ -69,8 +75,34 @@ def dashboard_item(summary: dict, running: Transition | None) -> dict:
     return summary
 
 
-def dashboard_items(runtime) -> list[dict]:
-    return [dashboard_item(summary, running) for summary, running in deployment_list(runtime)]
+def dashboard_items(runtime, keep=lambda deployment: True) -> list[dict]:
+    return [dashboard_item(summary, running) for summary, running in deployment_list(runtime, keep)]
+
+
+def environment_anchor(name: str) -> str:
+    """An id part for an environment's group on the dashboard: only letters, digits and '-', one to one
+    (a '.' in an id would need escaping in the selector of an out-of-band swap)."""
+    return "".join(c if c.isalnum() or c == "-" else f"_{ord(c):x}" for c in name)
+
+
+def dashboard_groups(runtime, environment: str | None = None) -> list[dict]:
+    """The dashboard's rows by environment, each group with its environment's state (one group when
+    there is one environment); ``environment`` shows that group only."""
+    environments = environment_list(runtime)
+    items = dashboard_items(runtime, keep=lambda d: environment is None or d.environment == environment)
+    groups = []
+    for view in environments:
+        if environment is not None and view["name"] != environment:
+            continue
+        groups.append({"environment": view, "anchor": environment_anchor(view["name"]),
+                       "items": [item for item in items if item["environment"] == view["name"]]})
+    return groups
+
+
+def environment_group(runtime, name: str) -> dict | None:
+    """One environment's header (without its rows), for a live push when its state changes."""
+    view = next((view for view in environment_list(runtime) if view["name"] == name), None)
+    return None if view is None else {"environment": view, "anchor": environment_anchor(name), "items": []}
 
 
 def dashboard_item_for(deployment: Deployment, runtime) -> dict:
@@ -84,9 +116,9 @@ def detail(deployment: Deployment, runtime) -> dict:
     return body
 
 
-def preview(deployment: Deployment, target: Mode, inventory: Inventory) -> dict:
+def preview(deployment: Deployment, target: Mode, runtime) -> dict:
     """What a mode change would do, from the in-memory view (no Docker call)."""
-    containers = inventory.containers_of(deployment.name)
+    containers, _ = units_of(runtime, deployment)
     result = {"stop": [], "start": [], "ignored": [], "untouched": [], "missing": [], "error": None}
     try:
         actions = plan(target, containers, deployment_queries.stopped_set_names(deployment.id))

@@ -12,7 +12,7 @@ from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires
-from rsgo.web import current_runtime, page_context
+from rsgo.web import api_json, current_runtime, page_context
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
 from rsgo.web.operate_policy import require_operator
@@ -22,10 +22,6 @@ blueprint = Blueprint("pages", __name__)
 
 HISTORY_PAGE_SIZE = 25
 
-
-
-def _inventory():
-    return current_runtime().inventory
 
 
 @blueprint.app_context_processor
@@ -45,10 +41,14 @@ def _asked_region() -> str | None:
 @blueprint.get("/")
 @requires("read")
 def dashboard():
-    deployments = page_context.dashboard_items(current_runtime())
+    """Every deployment, by environment; ``?environment=NAME`` shows that environment only."""
+    runtime = current_runtime()
+    shown = request.args.get("environment") or None
+    context = {"groups": page_context.dashboard_groups(runtime, shown), "shown_environment": shown,
+               "environment_names": [view["name"] for view in api_json.environment_list(runtime)]}
     if _asked_region() == "deployment-list":
-        return render_template("dashboard/_list.html", deployments=deployments)
-    return render_template("dashboard/index.html", deployments=deployments, live_topics="dashboard")
+        return render_template("dashboard/_list.html", **context)
+    return render_template("dashboard/index.html", live_topics="dashboard", **context)
 
 
 @blueprint.get("/deployments/<ref>")
@@ -119,7 +119,7 @@ def mode_change_form(ref: str):
     target = parse_mode(request.args["to"])
     d = page_context.detail(deployment, current_runtime())
     return render_template("deployments/_mode_change_form.html", d=d, target=target.value,
-                           preview=page_context.preview(deployment, target, _inventory()))
+                           preview=page_context.preview(deployment, target, current_runtime()))
 
 
 @blueprint.post("/deployments/<ref>/mode-change")

@@ -17,9 +17,9 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """Ready when the database takes writes and the last contact with Docker succeeded."""
+    """Ready when the database takes writes and the last contact with Docker succeeded (with several
+    environments: with at least one of them; each one's state is in ``checks``)."""
     runtime = current_runtime()
-    inventory = runtime.inventory
     checks = {}
     try:
         check_writable()  # SELECT 1 answers on a read-only or full disk; a write does not
@@ -31,11 +31,26 @@ def readyz():
     if held:
         checks["database"] = (f"error: {len(held)} failed transition(s) not recorded yet "
                               f"(transition {held[0].transition_id}: {held[0].error})")
-    if inventory.reachable:
-        checks["docker"] = "ok"
-    elif inventory.reachable is None:
-        checks["docker"] = "not yet synced"
-    else:
-        checks["docker"] = f"error: {inventory.last_error}"
+    checks["docker"], environments = _environment_checks(runtime.environments.all())
     ready = all(value == "ok" for value in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    if len(environments) > 1:
+        body["environments"] = environments
+    return jsonify(body), 200 if ready else 503
+
+
+def _environment_checks(environments) -> tuple[str, dict]:
+    """The "docker" check and each environment's state. With one engine its state is the check; with
+    several the check is ok while any one answers: restarting rsgo would not bring a remote engine back."""
+    states = {}
+    for env in environments:
+        view = env.view()
+        if view.state == "reachable":
+            states[env.name] = "ok"
+        elif view.state == "connecting":
+            states[env.name] = "not yet synced"
+        else:
+            states[env.name] = f"error: {view.state}: {view.last_error}"
+    if len(states) == 1:
+        return next(iter(states.values())), states
+    return ("ok" if "ok" in states.values() else "error: no environment is reachable"), states
