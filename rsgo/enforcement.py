@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from rsgo import audit, deployment_queries, events
+from rsgo import audit, deployment_queries, events, transition_records
 from rsgo.db import release_thread_connection
 from rsgo.docker_ops import DockerError
 from rsgo.environments import EnvironmentRemoved, Environments
@@ -44,9 +44,9 @@ class Enforcer:
         old, new = payload["old"], payload["new"]
         if new is not None and new.running and new.stack and (old is None or not old.running):
             # Never block the events thread with a stop that can take the whole grace period.
-            self._pool.submit(self._enforce, payload["environment"], new.stack, new.name)
+            self._pool.submit(self._enforce, payload["environment"], new.stack, new.name, new.kind)
 
-    def _enforce(self, environment: str, stack: str, container_name: str) -> None:
+    def _enforce(self, environment: str, stack: str, container_name: str, kind: str = "container") -> None:
         try:
             deployment = Deployment.get_or_none((Deployment.environment == environment)
                                                 & (Deployment.name == stack))
@@ -64,20 +64,28 @@ class Enforcer:
                     return  # its last transition could not be recorded: a person decides, not enforcement
                 if container_name not in deployment_queries.stopped_set_names(deployment.id):
                     return  # never stopped by rsgo (a migration job, say): left alone
-                self._stop_again(deployment, container_name)
+                self._stop_again(deployment, container_name, kind)
         except Exception:
             log.exception("enforcing %s of %s failed", container_name, stack)
         finally:
             release_thread_connection()
 
-    def _stop_again(self, deployment: Deployment, container_name: str) -> None:
+    def _stop_again(self, deployment: Deployment, container_name: str, kind: str) -> None:
         error = None
         try:
             gateway = self._environments.usable(deployment.environment, known_unreachable_fails=False).gateway
-            container = gateway.inspect(container_name)
-            if not container.running:
-                return
-            gateway.stop(container_name, stop_grace(container, self._default_stop_timeout))
+            if kind == "service":
+                service = gateway.inspect_service(container_name)
+                if not service.running:
+                    return
+                after = gateway.stop_service(container_name, stop_grace(service, self._default_stop_timeout))
+                # Undone, so not a change of the person's to keep: Normal compares with this version now.
+                transition_records.note_service_version(deployment.id, container_name, after.version)
+            else:
+                container = gateway.inspect(container_name)
+                if not container.running:
+                    return
+                gateway.stop(container_name, stop_grace(container, self._default_stop_timeout))
         except EnvironmentRemoved:
             return  # removed from the config since the event: rsgo no longer touches its containers
         except DockerError as failure:

@@ -136,7 +136,8 @@ SETTINGS: tuple[Setting, ...] = (
             "nothing for this long is disconnected (408 during a body). Open websockets are exempt.",
             _positive_duration),
     Setting("RSGO_ENVIRONMENT", "local",
-            "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket)."),
+            "Name of the Docker engine rsgo manages (from `DOCKER_HOST` or the local socket) when the stack "
+            "config declares no `environments:`."),
     Setting("RSGO_ENFORCE_MODES", "true",
             "Stop stopped-set containers again if they start while in Maintenance or Stopped.", parse_bool),
     Setting("RSGO_RESYNC_INTERVAL", "30s",

@@ -100,6 +100,16 @@ def forget_stopped(deployment_id: int, container_name: str) -> None:
                                    & (StoppedSetEntry.container_name == container_name)).execute()
 
 
+def note_service_version(deployment_id: int, name: str, version: int) -> None:
+    """Enforcement scaled a service down again: its stopped-set entry takes the version that left."""
+    with write_transaction():
+        entry = StoppedSetEntry.get_or_none((StoppedSetEntry.deployment == deployment_id)
+                                            & (StoppedSetEntry.container_name == name))
+        if entry is not None and entry.memo:
+            entry.memo = dump_memo({**load_memo(entry.memo), "version": version})
+            entry.save()
+
+
 def _set_mode(deployment: Deployment, mode: Mode, *, source: str, actor: str, reason: str,
               observed_value: str | None, at: dt.datetime | None = None) -> None:
     deployment.mode, deployment.mode_changed_at = mode.value, at or utcnow()

@@ -53,7 +53,24 @@ _SUMMARY_PROPERTIES = {
     "transitionInProgress": {"type": ["object", "null"]},
 }
 
+_ENVIRONMENT_STATES = ["connecting", "reachable", "unreachable", "disabled", "removed"]
+
 _SCHEMAS = {
+    "Environment": {
+        "type": "object",
+        "required": ["name", "kind", "url", "state", "reachable", "lastError", "engineVersion", "deployments",
+                     "lastEventAt"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": ["string", "null"], "enum": ["engine", "swarm", None],
+                     "description": "null until the engine answered once"},
+            "url": {"type": ["string", "null"], "description": "a password in it masked; null once removed"},
+            "state": {"type": "string", "enum": _ENVIRONMENT_STATES},
+            "reachable": {"type": ["boolean", "null"]},
+            "lastError": _TEXT_OR_NULL, "engineVersion": _TEXT_OR_NULL,
+            "deployments": {"type": "integer"}, "lastEventAt": _TIME,
+        },
+    },
     "Problem": {
         "type": "object",
         "required": ["type", "title", "status", "detail", "code"],
@@ -249,6 +266,11 @@ def openapi_document() -> dict:
         "paths": {
             "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
                                           "responses": {"200": _json("OpenAPI 3.1 document", {"type": "object"})}}},
+            "/api/environments": {"get": {
+                "summary": "The Docker engines rsgo manages, and removed ones that still have deployments",
+                "operationId": "listEnvironments",
+                "responses": {"200": _json("environments", {"type": "object", "required": ["items"], "properties": {
+                    "items": {"type": "array", "items": _ref("Environment")}}})}}},
             "/api/deployments": {"get": {
                 "summary": "Every deployment", "operationId": "listDeployments",
                 "responses": {"200": _json("deployments", {"type": "object", "properties": {
