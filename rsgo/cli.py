@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rsgo.security import permissions
@@ -95,7 +96,7 @@ def check_config(settings) -> int:
     """Validate the settings (already parsed) and the stack config file; 1 if anything is wrong."""
     from rsgo.stack_config import load_config
 
-    print(f"settings ok: data dir {settings.data_dir}, environment {settings.environment}, "
+    print(f"settings ok: data dir {settings.data_dir}, "
           f"database {'PostgreSQL' if settings.database_url else 'SQLite'}")
     config = load_config(settings.config_path, required=bool(settings.config), settings=settings)
     for problem in config.problems:
@@ -105,6 +106,10 @@ def check_config(settings) -> int:
         return 1
     observers = [s.observer for s in config.stacks.values() if s.observer]
     print(f"config ok: {config.path}: {len(config.stacks)} stack(s), {len(observers)} observer(s)")
+    if config.environments is None:
+        print(f"  environment {settings.environment}: {os.environ.get('DOCKER_HOST') or 'the local socket'}")
+    for spec in (config.environments or {}).values():
+        print(f"  environment {spec.name}: {spec.masked_url}{' (TLS)' if spec.tls else ''}, timeout {spec.timeout:g}s")
     for observer in observers:
         print(f"  {observer.stack}: {observer.type} every {observer.interval:g}s, {observer.target()}")
     return 0

@@ -159,12 +159,14 @@ class DiscoveryService:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop both threads; ``wait`` for them (at shutdown), or not (an environment removed on
+        reload: a call to a hung engine must not hold the reload for its timeout)."""
         self._stopping.set()
         stream = self._stream
         if stream is not None:
             stream.close()
-        for thread in self._threads:
+        for thread in self._threads if wait else ():
             thread.join(timeout=5)
 
     @property

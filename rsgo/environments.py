@@ -128,8 +128,8 @@ class Environments:
             if kept.get(name) is not env:
                 log.info("environment %s %s", name, "reconnecting with its new settings" if name in specs
                          else "removed from the config: its stacks keep their history and are left alone")
-                if started:
-                    self._stop_one(env)
+                if started and env.discovery is not None:
+                    env.discovery.stop(wait=False)
         for name, env in new.items():
             if env.disabled:
                 log.error("environment %s is disabled: %s", name, env.spec.error)

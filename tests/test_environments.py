@@ -127,6 +127,10 @@ def test_an_engine_that_stops_shows_unreachable_and_the_other_keeps_working(two_
         assert refused.status_code == 503 and refused.json()["code"] == "docker_unreachable"
         assert time.monotonic() - began < 5, "a known-unreachable engine answers at once"
 
+        metrics = requests.get(f"{server.url}/metrics", headers=server.headers, timeout=10).text
+        assert 'rsgo_environment_up{environment="second",kind="engine"} 0.0' in metrics
+        assert 'rsgo_environment_up{environment="local",kind="engine"} 1.0' in metrics
+
         assert put_mode(server, ids["local"], "Maintenance", reason="local still works").status_code == 200
         assert not here.is_running("web")
         assert put_mode(server, ids["local"], "Normal", reason="back").status_code == 200

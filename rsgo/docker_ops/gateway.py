@@ -214,7 +214,9 @@ class DockerGateway:
         ``services`` of every container and service (service events carry no labels to filter on)."""
         filters = {"type": ["container", "service"]} if services else {"type": "container", "label": STACK_LABEL}
         with _translated("subscribing to Docker events"):
-            client = self._new_client(None)
+            # The client's timeout bounds connecting and the version handshake (a hung engine fails
+            # here, and discovery retries); docker-py reads the events response itself without one.
+            client = self._new_client(self._timeout)
             stream = client.api.events(since=since, decode=True, filters=filters)
         return EventStream(client, stream)
 

@@ -44,13 +44,16 @@ class _StateCollector:
                               "1 while the deployment's observer has failed failureThreshold times in a row",
                               labels=["deployment"]),
             GaugeMetricFamily("rsgo_windows_active", "Maintenance windows active now"),
+            GaugeMetricFamily("rsgo_environment_up",
+                              "1 while the environment's Docker engine answers, 0 while it is unreachable, "
+                              "disabled or still connecting", labels=["environment", "kind"]),
         )
 
     def describe(self):
         return self._families()
 
     def collect(self):
-        modes, failing, windows = self._families()
+        modes, failing, windows, environments = self._families()
         for deployment in Deployment.select().order_by(Deployment.environment, Deployment.name):
             for mode in Mode:
                 modes.add_metric([deployment.name, deployment.environment, mode.value],
@@ -60,7 +63,10 @@ class _StateCollector:
         for row in rows:
             failing.add_metric([row.deployment.name], 1 if row.failing else 0)
         windows.add_metric([], self._runtime.windows.active_count())
-        return [modes, failing, windows]
+        for env in self._runtime.environments.all():
+            view = env.view()
+            environments.add_metric([view.name, view.kind or ""], 1 if view.state == "reachable" else 0)
+        return [modes, failing, windows, environments]
 
 
 class Metrics:
