@@ -247,3 +247,50 @@ def test_a_broken_environment_is_shown_disabled_and_the_others_run(make_server, 
     assert "environments.broken.tls.ca: cannot read" in broken["lastError"]
     assert put_mode(server, local_id, "Maintenance", reason="the rest runs").status_code == 200
     assert "disabled" in requests.get(f"{server.url}/", headers=server.headers, timeout=10).text
+
+
+def test_the_dashboard_groups_stacks_by_environment_with_its_state_and_filters_them(two_engine_server, twin):
+    from playwright.sync_api import expect, sync_playwright
+
+    from support import ADMIN_PASSWORD, ADMIN_USER, ROOT, launch_chromium
+
+    server, name = two_engine_server, twin[0].name
+    ids = {env: d["id"] for env, d in deployments_named(server, name).items()}
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{server.url}/")
+            page.get_by_label("User name").fill(ADMIN_USER)
+            page.get_by_label("Password").fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#live-status")).to_have_text("Live", timeout=10_000)
+
+            for env in ("local", "second"):
+                header = page.locator(f"#env-{env}")
+                expect(header).to_contain_text(env)
+                expect(header).to_contain_text("reachable")
+                # Each stack's row sits in its environment's group: after its header, before the next one.
+                row_top = page.locator(f"#deployment-{ids[env]}").bounding_box()["y"]
+                assert row_top > header.bounding_box()["y"]
+            assert page.locator("#deployment-" + str(ids["local"])).bounding_box()["y"] < \
+                page.locator("#env-second").bounding_box()["y"]
+            page.screenshot(path=str(ROOT / "docs" / "dashboard-environments.png"), full_page=True)
+
+            # A stack discovered later on the first engine is pushed into that engine's group, not at the end.
+            newcomer = Stack(twin[0].client, f"late{uuid.uuid4().hex[:6]}")
+            try:
+                newcomer.add("web")
+                row = page.locator("tr.deployment", has_text=newcomer.name)
+                expect(row).to_be_visible(timeout=20_000)
+                assert row.bounding_box()["y"] < page.locator("#env-second").bounding_box()["y"]
+            finally:
+                newcomer.containers["web"].remove(force=True)
+
+            page.get_by_role("navigation", name="Environments").get_by_role("link", name="second").click()
+            expect(page).to_have_url(f"{server.url}/?environment=second")
+            expect(page.locator(f"#deployment-{ids['second']}")).to_be_visible()
+            expect(page.locator(f"#deployment-{ids['local']}")).to_have_count(0)
+            expect(page.locator("#env-local")).to_have_count(0)
+        finally:
+            browser.close()
