@@ -175,6 +175,12 @@ class Environments:
             raise EnvironmentUnavailable(f"environment {name} is unreachable: {env.inventory.last_error}")
         return env
 
+    def mark_unreachable(self, name: str, error: str) -> None:
+        """A call to the engine timed out or could not connect (outside discovery)."""
+        env = self.get(name)
+        if env is not None:
+            env.inventory.mark_unreachable(error)
+
     # -- running ---------------------------------------------------------------------------
 
     def start(self) -> None:

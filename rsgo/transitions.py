@@ -18,8 +18,8 @@ from collections.abc import Callable
 from rsgo import audit, deployment_queries, events, resumption, transition_records
 from rsgo.db import STORAGE_ERRORS, note_storage_failure, release_thread_connection, storage_error_text, utcnow
 from rsgo.discovery import Unit
-from rsgo.docker_ops import DockerError, DockerGateway
-from rsgo.environments import EnvironmentRemoved, Environments
+from rsgo.docker_ops import DockerError, DockerGateway, DockerUnreachable
+from rsgo.environments import EnvironmentRemoved, Environments, EnvironmentUnavailable
 from rsgo.events import EventBus
 from rsgo.lifecycle import ActionResult, DependencyCycle, LevelRunner, PlannedAction, plan
 from rsgo.mode_change import (
@@ -135,6 +135,10 @@ class TransitionService:
             except EnvironmentRemoved as removed:
                 self._refuse(deployment, request, EnvironmentRemovedRefused(f"mode unchanged: {removed}"))
             except DockerError as error:
+                if isinstance(error, DockerUnreachable) and not isinstance(error, EnvironmentUnavailable):
+                    # Known at once: the next request fails fast instead of holding a thread for the
+                    # engine's whole timeout again; discovery marks it reachable when it answers.
+                    self.environments.mark_unreachable(deployment.environment, str(error))
                 self.announce_audit(audit.record(deployment, previous_mode=current.value, new_mode=current.value,
                                                  outcome="failed", error=str(error), **request.audit_fields()))
                 raise DockerUnavailable(f"mode unchanged: {error}") from None
