@@ -17,7 +17,15 @@ class DeploymentHealth:
 
 
 def _is_sick(container: ContainerInfo) -> bool:
+    if container.kind == "service":
+        return not container.job and not container.ready  # fewer tasks running than the service wants
     return not container.running or container.health == "unhealthy"
+
+
+def _sickness(unit: ContainerInfo) -> str:
+    if unit.kind == "service":
+        return f"{unit.name} has {unit.running_tasks} of {unit.desired_tasks} tasks running"
+    return f"{unit.name} is {unit.health if unit.running else unit.state}"
 
 
 def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], engine_problem: str | None,
@@ -42,7 +50,7 @@ def _containers_health(mode: Mode, containers: list[ContainerInfo], stopped_set:
         # Ignored containers (databases) are expected to run too: outside Maintenance nothing should be down.
         expected = containers
         sick = [c for c in expected if _is_sick(c)]
-        problems = [f"{c.name} is {c.health if c.running else c.state}" for c in sick]
+        problems = [_sickness(c) for c in sick]
         if not sick:
             status = "Healthy"
         elif len(sick) == len(expected):

@@ -99,6 +99,8 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
         {
             "name": c.name,
             "kind": c.kind,
+            # A service's tasks (running / wanted); None for a container.
+            "tasks": {"running": c.running_tasks, "desired": c.desired_tasks} if c.kind == "service" else None,
             "service": c.service or None,
             "image": c.image,
             "state": c.state,

@@ -107,7 +107,11 @@ _SCHEMAS = {
     },
     "Container": {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "service": _TEXT_OR_NULL, "image": {"type": "string"},
+        "description": "a container, or on a Swarm manager a service (kind service, with its task counts)",
+        "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["container", "service"]},
+                       "tasks": {"type": ["object", "null"], "properties": {"running": {"type": "integer"},
+                                                                           "desired": {"type": "integer"}}},
+                       "service": _TEXT_OR_NULL, "image": {"type": "string"},
                        "state": {"type": "string"}, "health": {"type": "string"}, "ignored": {"type": "boolean"},
                        "inStoppedSet": {"type": "boolean"}},
     },
