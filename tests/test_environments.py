@@ -292,5 +292,8 @@ def test_the_dashboard_groups_stacks_by_environment_with_its_state_and_filters_t
             expect(page.locator(f"#deployment-{ids['second']}")).to_be_visible()
             expect(page.locator(f"#deployment-{ids['local']}")).to_have_count(0)
             expect(page.locator("#env-local")).to_have_count(0)
+            unknown = page.goto(f"{server.url}/?environment=nowhere")
+            assert unknown.status == 404
+            expect(page.locator("body")).to_contain_text("there is no environment named 'nowhere'")
         finally:
             browser.close()

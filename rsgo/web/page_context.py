@@ -85,9 +85,9 @@ def environment_anchor(name: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else f"_{ord(c):x}" for c in name)
 
 
-def dashboard_groups(runtime, environment: str | None = None) -> list[dict]:
+def dashboard_groups(runtime, environment: str | None = None) -> tuple[list[dict], list[str]]:
     """The dashboard's rows by environment, each group with its environment's state (one group when
-    there is one environment); ``environment`` shows that group only."""
+    there is one environment), and every environment's name; ``environment`` shows that group only."""
     environments = environment_list(runtime)
     items = dashboard_items(runtime, keep=lambda d: environment is None or d.environment == environment)
     groups = []
@@ -96,7 +96,7 @@ def dashboard_groups(runtime, environment: str | None = None) -> list[dict]:
             continue
         groups.append({"environment": view, "anchor": environment_anchor(view["name"]),
                        "items": [item for item in items if item["environment"] == view["name"]]})
-    return groups
+    return groups, [view["name"] for view in environments]
 
 
 def environment_group(runtime, name: str) -> dict | None:

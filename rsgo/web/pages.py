@@ -12,7 +12,7 @@ from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires
-from rsgo.web import api_json, current_runtime, page_context
+from rsgo.web import current_runtime, page_context
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
 from rsgo.web.operate_policy import require_operator
@@ -44,8 +44,10 @@ def dashboard():
     """Every deployment, by environment; ``?environment=NAME`` shows that environment only."""
     runtime = current_runtime()
     shown = request.args.get("environment") or None
-    context = {"groups": page_context.dashboard_groups(runtime, shown), "shown_environment": shown,
-               "environment_names": [view["name"] for view in api_json.environment_list(runtime)]}
+    groups, names = page_context.dashboard_groups(runtime, shown)
+    if shown is not None and shown not in names:
+        raise Problem(404, "not_found", f"there is no environment named {shown!r} (known: {', '.join(names)})")
+    context = {"groups": groups, "shown_environment": shown, "environment_names": names}
     if _asked_region() == "deployment-list":
         return render_template("dashboard/_list.html", **context)
     return render_template("dashboard/index.html", live_topics="dashboard", **context)
