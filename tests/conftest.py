@@ -256,7 +256,7 @@ def _started(engine: Engine) -> Engine:
 @pytest.fixture(scope="session")
 def second_engine():
     """A plain engine beside the main one (``Engine``: ``url``, ``client``, ``stop()``, ``start()``)."""
-    engine = _started(Engine("/tmp/rsgo-dockerd2", "rsgo2br", "172.30.99.1/24"))
+    engine = _started(Engine("/tmp/rsgo-dockerd2", "rsgo2br", "172.30.99.1/24", tls=True))
     yield engine
     if engine.started_here:
         engine.stop()

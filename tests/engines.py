@@ -19,7 +19,8 @@ from pathlib import Path
 
 import docker
 
-from support import ensure_test_image
+import tls_material
+from support import ensure_test_image, free_port
 
 START_DEADLINE = 60
 STOP_DEADLINE = 60
@@ -28,8 +29,10 @@ STOP_DEADLINE = 60
 class Engine:
     """A private dockerd under ``root`` on a bridge of its own; ``start()`` again after ``stop()`` is fine."""
 
-    def __init__(self, root: str, bridge: str, bridge_cidr: str):
+    def __init__(self, root: str, bridge: str, bridge_cidr: str, tls: bool = False):
         self.root = Path(root)
+        # With ``tls`` the engine also listens on 127.0.0.1 with --tlsverify (certificates in root/tls).
+        self.tls_dir = self.root / "tls" if tls else None
         self.bridge = bridge
         self.bridge_cidr = bridge_cidr
         self.socket = self.root / "docker.sock"
@@ -45,6 +48,22 @@ class Engine:
         if self._client is None:
             raise AssertionError(f"the engine at {self.url} is not started")
         return self._client
+
+    @property
+    def tls_url(self) -> str:
+        """tcp://127.0.0.1:PORT of the TLS listener (the port is kept with the certificates)."""
+        if self.tls_dir is None or not (self.tls_dir / "port").exists():
+            raise AssertionError(f"the engine at {self.url} has no TLS listener (started without tls=True?)")
+        return f"tcp://127.0.0.1:{(self.tls_dir / 'port').read_text().strip()}"
+
+    def _tls_arguments(self) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        if not (self.tls_dir / "port").exists():
+            tls_material.make(self.tls_dir)
+            (self.tls_dir / "port").write_text(str(free_port()))
+        return ["-H", self.tls_url, "--tlsverify", f"--tlscacert={self.tls_dir / 'ca.pem'}",
+                f"--tlscert={self.tls_dir / 'server-cert.pem'}", f"--tlskey={self.tls_dir / 'server-key.pem'}"]
 
     @property
     def is_running(self) -> bool:
@@ -79,7 +98,8 @@ class Engine:
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                 "-H", self.url, "--pidfile", str(self.pidfile), f"--bridge={self.bridge}", "--iptables=false"],
+                 "-H", self.url, *self._tls_arguments(), "--pidfile", str(self.pidfile), f"--bridge={self.bridge}",
+                 "--iptables=false"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)  # its own session: a Ctrl-C of pytest does not reach it first
         self.started_here = True

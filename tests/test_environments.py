@@ -16,6 +16,7 @@ import requests
 import yaml
 from openapi_schema_validator import OAS31Validator, oas31_format_checker
 
+import tls_material
 from conftest import Stack
 from support import LiveSocket, put_mode, wait_until
 
@@ -297,3 +298,27 @@ def test_the_dashboard_groups_stacks_by_environment_with_its_state_and_filters_t
             expect(page.locator("body")).to_contain_text("there is no environment named 'nowhere'")
         finally:
             browser.close()
+
+
+def test_an_engine_reached_over_tls_with_client_certificates(make_server, tmp_path, second_engine, twin):
+    """The second engine also listens on 127.0.0.1 with --tlsverify; rsgo reaches it with the files an
+    operator mounts, and a client without the right certificate is refused with a clear error."""
+    tls = second_engine.tls_dir
+    stranger = tls_material.make(tmp_path / "stranger", "another CA")
+    config = write_config(tmp_path / "rsgo.yml", {
+        "local": {"url": MAIN_URL},
+        "db-host": {"url": second_engine.tls_url, "tls": {"ca": str(tls / "ca.pem"), "cert": str(tls / "cert.pem"),
+                                                           "key": str(tls / "key.pem")}},
+        "impostor": {"url": second_engine.tls_url, "timeout": "5s",
+                     "tls": {"ca": str(tls / "ca.pem"), "cert": str(stranger["cert.pem"]),
+                             "key": str(stranger["key.pem"])}}})
+    server = make_server(RSGO_CONFIG=str(config)).start()
+    db_host = wait_until(lambda: deployments_named(server, twin[1].name).get("db-host"), 20,
+                         message="the stack on the TLS engine")
+
+    assert put_mode(server, db_host["id"], "Maintenance", reason="over TLS").status_code == 200
+    assert not twin[1].is_running("web")
+    impostor = wait_until(lambda: (env := environments_of(server)["impostor"])["state"] == "unreachable" and env,
+                          30, message="the engine refusing a client certificate of another CA")
+    assert "SSL" in impostor["lastError"] or "certificate" in impostor["lastError"], impostor["lastError"]
+    assert environments_of(server)["db-host"]["state"] == "reachable"
