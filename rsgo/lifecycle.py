@@ -23,6 +23,7 @@ from rsgo.docker_ops import (
     ContainerNotFound,
     DockerError,
     DockerGateway,
+    ServiceStillStopping,
 )
 from rsgo.modes import Mode
 from rsgo.settings import parse_duration
@@ -207,6 +208,9 @@ class LevelRunner:
             else:
                 outcome, warning = self._start(action)
             error = warning
+        except ServiceStillStopping as failure:
+            # Failed, but its spec says stopped now: the memo goes to the stopped-set, so Normal restores it.
+            outcome, error, memo = "failed", str(failure), self._stopped_memo(action, failure.service)
         except (DockerError, TimeoutError) as failure:
             outcome, error = "failed", str(failure)
         return ActionResult(action.container_name, outcome, error, int((time.monotonic() - began) * 1000), memo)
@@ -219,12 +223,15 @@ class LevelRunner:
         try:
             if action.kind == "service":
                 after = self._gateway.stop_service(name, stop_grace(unit, self._default_stop_timeout))
-                # The version the stop left: a later difference means someone changed the service.
-                return "stopped", {**(action.memo or unit.memo()), "version": after.version}
+                return "stopped", self._stopped_memo(action, after)
             self._gateway.stop(name, stop_grace(unit, self._default_stop_timeout))
         except ContainerNotFound:
             return "missing", None
         return "stopped", None
+
+    def _stopped_memo(self, action: PlannedAction, after) -> dict:
+        """What Normal restores, with the version rsgo's stop left: a later difference means someone changed it."""
+        return {**(action.memo or self._containers[action.container_name].memo()), "version": after.version}
 
     def _start(self, action: PlannedAction) -> tuple[str, str | None]:
         name = action.container_name
@@ -234,7 +241,8 @@ class LevelRunner:
             current = self._inspect(name)
         except ContainerNotFound:
             return "missing", None
-        if current.running:
+        # A service by its spec: tasks still ending after rsgo scaled it to 0 do not make it started.
+        if current.scheduled if current.kind == "service" else current.running:
             return "already-running", None
         if current.kind == "service":
             if not action.memo:

@@ -81,7 +81,9 @@ def record_action(transition_id: int, deployment_id: int, result: ActionResult) 
         action.result, action.error, action.duration_ms = result.result, result.error, result.duration_ms
         action.finished_at = utcnow()
         action.save()
-        if result.result == "stopped":
+        if result.result == "stopped" or (result.result == "failed" and result.memo is not None):
+            # A failed stop with a memo is a service rsgo scaled down whose tasks outlasted the wait:
+            # half-stopped, and only the stopped-set keeps the replica count Normal must restore.
             remember_stopped(deployment_id, action, result.memo)
         elif result.result in ("started", "already-running", "missing"):
             forget_stopped(deployment_id, result.container_name)

@@ -17,7 +17,7 @@ from rsgo.docker_ops.containers import (
     SWARM_TASK_LABEL,
     ContainerInfo,
 )
-from rsgo.docker_ops.errors import ContainerNotFound, DockerError, DockerUnreachable, NotFound
+from rsgo.docker_ops.errors import ContainerNotFound, DockerError, DockerUnreachable, NotFound, ServiceStillStopping
 from rsgo.docker_ops.gateway import DockerGateway, EngineFacts, EventStream
 from rsgo.docker_ops.services import STACK_NAMESPACE_LABEL, UNSCHEDULABLE_CONSTRAINT, ServiceInfo
 
@@ -25,5 +25,5 @@ __all__ = [
     "COMPOSE_DEPENDS_ON_LABEL", "COMPOSE_SERVICE_LABEL", "DEPENDS_ON_LABEL", "MAINTENANCE_LABEL", "STACK_LABEL",
     "STACK_NAMESPACE_LABEL", "START_TIMEOUT_LABEL", "STOP_TIMEOUT_LABEL", "SWARM_TASK_LABEL",
     "UNSCHEDULABLE_CONSTRAINT", "ContainerInfo", "ContainerNotFound", "DockerError", "DockerGateway",
-    "DockerUnreachable", "EngineFacts", "EventStream", "NotFound", "ServiceInfo",
+    "DockerUnreachable", "EngineFacts", "EventStream", "NotFound", "ServiceInfo", "ServiceStillStopping",
 ]

@@ -25,6 +25,17 @@ class ContainerNotFound(DockerError):
 NotFound = ContainerNotFound  # the same error for a service: code that handles both need not name containers
 
 
+class ServiceStillStopping(DockerError):
+    """rsgo changed the service's spec to stop it, but tasks still ran when it stopped waiting.
+
+    ``service`` is the service as rsgo left it: its spec says stopped (Swarm ends the tasks on its own), so
+    the stop is half-done and what Normal restores must be kept, though the action failed."""
+
+    def __init__(self, message: str, service):
+        super().__init__(message)
+        self.service = service
+
+
 
 def _explain(error: Exception, doing: str) -> DockerError:
     if isinstance(error, docker.errors.NotFound):

@@ -15,7 +15,7 @@ import docker
 import docker.tls
 
 from rsgo.docker_ops.containers import STACK_LABEL, SWARM_TASK_LABEL, ContainerInfo, _from_inspect, _from_summary
-from rsgo.docker_ops.errors import ContainerNotFound, DockerError, NotFound, _translated
+from rsgo.docker_ops.errors import ContainerNotFound, DockerError, NotFound, ServiceStillStopping, _translated
 from rsgo.docker_ops.services import (
     ServiceInfo,
     _from_service,
@@ -184,7 +184,8 @@ class DockerGateway:
             if info.running_tasks == 0:
                 return info  # read after the tasks stopped: its version is the one Normal compares with
             if time.monotonic() >= deadline:
-                raise DockerError(f"{doing}: {info.running_tasks} task(s) still running after {wait:g}s")
+                raise ServiceStillStopping(f"{doing}: {info.running_tasks} task(s) still running after {wait:g}s",
+                                           info)
             time.sleep(SERVICE_POLL_INTERVAL)
 
     def start_service(self, name: str, memo: dict) -> tuple[ServiceInfo, str | None]:

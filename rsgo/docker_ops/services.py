@@ -82,6 +82,13 @@ class ServiceInfo:
         return self.mode == "global" and not self.unschedulable
 
     @property
+    def scheduled(self) -> bool:
+        """Its spec asks for tasks (what starting it restores), whatever tasks still run or stop."""
+        if self.mode == "replicated":
+            return bool(self.replicas)
+        return self.mode == "global" and not self.unschedulable
+
+    @property
     def ready(self) -> bool:
         """Every desired task runs: what a dependent may start after."""
         return self.desired_tasks > 0 and self.running_tasks >= self.desired_tasks
