@@ -37,6 +37,10 @@ class EngineFacts:
     swarm_manager: bool  # services can be listed and changed here
 
 
+# Docker 20.10: the oldest engine rsgo supports (service task counts need it).
+MINIMUM_API_VERSION = "1.41"
+
+
 class DockerGateway:
     """One Docker engine. Thread-safe: the SDK client is created lazily and shared.
 
@@ -58,12 +62,27 @@ class DockerGateway:
             return docker.from_env(**kwargs)
         # Always from the explicit URL: docker-py 7.2's from_env would honour the Docker CLI context instead.
         if self._tls is not None:
-            cert, key, ca = self._tls.cert, self._tls.key, self._tls.ca
-            kwargs["tls"] = docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca,
-                                                 verify=bool(ca))
+            return self._new_tls_client(kwargs)
         # ssh:// goes through paramiko (pinned in pyproject.toml), which reads ~/.ssh/config and the keys in
         # ~/.ssh: the container image needs no ssh binary. The remote user runs `docker system dial-stdio`.
         return docker.DockerClient(base_url=self._base_url, **kwargs)
+
+    def _new_tls_client(self, kwargs: dict) -> docker.DockerClient:
+        """requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace a session's own CA file, and the SDK's
+        "auto" version asks the engine before the session can be told otherwise: so the version is asked
+        first on a session that ignores the process environment. The engine's CA is the one the config names."""
+        cert, key, ca = self._tls.cert, self._tls.key, self._tls.ca
+        kwargs = {**kwargs, "tls": docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca,
+                                                        verify=bool(ca))}
+        probe = docker.DockerClient(base_url=self._base_url, **{**kwargs, "version": MINIMUM_API_VERSION})
+        probe.api.trust_env = False
+        try:
+            version = probe.api.version(api_version=False)["ApiVersion"]
+        finally:
+            probe.close()
+        client = docker.DockerClient(base_url=self._base_url, **{**kwargs, "version": version})
+        client.api.trust_env = False
+        return client
 
     def _api(self):
         with self._lock:
