@@ -33,6 +33,8 @@ OBSERVER_RECOVERED = "observer.recovered"  # read again after failing
 WINDOWS_CHANGED = "windows.changed"  # a window added, removed or reloaded (deployment_id None: all)
 WEBHOOK_DELIVERY_FINISHED = "webhook.delivery.finished"  # delivered, or failed for good
 ENVIRONMENT_CHANGED = "environment.changed"  # an engine became reachable or unreachable, or changed its role
+MAINTENANCE_OVERDUE = "maintenance.overdue"  # a stay in Maintenance/Stopped outlasted its reminder (each reminder)
+MAINTENANCE_OVERDUE_ENDED = "maintenance.overdue.ended"  # no longer overdue without leaving (held again, turned off)
 
 CATALOGUE: dict[str, frozenset[str]] = {
     TRANSITION_STARTED: frozenset({"deployment_id", "transition_id"}),
@@ -51,12 +53,15 @@ CATALOGUE: dict[str, frozenset[str]] = {
     WINDOWS_CHANGED: frozenset({"deployment_id"}),
     WEBHOOK_DELIVERY_FINISHED: frozenset({"delivery_id", "webhook", "event", "result"}),
     ENVIRONMENT_CHANGED: frozenset({"environment"}),
+    # since: when the stay began (naive UTC); seconds: how long it has lasted; by: who began it; reminder: 1, 2, ...
+    MAINTENANCE_OVERDUE: frozenset({"deployment_id", "mode", "since", "seconds", "by", "reminder"}),
+    MAINTENANCE_OVERDUE_ENDED: frozenset({"deployment_id"}),
 }
 
 # The events whose deployment's page regions change (the live push renders them again).
 DEPLOYMENT_PAGE_EVENTS = frozenset({TRANSITION_STARTED, TRANSITION_PROGRESS, TRANSITION_FINISHED, MODE_CHANGED,
                                     DEPLOYMENT_ENFORCED, OBSERVER_CHECKED, OBSERVER_FAILING, OBSERVER_RECOVERED,
-                                    WINDOWS_CHANGED})
+                                    WINDOWS_CHANGED, MAINTENANCE_OVERDUE, MAINTENANCE_OVERDUE_ENDED})
 
 Subscriber = Callable[[str, dict], Any]
 

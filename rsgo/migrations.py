@@ -83,6 +83,12 @@ def _unit_kinds(database) -> None:
                 migrate(migrator.add_column(table, name, model._meta.fields[name]))
 
 
+def _maintenance_reminders(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.MaintenanceReminder], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
@@ -91,4 +97,5 @@ MIGRATIONS = [
     (5, "webhooks and their deliveries", _webhooks),
     (6, "random session keys instead of session versions", _session_keys),
     (7, "kinds of stopped units (containers, Swarm services) and what restores them", _unit_kinds),
+    (8, "reminders of overdue Maintenance and Stopped stays", _maintenance_reminders),
 ]

@@ -216,13 +216,29 @@ class ScheduleSuppression(BaseModel):
         table_name = "schedule_suppressions"
 
 
+class MaintenanceReminder(BaseModel):
+    """An overdue stay in Maintenance or Stopped (README "Modes", Forgotten maintenance): when the reminder
+    clock started and the reminders announced, so a restart does not announce the same stay again.
+    It belongs to the stay that began at ``since`` (the deployment's ``mode_changed_at``); another stay
+    starts afresh."""
+
+    deployment = peewee.ForeignKeyField(Deployment, unique=True, on_delete="CASCADE")
+    since = peewee.DateTimeField()
+    clock_from = peewee.DateTimeField()  # the stay's start, or when an observer or window stopped holding it
+    reminders = peewee.IntegerField(default=0)
+    reminded_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "maintenance_reminders"
+
+
 class Webhook(BaseModel):
     """Where rsgo POSTs its events; from the config file (kept in step with it) or added in the admin UI."""
 
     name = peewee.CharField()
     url = peewee.TextField()
     secret = peewee.TextField(null=True)  # signs the body (HMAC-SHA256); never shown, never logged
-    # Comma-separated: mode.changed, transition.failed, observer.failing, observer.recovered.
+    # Comma-separated: mode.changed, transition.failed, observer.failing, observer.recovered, maintenance.overdue.
     events = peewee.TextField()
     origin = peewee.CharField()  # config, ui
     created_by = peewee.CharField(default="config")
@@ -256,4 +272,5 @@ class WebhookDelivery(BaseModel):
 
 
 ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
-              SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression, Webhook, WebhookDelivery]
+              SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression, Webhook, WebhookDelivery,
+              MaintenanceReminder]

@@ -17,6 +17,7 @@ from rsgo.environments import Environments
 from rsgo.events import EventBus
 from rsgo.jobs import Scheduler
 from rsgo.observers.service import ObserverService
+from rsgo.overdue import OverdueService
 from rsgo.security.rate_limit import FailureWindow
 from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
 from rsgo.transitions import TransitionService
@@ -56,6 +57,10 @@ class Runtime:
         self.transitions.observer_holds_maintenance = self.observers.holds_maintenance
         self.transitions.observer_overridden = self.observers.suppress
         self.transitions.schedule_overridden = self.windows.suppress_current
+        # Forgotten maintenance: a stay an observer or a window holds is theirs to end, never overdue.
+        self.overdue = OverdueService(
+            self.bus, settings, holds_maintenance=self.observers.holds_maintenance,
+            window_active=lambda deployment: self.windows.active_until(deployment, self.windows.clock()) is not None)
         self.webhooks = WebhookDispatcher(self.bus, settings.environment, outbound=settings.outbound_deny)
         # Open websockets, capped overall and per user (each holds a request thread of its own).
         self.hub = Hub(max_connections=settings.max_live_connections,
@@ -120,6 +125,7 @@ class Runtime:
             self.environments.apply(config.environments)
             self.observers.apply(config)
             self._apply_windows(config)
+            self.overdue.apply(config)
             self.webhooks.sync_config(config.webhooks, keep=config.kept_webhooks)
             self.config = config
             self._config_file_seen = self._config_file_seen or os.path.exists(self.settings.config_path)
@@ -155,6 +161,7 @@ class Runtime:
         self.scheduler.every("windows", self.settings.window_check_interval, self._evaluate_windows)
         # A transition whose record could not be written is written as soon as the database takes writes.
         self.scheduler.every("held-failures", HELD_FAILURE_RETRY_SECONDS, self._write_held_failures)
+        self.scheduler.every("overdue", self.settings.overdue_check_interval, self.overdue.run_scheduled)
         self.scheduler.start()
         self.scheduler.run_once("resume", "resuming interrupted transitions", self._resume)
         if self.settings.enforce_modes:

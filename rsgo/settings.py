@@ -84,6 +84,11 @@ def _non_negative_int(text: str) -> int:
     return number
 
 
+def _repeat(text: str) -> float | None:
+    """Empty: the reminder period itself; ``0``: once; else a duration."""
+    return parse_duration(text) if text.strip() else None
+
+
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -154,6 +159,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Threads for observer checks; a hung source holds one until its timeout.", _positive_int),
     Setting("RSGO_WINDOW_CHECK_INTERVAL", "5s",
             "How often maintenance windows are checked for their start and end.", _positive_duration),
+    Setting("RSGO_MAINTENANCE_REMINDER", "4h",
+            "A stack in Maintenance or Stopped for longer than this is overdue: marked on the dashboard, "
+            "announced by the `maintenance.overdue` webhook, `rsgo_maintenance_overdue` 1. `0`: off. A stack's "
+            "`maintenanceReminder:` overrides it.", parse_duration),
+    Setting("RSGO_MAINTENANCE_REMINDER_REPEAT", "",
+            "How often an overdue stack is announced again. Empty: every reminder period; `0`: once per stay.",
+            _repeat),
+    Setting("RSGO_OVERDUE_CHECK_INTERVAL", "30s",
+            "How often rsgo looks for overdue Maintenance and Stopped stacks.", _positive_duration),
     Setting("RSGO_METRICS_PUBLIC", "false",
             "`true`: `GET /metrics` answers without a token (for a Prometheus on a trusted network).", parse_bool),
     Setting("RSGO_SECRET_KEY", "",

@@ -19,12 +19,12 @@ from rsgo.config_values import ConfigProblem, InvalidValue, substitute, unknown_
 from rsgo.environment_config import EnvironmentSpec, load_environments
 from rsgo.observers.base import Boundaries
 from rsgo.observers.config import ObserverConfig, load_observer
-from rsgo.settings import SETTINGS
+from rsgo.settings import SETTINGS, parse_duration
 from rsgo.windows import WindowError, WindowSpec, parse_window
 
-WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered")
+WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered", "maintenance.overdue")
 _WEBHOOK_KEYS = ("name", "url", "secret", "events")
-_STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows")
+_STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows", "maintenanceReminder")
 _TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks")
 
 
@@ -34,6 +34,8 @@ class StackConfig:
     environment: str = ""
     observer: ObserverConfig | None = None
     windows: list[WindowSpec] = field(default_factory=list)
+    # maintenanceReminder: seconds (0: off for this stack); None: RSGO_MAINTENANCE_REMINDER.
+    maintenance_reminder: float | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,19 @@ def _stack_place(config: Config, base: str, key: str, document: dict, environmen
     return name, environment
 
 
+def _reminder(raw) -> float:
+    """``maintenanceReminder``: a duration, or 0 / false to turn the reminder off for the stack."""
+    if raw is False:
+        return 0.0
+    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        try:
+            return parse_duration(str(raw))
+        except ValueError:
+            pass
+    shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)
+    raise InvalidValue(f"{shown} is not a duration (like 30m or 4h), nor 0 or false to turn the reminder off")
+
+
 def _load_stack(config: Config, key: str, document, environ, boundaries: Boundaries,
                 environments: list[str]) -> None:
     base = f"stacks.{key}"
@@ -216,6 +231,11 @@ def _load_stack(config: Config, key: str, document, environ, boundaries: Boundar
     if not stack_name:
         return
     stack = config.stacks.setdefault(key, StackConfig(stack_name, environment))
+    if "maintenanceReminder" in document:
+        try:
+            stack.maintenance_reminder = _reminder(substitute(document["maintenanceReminder"], environ))
+        except InvalidValue as invalid:
+            config.problems.append(ConfigProblem(config.path, f"{base}.maintenanceReminder", str(invalid)))
     if "maintenanceObserver" in document:
         stack.observer, problems = load_observer(config.path, key, document["maintenanceObserver"], environ,
                                                  boundaries)

@@ -1,5 +1,5 @@
-"""Signed webhooks (README "Webhooks"): mode changes, failed transitions and observer failures
-POSTed as JSON.
+"""Signed webhooks (README "Webhooks"): mode changes, failed transitions, observer failures and
+overdue maintenance POSTed as JSON.
 
 The bus handler runs in the publisher's thread (a transition's), so it only writes the
 delivery row, with the exact body, and queues it; a small pool of threads of its own
@@ -31,6 +31,7 @@ import requests
 
 from rsgo.db import database, release_thread_connection, timestamp, utcnow
 from rsgo.events import (
+    MAINTENANCE_OVERDUE,
     MODE_CHANGED,
     OBSERVER_FAILING,
     OBSERVER_RECOVERED,
@@ -148,7 +149,7 @@ class WebhookDispatcher:
             event = "mode.changed"
         elif kind == TRANSITION_FINISHED and payload.get("outcome") == "failed":
             event = "transition.failed"
-        elif kind in (OBSERVER_FAILING, OBSERVER_RECOVERED):
+        elif kind in (OBSERVER_FAILING, OBSERVER_RECOVERED, MAINTENANCE_OVERDUE):
             event = kind
         else:
             return
@@ -187,6 +188,10 @@ class WebhookDispatcher:
                 "transitionId": payload["transition_id"],
                 "error": transition.error if transition else None,
             }
+        if event == "maintenance.overdue":
+            return {"mode": payload["mode"], "since": timestamp(payload["since"]), "for": payload["seconds"],
+                    "by": payload["by"], "trigger": deployment.trigger_source, "reason": deployment.trigger_reason,
+                    "reminder": payload["reminder"]}
         status = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment.id)
         return {
             "mode": deployment.mode,

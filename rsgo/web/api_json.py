@@ -7,7 +7,7 @@ from collections import Counter
 from flask import url_for
 
 from rsgo import deployment_queries
-from rsgo.db import read_snapshot, timestamp
+from rsgo.db import read_snapshot, timestamp, utcnow
 from rsgo.environments import EnvironmentView
 from rsgo.health import assess
 from rsgo.models import AuditEntry, Deployment, Transition, TransitionAction
@@ -38,13 +38,14 @@ def deployment_summary(runtime, deployment: Deployment, stopped_set: set[str],
         running_transition = None  # it stopped; its record waits for the database (the stack shows Failed)
     health = assess(Mode(deployment.mode), containers, stopped_set, engine_problem,
                     observer.problem if observer else None)
+    overdue = runtime.overdue.status(deployment)  # forgotten maintenance needs attention too
     return {
         "id": deployment.id,
         "name": deployment.name,
         "environment": deployment.environment,
         "operationMode": deployment.mode,
         "health": health.status,
-        "needsAttention": health.needs_attention,
+        "needsAttention": health.needs_attention or overdue is not None,
         "problems": list(health.problems),
         "containers": {"running": sum(1 for c in containers if c.running), "total": len(containers)},
         "trigger": {
@@ -55,6 +56,8 @@ def deployment_summary(runtime, deployment: Deployment, stopped_set: set[str],
             "at": timestamp(deployment.mode_changed_at),
         },
         "modeChangedAt": timestamp(deployment.mode_changed_at),
+        "overdue": None if overdue is None else {"mode": overdue.mode, "since": timestamp(overdue.since),
+                                                 "for": overdue.seconds(utcnow()), "by": overdue.by},
         "transitionInProgress": None if running_transition is None else {
             "id": running_transition.id, "url": _transition_url(running_transition.id)},
         "observer": observer_json(observer) if observer else None,

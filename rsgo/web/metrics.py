@@ -2,7 +2,8 @@
 
 Counters and the duration histogram follow the event bus; the mode of every
 deployment, the failing observers and the active windows are read from the
-database at each scrape, so they are right even just after a restart.
+database at each scrape, so they are right even just after a restart; overdue
+maintenance is what the last overdue check found (``rsgo.overdue``).
 """
 
 from __future__ import annotations
@@ -47,17 +48,22 @@ class _StateCollector:
             GaugeMetricFamily("rsgo_environment_up",
                               "1 while the environment's Docker engine answers, 0 while it is unreachable, "
                               "disabled or still connecting", labels=["environment", "kind"]),
+            GaugeMetricFamily("rsgo_maintenance_overdue",
+                              "1 while the deployment has been in Maintenance or Stopped longer than its reminder",
+                              labels=["deployment", "environment"]),
         )
 
     def describe(self):
         return self._families()
 
     def collect(self):
-        modes, failing, windows, environments = self._families()
+        modes, failing, windows, environments, overdue = self._families()
         for deployment in Deployment.select().order_by(Deployment.environment, Deployment.name):
             for mode in Mode:
                 modes.add_metric([deployment.name, deployment.environment, mode.value],
                                  1 if deployment.mode == mode.value else 0)
+            overdue.add_metric([deployment.name, deployment.environment],
+                               1 if self._runtime.overdue.status(deployment) else 0)
         rows = (ObserverStatus.select(ObserverStatus, Deployment).join(Deployment)
                 .order_by(Deployment.name))
         for row in rows:
@@ -66,7 +72,7 @@ class _StateCollector:
         for env in self._runtime.environments.all():
             view = env.view()
             environments.add_metric([view.name, view.kind or ""], 1 if view.state == "reachable" else 0)
-        return [modes, failing, windows, environments]
+        return [modes, failing, windows, environments, overdue]
 
 
 class Metrics:

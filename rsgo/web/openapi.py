@@ -51,6 +51,12 @@ _SUMMARY_PROPERTIES = {
     "problems": {"type": "array", "items": {"type": "string"}},
     "trigger": _ref("Trigger"), "modeChangedAt": _TIME,
     "transitionInProgress": {"type": ["object", "null"]},
+    "overdue": {"type": ["object", "null"], "required": ["mode", "since", "for", "by"],
+                "description": "forgotten maintenance: in Maintenance or Stopped longer than its reminder "
+                               "(README \"Modes\"); null otherwise",
+                "properties": {"mode": {"type": "string", "enum": ["Maintenance", "Stopped"]},
+                               "since": {"type": "string", "format": "date-time"},
+                               "for": {"type": "integer", "description": "seconds"}, "by": {"type": "string"}}},
 }
 
 _ENVIRONMENT_STATES = ["connecting", "reachable", "unreachable", "disabled", "removed"]
