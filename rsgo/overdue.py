@@ -8,7 +8,8 @@ person's or a script's stay counts from its start. An observer's or a window's M
 overdue while its source holds it (the observer still reads "maintenance", a window is active): it
 has its own end. Once the source lets go and the stack stays anyway (the observer was removed from
 the config, or its change back was refused), the stay is nobody's and the reminder counts from the
-moment the check first saw that; a source that holds it again starts the count afresh.
+moment the check first saw that; a source that holds it again starts the count afresh. Stacks of an
+environment removed from the config are history (rsgo no longer acts on them) and never overdue.
 
 One scheduler job (``run_scheduled``) decides, and it alone writes ``MaintenanceReminder``: one row per
 stay it tracks, with when the count started and the reminders announced. A restart therefore neither
@@ -65,10 +66,15 @@ class OverdueService:
         self._window_active = window_active  # a window of the deployment is active now
         self.clock = clock
         self._stack_reminders: dict[tuple[str, str], float] = {}  # (environment, name) -> maintenanceReminder
+        self._single_environment = settings.environment  # when the config declares no environments
+        self._environments: set[str] = {settings.environment}  # a removed one's stacks are history, never overdue
         self._overdue: dict[int, Overdue] = {}  # what the last check found, by deployment id
 
     def apply(self, config) -> None:
-        """The ``maintenanceReminder:`` of each stack of a (re)loaded config; the next check uses them."""
+        """The ``maintenanceReminder:`` of each stack of a (re)loaded config, and its environments; the next
+        check uses them."""
+        declared = config.environments
+        self._environments = set(declared) if declared is not None else {self._single_environment}
         self._stack_reminders = {(stack.environment, stack.name): stack.maintenance_reminder
                                  for stack in config.stacks.values() if stack.maintenance_reminder is not None}
 
@@ -137,7 +143,7 @@ class OverdueService:
                    now: dt.datetime) -> tuple[Overdue | None, int]:
         """Is this stay overdue, and which reminder (1, 2, ...) is due now (0: none)."""
         reminder = self.reminder_for(deployment)
-        if reminder <= 0 or self._held(deployment):
+        if reminder <= 0 or deployment.environment not in self._environments or self._held(deployment):
             if row is not None:
                 row.delete_instance()  # a source holding it again, or the reminder turned off: counted afresh
             return None, 0
