@@ -1,4 +1,6 @@
-"""The ``rsgo`` command: ``serve`` runs the production server, ``check-config`` validates."""
+"""The ``rsgo`` command: ``serve`` runs the production server, ``check-config`` validates, ``user`` and
+``token`` manage accounts in the data directory; the client commands (``rsgo.client.COMMANDS``: status,
+mode, maintenance, history, check) talk to a running rsgo over its API instead."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import logging
 import os
 import sys
 
+from rsgo import client
 from rsgo.security import permissions
 from rsgo.settings import SettingsError, load_settings
 
@@ -173,7 +176,12 @@ def _security_event(kind: str, detail: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rsgo", description="Operation modes for Docker stacks.")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in client.COMMANDS:
+        # A client of a running rsgo (RSGO_URL, RSGO_TOKEN_FILE): no settings, no data directory.
+        return client.run(argv)
+    parser = argparse.ArgumentParser(prog="rsgo", description="Operation modes for Docker stacks.",
+                                     epilog="rsgo COMMAND --help explains each command, with an example.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the web server (settings from RSGO_* environment variables)")
     commands.add_parser("check-config", help="validate the settings and the stack config file without starting")
@@ -188,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     token_create.add_argument("--scope", choices=permissions.SCOPES, default="read")
     token_create.add_argument("--stacks", help="comma-separated stacks the token is limited to")
     token_create.add_argument("--expires-in", help="e.g. 30d or 12h; default: never")
+    for name, summary in client.COMMANDS.items():  # listed here; rsgo.client parses them (see above)
+        commands.add_parser(name, help=summary, add_help=False)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "rsgo"
 # The composition root builds everything, so it may import everything.
 COMPOSITION_ROOT = {"rsgo", "rsgo.runtime", "rsgo.cli"}
-LAYERS = ("rsgo.web", "rsgo.security", "rsgo.observers")
+LAYERS = ("rsgo.web", "rsgo.security", "rsgo.observers", "rsgo.client")
 MAX_MODULE_LINES = 400
 MAX_TEST_FILE_LINES = 600
 
@@ -76,6 +76,25 @@ def test_the_packages_import_each_other_in_one_direction_only():
     assert not cycles, cycles
     # and the web layer sits on top of security, never the other way round
     assert ("rsgo.security", "rsgo.web") not in edges, edges.get(("rsgo.security", "rsgo.web"))
+
+
+# What only the server needs: the client (rsgo.client) runs where scripts run and speaks HTTP to rsgo.
+SERVER_LIBRARIES = {"flask", "werkzeug", "flask_sock", "htmx_flask", "peewee", "psycopg2", "pyodbc", "docker",
+                    "paramiko", "gunicorn", "apscheduler", "argon2", "prometheus_client", "yaml"}
+
+
+def test_the_client_imports_nothing_of_the_server():
+    edges = _package_edges()
+    outward = {pair: found for pair, found in edges.items() if pair[0] == "rsgo.client"}
+    assert not outward, outward
+    libraries = set()
+    for name, path in _modules().items():
+        if name == "rsgo.client" or name.startswith("rsgo.client."):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                libraries.update(f"{name}: {n}" for n in names if n.split(".")[0] in SERVER_LIBRARIES)
+    assert not libraries, libraries
 
 
 def test_docker_is_imported_in_one_module():
