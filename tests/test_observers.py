@@ -393,7 +393,9 @@ def test_each_observer_runs_once_per_interval_and_a_hung_source_delays_no_other(
         wait_until(lambda: len(steady.times) >= 7, 15, message="seven checks of the steady source")
 
         gaps = [later - earlier for earlier, later in zip(steady.times, steady.times[1:], strict=False)]
-        assert all(0.8 < gap < 1.3 for gap in gaps), f"one check per second, never doubled or skipped: {gaps}"
+        # A doubled check would leave a gap near 0 s, a skipped one near 2 s; a loaded machine moves a check
+        # by a few hundred milliseconds (its speed is measured in benchmarks/observers.py, not here).
+        assert all(0.5 < gap < 1.5 for gap in gaps), f"one check per second, never doubled or skipped: {gaps}"
         # The hung source holds its single running check; runs are not stacked up behind it.
         assert len(hung.times) == 1
         assert observer_status(client, steady_stack.name)["state"] == "ok"

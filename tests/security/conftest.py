@@ -43,7 +43,8 @@ PASSWORD = "correct horse battery"
 # What each route needs beyond a sign-in. Views may check more inside (a viewer's PUT is refused
 # and recorded there), so this is what the caller must be allowed to do for the route to *work*.
 NEEDS = {
-    "api.openapi": "read", "api.list_deployments": "read", "api.show_deployment": "read",
+    "api.openapi": "read", "api.list_deployments": "read", "api.list_environments": "read",
+    "api.show_deployment": "read",
     "api.show_observer": "read", "api.check_observer": "operate", "api.list_windows": "read",
     "api.add_window": "operate", "api.delete_window": "operate", "api.reload_config": "admin",
     "api.show_operation_mode": "read", "api.change_operation_mode": "operate", "api.deployment_history": "read",
