@@ -62,8 +62,11 @@ def detail(server, name: str) -> dict:
 
 
 def discovered(server, name: str) -> dict:
-    return wait_until(lambda: (d := detail(server, name))["containerCounts"]["total"] == 1 and d, 20,
-                      message=f"discovery of {name}")
+    def seen():
+        response = requests.get(f"{server.url}/api/deployments/{name}", headers=server.headers, timeout=10)
+        return response.status_code == 200 and response.json()["containerCounts"]["total"] == 1 and response.json()
+
+    return wait_until(seen, 20, message=f"discovery of {name}")
 
 
 def overdue_gauge(server, name: str) -> float:
@@ -84,9 +87,10 @@ def announced(receiver, name: str) -> list:
 
 
 def server_clock_passes(server, name: str, seconds: float) -> None:
-    """Wait until the server's own count of ``name``'s stay (its ``for``) is ``seconds`` further on."""
+    """Wait until the server's own count of ``name``'s stay (its ``for``, whole seconds) is more than ``seconds``
+    further on."""
     start = detail(server, name)["overdue"]["for"]
-    wait_until(lambda: detail(server, name)["overdue"]["for"] >= start + seconds, seconds + 15,
+    wait_until(lambda: detail(server, name)["overdue"]["for"] >= start + seconds + 1, seconds + 15,
                message=f"{seconds}s more of {name}'s overdue stay")
 
 
@@ -177,7 +181,7 @@ def test_the_repeat_announces_again_after_its_period_and_a_restart_neither_resen
 
 def test_observer_and_window_maintenance_is_not_overdue_while_held_and_a_stack_can_turn_it_off(
         make_server, make_stack, tmp_path, receiver):
-    reminder = 3
+    reminder = 4
     observed, windowed, off, person = (make_stack(prefix) for prefix in ("obs", "win", "off", "per"))
     for stack in (observed, windowed, off, person):
         stack.add("api")
@@ -189,7 +193,7 @@ def test_observer_and_window_maintenance_is_not_overdue_while_held_and_a_stack_c
                                  pollingInterval: 1s}}
         """
     server = serve(make_server, tmp_path, receiver, observer + f"{off.name}: {{maintenanceReminder: 0}}\n",
-                   reminder)
+                   reminder, RSGO_MAINTENANCE_REMINDER_REPEAT="0")
     for stack in (observed, windowed, off, person):
         discovered(server, stack.name)
     wait_until(lambda: detail(server, observed.name)["operationMode"] == "Maintenance", 20,
