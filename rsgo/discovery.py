@@ -144,9 +144,11 @@ def _shown(unit: Unit) -> tuple:
 class DiscoveryService:
     """Two daemon threads: one follows the events stream, one resyncs periodically."""
 
-    def __init__(self, gateway: DockerGateway, inventory: Inventory, resync_interval: float):
+    def __init__(self, gateway: DockerGateway, inventory: Inventory, resync_interval: float,
+                 conflict=lambda facts: None):
         self._gateway = gateway
         self._inventory = inventory
+        self._conflict = conflict  # the environments' check that no other name manages this engine
         self._resync_interval = resync_interval
         self._stopping = threading.Event()
         self._stream = None
@@ -178,6 +180,7 @@ class DiscoveryService:
         try:
             if self._inventory.facts is None:
                 self._inventory.note_facts(self._gateway.engine_facts())
+            self._refuse_conflict()
             units: list[Unit] = list(self._gateway.list_stack_containers())
             if self._swarm:
                 units += self._gateway.list_stack_services()
@@ -187,6 +190,11 @@ class DiscoveryService:
             log.warning("resync failed: %s", error)
         finally:
             self.first_sync.set()
+
+    def _refuse_conflict(self) -> None:
+        problem = self._conflict(self._inventory.facts)
+        if problem:
+            raise DockerError(problem)  # shown as this environment's error; its view stays empty
 
     def _resync_loop(self) -> None:
         while not self._stopping.is_set():
@@ -199,6 +207,7 @@ class DiscoveryService:
             try:
                 # Asked at every (re)connect: the engine may have been upgraded, or joined or left a swarm.
                 self._inventory.note_facts(self._gateway.engine_facts())
+                self._refuse_conflict()
                 self._stream = self._gateway.event_stream(services=self._swarm)
                 # Events between the last resync and this subscription are caught by a resync now.
                 self.resync()

@@ -19,6 +19,9 @@ ENVIRONMENT_KEYS = ("url", "tls", "timeout")
 TLS_KEYS = ("ca", "cert", "key")
 URL_SCHEMES = ("unix", "tcp", "ssh", "http", "https")
 DEFAULT_TIMEOUT = 30.0
+# A call that may take longer than an hour is a hung engine; one under a second fails on a busy one.
+MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 3600.0
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
 # Like a compose project name, plus dots and capitals: it shows in URLs (?environment=) and metrics labels.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -46,14 +49,14 @@ class EnvironmentSpec:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, fit to show and log."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced, fit to show and log (such a URL is refused, but its
+    refusal must not print the password either)."""
+    scheme, separator, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return f"{scheme}{separator}{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{path}"
 
 
 def load_environments(path: str, document, environ) -> tuple[dict[str, EnvironmentSpec] | None, list[ConfigProblem]]:
@@ -72,11 +75,13 @@ def load_environments(path: str, document, environ) -> tuple[dict[str, Environme
     for raw_name, entry in document.items():
         name = str(raw_name)
         base = f"environments.{name}"
-        found: list[ConfigProblem] = []
-        if not _NAME.fullmatch(name):
-            found.append(ConfigProblem(path, base, "an environment name is 1-63 letters, digits, '.', '_' or '-', "
-                                                   "starting with a letter or digit"))
-            problems.extend(found)
+        if not isinstance(raw_name, str) or not _NAME.fullmatch(name):
+            # Shown disabled under the name it was given, like any other broken entry.
+            message = ("an environment name is 1-63 letters, digits, '.', '_' or '-', starting with a letter or "
+                       "digit" + ("" if isinstance(raw_name, str) else " (YAML read this key as "
+                                  f"{type(raw_name).__name__}: quote it)"))
+            problems.append(ConfigProblem(path, base, message))
+            specs[name] = EnvironmentSpec(name=name, url="", error=f"{base}: {message}")
             continue
         spec, found = _load_one(path, base, name, entry, environ)
         problems.extend(found)
@@ -101,8 +106,8 @@ def _load_one(path: str, base: str, name: str, entry, environ) -> tuple[Environm
     if "timeout" in entry:
         try:
             timeout = parse_duration(str(entry["timeout"]))
-            if timeout <= 0:
-                raise ValueError("must be longer than zero")
+            if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+                raise ValueError(f"must be from {MIN_TIMEOUT:g}s to {MAX_TIMEOUT / 3600:g}h")
         except ValueError as error:
             problems.append(ConfigProblem(path, f"{base}.timeout", str(error)))
     tls = None
@@ -119,22 +124,30 @@ def _url(raw) -> str:
         raise InvalidValue("required: the engine's URL (unix:///var/run/docker.sock, tcp://host:2376, "
                            "ssh://user@host)")
     url = raw.strip()
+    shown = repr(mask_url(url))  # a refused URL is still never printed with its password
     scheme, _, rest = url.partition("://")
-    if scheme not in URL_SCHEMES or not rest:
-        raise InvalidValue(f"{url!r} is not an engine URL: use unix://, tcp://, ssh:// (or http://, https://)")
+    if scheme not in URL_SCHEMES:
+        raise InvalidValue(f"{shown} is not an engine URL: use unix://, tcp://, ssh:// (or http://, https://)")
     parts = urllib.parse.urlsplit(url)
     if scheme == "unix":
         if not parts.path.startswith("/"):
-            raise InvalidValue(f"{url!r}: a unix:// URL names an absolute socket path (unix:///var/run/docker.sock)")
+            raise InvalidValue(f"{shown}: a unix:// URL names an absolute socket path (unix:///var/run/docker.sock)")
         return url
+    if parts.password is not None:
+        raise InvalidValue(f"{shown}: a password in the URL is not supported (Docker engines authenticate with "
+                           "TLS client certificates, see tls:, or SSH keys)")
+    if parts.username is not None and scheme != "ssh":
+        raise InvalidValue(f"{shown}: a user name in the URL works with ssh:// only")
     try:
         port = parts.port
     except ValueError:
-        raise InvalidValue(f"{url!r}: the port is not a number from 1 to 65535") from None
+        raise InvalidValue(f"{shown}: the port is not a number from 1 to 65535") from None
     if not parts.hostname:
-        raise InvalidValue(f"{url!r} names no host")
-    if scheme in ("tcp", "http", "https") and port is None:
-        raise InvalidValue(f"{url!r} names no port (Docker listens on 2375, or 2376 with TLS)")
+        raise InvalidValue(f"{shown} names no host")
+    if not _HOST.fullmatch(parts.hostname):
+        raise InvalidValue(f"{shown}: {parts.hostname!r} is not a host name or address")
+    if port == 0 or (scheme in ("tcp", "http", "https") and port is None):
+        raise InvalidValue(f"{shown} names no port (Docker listens on 2375, or 2376 with TLS)")
     return url
 
 

@@ -50,12 +50,14 @@ class EnvironmentView:
 
 
 class Environment:
-    def __init__(self, spec: EnvironmentSpec, gateway: DockerGateway | None, bus: EventBus, resync_interval: float):
+    def __init__(self, spec: EnvironmentSpec, gateway: DockerGateway | None, bus: EventBus, resync_interval: float,
+                 conflict=lambda facts: None):
         self.spec = spec
         self.name = spec.name
+        self._conflict = conflict  # why this engine may not be managed under this name (another has it), or None
         self.gateway = gateway
         self.inventory = Inventory(spec.name, bus)
-        self.discovery = None if spec.error else DiscoveryService(gateway, self.inventory, resync_interval)
+        self.discovery = None if spec.error else DiscoveryService(gateway, self.inventory, resync_interval, conflict)
 
     @property
     def disabled(self) -> bool:
@@ -70,8 +72,12 @@ class Environment:
     def read_stack(self, stack: str) -> list[Unit]:
         """The stack's containers in full detail, and on a Swarm manager its services: what a transition
         acts on. Raises ``DockerError``."""
+        swarm = self._is_swarm()
+        conflict = self._conflict(self.inventory.facts)
+        if conflict:
+            raise EnvironmentUnavailable(conflict)
         units: list[Unit] = list(self.gateway.inspect_stack(stack))
-        if self._is_swarm():
+        if swarm:
             units += self.gateway.list_stack_services(stack)
         return units
 
@@ -117,11 +123,11 @@ class Environments:
         with self._lock:
             old = self._by_name
             kept = {name: env for name, env in old.items() if name in specs and env.spec == specs[name]}
-            new = dict(kept)
-            for name, spec in specs.items():
-                if name not in kept:
-                    new[name] = Environment(spec, self._gateway_for_spec(spec), self._bus,
-                                            self._settings.resync_interval)
+            # In the order of the file: of two names for one engine, the one declared first keeps it.
+            new = {name: kept.get(name) or Environment(spec, self._gateway_for_spec(spec), self._bus,
+                                                       self._settings.resync_interval,
+                                                       lambda facts, name=name: self._same_engine(name, facts))
+                   for name, spec in specs.items()}
             self._by_name = new
             started = self._started
         for name, env in old.items():
@@ -142,6 +148,24 @@ class Environments:
         if self._default_gateway is not None and spec.url == self._default_gateway.endpoint:
             return self._default_gateway
         return DockerGateway(spec.url, tls=spec.tls, timeout=spec.timeout)
+
+    def _same_engine(self, name: str, facts) -> str | None:
+        """Why ``name`` may not manage the engine ``facts`` describe: an environment declared before it
+        reaches the same engine (two names for one engine would make every stack two deployments, and
+        a mode change of one would move the other's containers)."""
+        if facts is None or not facts.engine_id:
+            return None
+        with self._lock:
+            earlier = list(self._by_name.values())
+        for other in earlier:
+            if other.name == name:
+                return None
+            other_facts = other.inventory.facts
+            if other_facts is not None and other_facts.engine_id == facts.engine_id:
+                return (f"environment {name} reaches the same Docker engine as environment {other.name} "
+                        f"({facts.engine_id.replace('|', ', ')}); an engine is managed under one name only: remove "
+                        f"one of them from the config")
+        return None
 
     # -- lookups ---------------------------------------------------------------------------
 

@@ -181,15 +181,14 @@ def _stack_place(config: Config, base: str, key: str, document: dict, environmen
         config.problems.append(ConfigProblem(config.path, f"{base}.name", "must be the stack's name (rsgo.stack)"))
         return "", ""
     environment = document.get("environment")
-    if environment is None:
-        if len(environments) == 1:
-            return name, environments[0]
+    if environment is None and len(environments) != 1:
         config.problems.append(ConfigProblem(
             config.path, f"{base}.environment",
             f"required: {len(environments)} environments are declared ({', '.join(environments)}); "
             "say which one this stack is on"))
         return "", ""
-    if str(environment) not in environments:
+    environment = environments[0] if environment is None else environment
+    if not isinstance(environment, str) or environment not in environments:
         config.problems.append(ConfigProblem(config.path, f"{base}.environment",
                                              f"unknown environment {environment!r} (declared: "
                                              f"{', '.join(environments)})"))

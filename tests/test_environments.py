@@ -24,7 +24,7 @@ MAIN_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
 def write_config(path: Path, environments: dict, stacks: dict | None = None) -> Path:
-    path.write_text(yaml.safe_dump({"environments": environments, "stacks": stacks or {}}))
+    path.write_text(yaml.safe_dump({"environments": environments, "stacks": stacks or {}}, sort_keys=False))
     return path
 
 
@@ -212,6 +212,8 @@ def test_check_config_names_file_and_key_of_each_environment_problem(tmp_path):
         "typo": {"url": "unix:///var/run/docker.sock", "tsl": {}},
         "badurl": {"url": "ftp://example"},
         "noport": {"url": "tcp://10.0.0.6"},
+        "leaky": {"url": "tcp://admin:S3cretPW@10.0.0.8:2376"},
+        "slow": {"url": "tcp://10.0.0.9:2376", "timeout": "100000h"},
         "certs": {"url": "tcp://10.0.0.7:2376", "tls": {"ca": str(tmp_path / "missing-ca.pem"),
                                                          "cert": str(tmp_path / "cert.pem")}},
     }, {"shop": {}, "api": {"environment": "elsewhere"}})
@@ -226,12 +228,15 @@ def test_check_config_names_file_and_key_of_each_environment_problem(tmp_path):
         "environments.noport.url: 'tcp://10.0.0.6' names no port",
         f"environments.certs.tls.ca: cannot read {tmp_path / 'missing-ca.pem'}",
         f"environments.certs.tls.cert: cannot read {tmp_path / 'cert.pem'}",
-        "stacks.shop.environment: required: 5 environments are declared",
+        "environments.leaky.url: 'tcp://admin:***@10.0.0.8:2376': a password in the URL is not supported",
+        "environments.slow.timeout: must be from 1s to 1h",
+        "stacks.shop.environment: required: 7 environments are declared",
         "stacks.api.environment: unknown environment 'elsewhere'",
     ]
     for line in expected:
         assert f"{config}: {line}" in output, (line, output)
     assert "environments.good" not in output
+    assert "S3cretPW" not in output, "a password in a URL is never printed"
 
 
 def test_a_broken_environment_is_shown_disabled_and_the_others_run(make_server, tmp_path, make_stack):
@@ -322,3 +327,28 @@ def test_an_engine_reached_over_tls_with_client_certificates(make_server, tmp_pa
                           30, message="the engine refusing a client certificate of another CA")
     assert "SSL" in impostor["lastError"] or "certificate" in impostor["lastError"], impostor["lastError"]
     assert environments_of(server)["db-host"]["state"] == "reachable"
+
+
+def test_two_names_for_one_engine_are_refused_and_the_first_keeps_it(make_server, tmp_path, make_stack):
+    stack = make_stack("once")
+    stack.add("web")
+    alias = MAIN_URL.replace("unix:///", "unix:////") if MAIN_URL.startswith("unix:///") else MAIN_URL + "/"
+    config = write_config(tmp_path / "rsgo.yml", {"local": {"url": MAIN_URL}, "again": {"url": alias}})
+    server = make_server(RSGO_CONFIG=str(config)).start()
+
+    again = wait_until(lambda: (env := environments_of(server)["again"])["state"] == "unreachable" and env, 40,
+                       message="the second name for the engine refused")
+    assert "reaches the same Docker engine as environment local" in again["lastError"]
+    local = wait_until(lambda: deployments_named(server, stack.name).get("local"), 20, message="discovery")
+    assert set(deployments_named(server, stack.name)) == {"local"}, "one engine's stack is one deployment"
+    assert put_mode(server, local["id"], "Maintenance", reason="one name").status_code == 200
+    assert not stack.is_running("web")
+
+
+def test_one_stack_configured_twice_is_a_problem_with_one_environment_too(tmp_path):
+    from rsgo.stack_config import load_config
+
+    path = tmp_path / "rsgo.yml"
+    path.write_text(yaml.safe_dump({"stacks": {"shop": {}, "other": {"name": "shop"}}}, sort_keys=False))
+    problems = [str(problem) for problem in load_config(str(path)).problems]
+    assert problems == [f"{path}: stacks.other: stack 'shop' on environment 'local' is configured twice"]

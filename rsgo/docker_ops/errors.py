@@ -71,7 +71,8 @@ def _short(error: Exception) -> str:
     text = str(error) or type(error).__name__
     # requests nests the real cause deep inside a long repr; the tail names it.
     if "(" in text and len(text) > 200:
-        text = text[-200:]
+        tail = text[-200:]
+        text = "…" + tail[tail.find(" ") + 1:] if " " in tail else tail  # from a word's start, not mid-word
     return text
 
 

@@ -35,8 +35,14 @@ class EngineFacts:
     version: str  # the engine's version, e.g. 20.10.24
     api_version: str
     swarm_manager: bool  # services can be listed and changed here
+    # Info.ID, Name and DockerRootDir: the same for two URLs of one engine. The ID alone is not enough:
+    # dockerds sharing /etc/docker (two on one host, cloned machines) share it.
+    engine_id: str = ""
 
 
+# Callers that queued behind a failed connect (each would wait the whole timeout again) fail with it
+# within this long; later ones try again.
+CONNECT_FAILURE_SHARED_SECONDS = 2.0
 # Docker 20.10: the oldest engine rsgo supports (service task counts need it).
 MINIMUM_API_VERSION = "1.41"
 
@@ -55,6 +61,7 @@ class DockerGateway:
         self._pool_size = pool_size
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        self._connect_failure: tuple[float, DockerError] | None = None  # (when, why) the last connect failed
 
     def _new_client(self, timeout: float | None) -> docker.DockerClient:
         kwargs = {"version": "auto", "timeout": timeout, "max_pool_size": self._pool_size}
@@ -87,8 +94,18 @@ class DockerGateway:
     def _api(self):
         with self._lock:
             if self._client is None:
-                with _translated("connecting to Docker"):  # not cached on failure: the next call tries again
-                    self._client = self._new_client(self._timeout)
+                failed = self._connect_failure
+                if failed is not None and time.monotonic() - failed[0] < CONNECT_FAILURE_SHARED_SECONDS:
+                    # Callers queued behind an attempt that just waited the whole timeout fail with it at once,
+                    # instead of each waiting the timeout again (a hung engine would hold them for minutes).
+                    raise type(failed[1])(str(failed[1]))
+                try:
+                    with _translated("connecting to Docker"):  # not cached on failure: a later call tries again
+                        self._client = self._new_client(self._timeout)
+                except DockerError as error:
+                    self._connect_failure = (time.monotonic(), error)
+                    raise
+                self._connect_failure = None
             return self._client.api
 
     @property
@@ -102,9 +119,11 @@ class DockerGateway:
     def engine_facts(self) -> EngineFacts:
         with _translated("asking Docker what it is"):
             version = self._api().version()
-            swarm = self._api().info().get("Swarm") or {}
+            info = self._api().info()
+            swarm = info.get("Swarm") or {}
         return EngineFacts(version=version.get("Version", ""), api_version=version.get("ApiVersion", ""),
-                           swarm_manager=bool(swarm.get("ControlAvailable")))
+                           swarm_manager=bool(swarm.get("ControlAvailable")),
+                           engine_id="|".join(str(info.get(key) or "") for key in ("ID", "Name", "DockerRootDir")))
 
     def list_stack_containers(self, stack: str | None = None) -> list[ContainerInfo]:
         """Every container (running or not) labelled ``rsgo.stack`` (or ``rsgo.stack=<stack>``).
