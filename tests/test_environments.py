@@ -352,3 +352,25 @@ def test_one_stack_configured_twice_is_a_problem_with_one_environment_too(tmp_pa
     path.write_text(yaml.safe_dump({"stacks": {"shop": {}, "other": {"name": "shop"}}}, sort_keys=False))
     problems = [str(problem) for problem in load_config(str(path)).problems]
     assert problems == [f"{path}: stacks.other: stack 'shop' on environment 'local' is configured twice"]
+
+
+def test_mode_changes_queued_on_a_hung_engine_fail_together_not_one_timeout_each(make_server, tmp_path,
+                                                                                  hung_engine):
+    stacks = [f"queued{uuid.uuid4().hex[:6]}" for _ in range(6)]
+    config = write_config(tmp_path / "rsgo.yml", {"local": {"url": MAIN_URL},
+                                                  "hung": {"url": hung_engine, "timeout": "3s"}},
+                          {name: {"environment": "hung"} for name in stacks})
+    server = make_server(RSGO_CONFIG=str(config)).start()
+    ids = [deployments_named(server, name)["hung"]["id"] for name in stacks]
+    answers, began = [], time.monotonic()
+    threads = [threading.Thread(target=lambda i=i: answers.append(put_mode(server, i, "Maintenance", reason="q")))
+               for i in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    took = time.monotonic() - began
+
+    assert sorted(a.status_code for a in answers) == [503] * 6
+    # Discovery's own attempts and the first request each wait the 3 s timeout; the rest fail with them.
+    assert took < 12, f"six queued mode changes took {took:.1f}s: each waited the engine's timeout in turn"
