@@ -20,7 +20,7 @@ import textwrap
 import pytest
 import requests
 
-from conftest import SLOW_2S
+from conftest import SLOW_2S, Stack
 from support import ROOT, free_port, put_mode, wait_until
 
 OPERATE_TOKEN_NAME = "backup-script"
@@ -35,6 +35,7 @@ class Served:
 
     def __init__(self, server, stack, tmp_path, env):
         self.server, self.stack, self.tmp, self.env = server, stack, tmp_path, env
+        self.started: list[subprocess.Popen] = []
 
     def detail(self, ref: str | None = None) -> dict:
         response = requests.get(f"{self.server.url}/api/deployments/{ref or self.stack.name}",
@@ -63,11 +64,31 @@ class Served:
                               text=True, timeout=timeout, cwd=ROOT)
 
     def start(self, *args: str, **options) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "rsgo.cli", *args], env=self.env, cwd=ROOT, text=True,
-                                **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options})
+        process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", *args], env=self.env, cwd=ROOT, text=True,
+                                   **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options})
+        self.started.append(process)
+        return process
+
+    def clean_up(self) -> None:
+        """After a failed test: no wrapper, and no command waiting for its release, outlives it."""
+        (self.tmp / "release").touch()
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=60)
 
     def blocking(self, exit_code: int = 0) -> list[str]:
         return ["sh", "-c", BLOCKING, str(self.tmp), str(exit_code)]
+
+    def finish(self, wrapper: subprocess.Popen, timeout: float = 200) -> tuple[str, str]:
+        """The wrapper's (stdout, stderr) once it exited; a wrapper that hangs is killed, with its command."""
+        try:
+            return wrapper.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            wrapper.kill()
+            (self.tmp / "release").touch()
+            wrapper.communicate(timeout=60)
+            raise AssertionError(f"the wrapper did not exit within {timeout}s") from None
 
     def wait_started(self, wrapper: subprocess.Popen) -> None:
         def started():
@@ -116,9 +137,13 @@ def serve(make_server, make_stack, tmp_path):
         if not config or "environments:" not in config:
             wait_until(lambda: served.detail()["containerCounts"]["total"] == 2, 60,
                        message=f"discovery of {stack.name}")
+        made.append(served)
         return served
 
-    return start
+    made: list[Served] = []
+    yield start
+    for served in made:
+        served.clean_up()
 
 
 @pytest.mark.parametrize("exit_code", [0, 3])
@@ -136,7 +161,7 @@ def test_maintenance_runs_the_command_in_maintenance_and_returns_to_normal(serve
     assert served.mode() == "Maintenance"
     assert not served.stack.is_running("api") and served.stack.is_running("db")
     (served.tmp / "release").touch()
-    stdout, stderr = wrapper.communicate(timeout=300)
+    stdout, stderr = served.finish(wrapper)
     assert wrapper.returncode == exit_code, stderr
     assert stdout == "command got ping\n", "stdout is the command's alone; the wrapper speaks on stderr"
     assert "Traceback" not in stderr and f"{served.stack.name} is back in Normal" in stderr
@@ -157,13 +182,31 @@ def test_sigterm_goes_to_the_command_first_then_the_stack_returns_to_normal(serv
     served.wait_started(wrapper)
     assert served.mode() == "Maintenance"
     wrapper.send_signal(signal.SIGTERM)
-    stdout, stderr = wrapper.communicate(timeout=300)
+    stdout, stderr = served.finish(wrapper)
 
     assert wrapper.returncode == 128 + signal.SIGTERM, stderr
     assert (served.tmp / "got-term").exists(), "the command got the SIGTERM"
     assert "got SIGTERM" in stderr and "Traceback" not in stderr
     assert served.mode() == "Normal" and served.stack.is_running("api")
     assert served.history()[0]["reason"] == "rsgo maintenance: sh (command ended by SIGTERM)"
+
+
+def test_the_wrapper_waits_out_an_rsgo_restart_to_return_the_stack_to_normal(serve):
+    served = serve()
+    log = served.tmp / "wrapper.stderr"
+    with open(log, "w") as stderr:
+        wrapper = served.start("maintenance", served.stack.name, "--", *served.blocking(), stderr=stderr)
+    served.wait_started(wrapper)
+
+    served.server.kill()  # SIGKILL while the command runs (an upgrade, a crash)
+    (served.tmp / "release").touch()
+    wait_until(lambda: "trying again" in log.read_text(), 120, message="the wrapper to notice rsgo is gone")
+    served.server.start()
+    served.finish(wrapper)
+
+    assert wrapper.returncode == 0, log.read_text()
+    assert "cannot reach rsgo" in log.read_text() and "is back in Normal" in log.read_text()
+    assert served.mode() == "Normal" and served.stack.is_running("api")
 
 
 def test_with_for_a_killed_wrapper_leaves_maintenance_that_ends_by_itself(serve):
@@ -324,7 +367,7 @@ def test_failed_containers_exit_3_and_a_failed_leave_says_how_to_end_maintenance
     served.stack.add("api", command=["/no/such/program"], running=False)
 
     (served.tmp / "release").touch()
-    stdout, stderr = wrapper.communicate(timeout=300)
+    stdout, stderr = served.finish(wrapper)
 
     assert wrapper.returncode == 3, stderr
     line = one_clean_line(stderr)
@@ -359,22 +402,29 @@ def test_check_runs_the_observer_now(serve, make_stack, tmp_path):
     assert without.returncode == 1 and "has no observer" in one_clean_line(without.stderr)
 
 
-def test_a_name_on_two_environments_shows_the_candidates(serve):
-    url = os.environ["DOCKER_HOST"]
-    served = serve(config=f"environments:\n  east: {{url: '{url}'}}\n  west: {{url: '{url}'}}\n")
-    wait_until(lambda: len([i for i in requests.get(f"{served.server.url}/api/deployments",
-                                                     headers=served.server.headers, timeout=60).json()["items"]
-                            if i["name"] == served.stack.name]) == 2, 60, message="the stack on both environments")
+def test_a_name_on_two_environments_shows_the_candidates(serve, second_engine):
+    main_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    served = serve(config=f"environments:\n  local: {{url: '{main_url}'}}\n  second: {{url: '{second_engine.url}'}}\n")
+    twin = Stack(second_engine.client, served.stack.name)  # the same stack name on the second engine
+    try:
+        twin.add("web")
+        wait_until(lambda: sorted(i["environment"] for i in requests.get(
+            f"{served.server.url}/api/deployments", headers=served.server.headers, timeout=60).json()["items"]
+            if i["name"] == served.stack.name) == ["local", "second"], 60, message="the stack on both engines")
 
-    ambiguous = served.rsgo("status", served.stack.name)
-    refused = served.rsgo("maintenance", served.stack.name, "--", "touch", str(served.tmp / "ran"))
-    chosen = served.rsgo("status", served.stack.name, "--environment", "west", "--json")
+        ambiguous = served.rsgo("status", served.stack.name)
+        refused = served.rsgo("maintenance", served.stack.name, "--", "touch", str(served.tmp / "ran"))
+        chosen = served.rsgo("status", served.stack.name, "--environment", "second", "--json")
+    finally:
+        for container in twin.containers.values():
+            container.remove(force=True)
 
     assert ambiguous.returncode == 2 and refused.returncode == 2
     line = one_clean_line(ambiguous.stderr)
-    assert "environment east" in line and "environment west" in line and "pass --environment east or west" in line
+    assert "environment local" in line and "environment second" in line
+    assert "pass --environment local or second" in line
     assert not (served.tmp / "ran").exists()
-    assert chosen.returncode == 0 and json.loads(chosen.stdout)["environment"] == "west"
+    assert chosen.returncode == 0 and json.loads(chosen.stdout)["environment"] == "second"
 
 
 def test_progress_is_redrawn_in_place_on_a_terminal(serve):
