@@ -97,6 +97,8 @@ def test_it_answers_400_invalid_request_to_an_unknown_body_field(client, one_run
     ({"newMode": None}, "newMode"),
     ({"mode": ["Maintenance"]}, "mode"),
     ({"newMode": "Maintenance", "reason": 42}, "reason"),
+    ({"newMode": "Maintenance", "source": "observer"}, "source"),  # a caller may say api or cli, nothing else
+    ({"newMode": "Maintenance", "source": 1}, "source"),
 ])
 def test_it_answers_400_invalid_request_to_a_field_of_the_wrong_type(client, one_running, payload, field):
     response = client.put(mode_url(one_running.name), json=payload)

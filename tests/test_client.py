@@ -168,9 +168,9 @@ def test_maintenance_runs_the_command_in_maintenance_and_returns_to_normal(serve
     assert served.mode() == "Normal" and served.stack.is_running("api")
     leave, enter = served.history()[:2]
     assert (enter["newMode"], enter["source"], enter["actor"], enter["reason"]) == (
-        "Maintenance", "api", f"token:{OPERATE_TOKEN_NAME}", "nightly backup")
-    assert (leave["newMode"], leave["actor"], leave["reason"]) == (
-        "Normal", f"token:{OPERATE_TOKEN_NAME}", f"nightly backup (command exited with {exit_code})")
+        "Maintenance", "cli", f"token:{OPERATE_TOKEN_NAME}", "nightly backup")
+    assert (leave["newMode"], leave["source"], leave["actor"], leave["reason"]) == (
+        "Normal", "cli", f"token:{OPERATE_TOKEN_NAME}", f"nightly backup (command exited with {exit_code})")
 
 
 def test_sigterm_goes_to_the_command_first_then_the_stack_returns_to_normal(serve):

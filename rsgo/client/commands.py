@@ -41,7 +41,7 @@ def settle(api: Api, ref: str, progress_stream) -> dict:
 
 def request_mode(api: Api, ref: str, mode: str, *, reason: str | None, force: bool = False) -> dict:
     """``PUT .../operation-mode`` without waiting: 200 (noop) or 202 (running, with its transition)."""
-    body = {"newMode": mode, "wait": False, "force": force}
+    body = {"newMode": mode, "wait": False, "force": force, "source": "cli"}
     if reason is not None:
         body["reason"] = reason
     return api.stack("PUT", ref, "/operation-mode", body=body).body

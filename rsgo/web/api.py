@@ -159,9 +159,11 @@ def show_operation_mode(ref: str):
 def change_operation_mode(ref: str):
     deployment = _load_deployment(ref)
     change_request = mode_change_body(json_object())  # an invalid request is refused and not recorded
-    require_operator(deployment, requested_mode=change_request.new_mode, source="api", reason=change_request.reason)
+    require_operator(deployment, requested_mode=change_request.new_mode, source=change_request.source,
+                     reason=change_request.reason)
     change = current_runtime().transitions.change_mode(
-        deployment.id, change_request.new_mode, source="api", actor=current().name, reason=change_request.reason,
+        deployment.id, change_request.new_mode, source=change_request.source, actor=current().name,
+        reason=change_request.reason,
         force=change_request.force, wait=change_request.wait, address=client_address())
     body = {
         "success": change.outcome in ("noop", "succeeded", "running"),

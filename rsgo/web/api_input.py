@@ -91,9 +91,12 @@ class ModeChangeBody:
     reason: str
     force: bool
     wait: bool
+    source: str  # api, or cli for the rsgo command (the history tells scripts from other callers)
 
 
-_FIELDS = {"newMode": str, "mode": str, "reason": (str, type(None)), "force": bool, "wait": bool}
+_FIELDS = {"newMode": str, "mode": str, "reason": (str, type(None)), "force": bool, "wait": bool, "source": str}
+# What a caller may say it is; everything else about the caller comes from its credentials.
+CALLER_SOURCES = ("api", "cli")
 
 
 def mode_change_body(body: dict) -> ModeChangeBody:
@@ -111,9 +114,12 @@ def mode_change_body(body: dict) -> ModeChangeBody:
     if requested is None:
         raise Problem(400, "invalid_mode", f"newMode is required; valid modes: {', '.join(MODE_NAMES)}",
                       validModes=MODE_NAMES)
+    source = body.get("source", "api")
+    if source not in CALLER_SOURCES:
+        raise _invalid(f"source must be one of {', '.join(CALLER_SOURCES)}", "source")
     # Checked here, before anything is done or recorded: an unknown mode is 400 invalid_mode.
     return ModeChangeBody(parse_mode(requested).value, clean_reason(body.get("reason")),
-                             body.get("force", False), body.get("wait", True))
+                          body.get("force", False), body.get("wait", True), source)
 
 
 def int_param(name: str, default: int | None, minimum: int = 1, maximum: int = MAX_ID) -> int | None:

@@ -169,6 +169,8 @@ _SCHEMAS = {
                       "description": "leave observer-owned Maintenance although the observer still reads maintenance"},
             "wait": {"type": "boolean", "default": True,
                      "description": "false: answer 202 at once with Location of the transition"},
+            "source": {"type": "string", "enum": ["api", "cli"], "default": "api",
+                       "description": "what the history records as the change's source (the rsgo command sends cli)"},
         },
     },
     "ModeChangeResult": {
