@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass
 
 from rsgo import events
@@ -129,6 +130,9 @@ class WindowService:
         self._transitions = transitions
         self._bus = bus
         self.clock = clock
+        # One evaluation at a time: a window added through the API is evaluated at once while the periodic
+        # check may be evaluating too, and the loser's attempt would be recorded as a refused change.
+        self._evaluating = threading.Lock()
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -209,7 +213,10 @@ class WindowService:
     # -- acting ----------------------------------------------------------------------------
 
     def evaluate(self, now: dt.datetime | None = None) -> None:
-        now = now or self.clock()
+        with self._evaluating:
+            self._evaluate_all(now or self.clock())
+
+    def _evaluate_all(self, now: dt.datetime) -> None:
         deployment_ids = {w.deployment_id for w in MaintenanceWindow.select(MaintenanceWindow.deployment)}
         deployment_ids |= {d.id for d in Deployment.select(Deployment.id).where(
             (Deployment.mode == Mode.MAINTENANCE.value) & (Deployment.trigger_source == "schedule"))}
