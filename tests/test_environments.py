@@ -255,6 +255,15 @@ def test_a_broken_environment_is_shown_disabled_and_the_others_run(make_server, 
     assert "disabled" in requests.get(f"{server.url}/", headers=server.headers, timeout=10).text
 
 
+# The tops of elements by id, read in the page at one instant.
+TOPS = "ids => ids.map(id => document.getElementById(id).getBoundingClientRect().top)"
+# Whether the row naming a stack is above an element (by id), read in the page at one instant.
+NAMED_ROW_ABOVE = """([name, id]) => {
+  const row = [...document.querySelectorAll("tr.deployment")].find(r => r.textContent.includes(name));
+  return row.getBoundingClientRect().top < document.getElementById(id).getBoundingClientRect().top;
+}"""
+
+
 def test_the_dashboard_groups_stacks_by_environment_with_its_state_and_filters_them(two_engine_server, twin):
     from playwright.sync_api import expect, sync_playwright
 
@@ -276,20 +285,19 @@ def test_the_dashboard_groups_stacks_by_environment_with_its_state_and_filters_t
                 header = page.locator(f"#env-{env}")
                 expect(header).to_contain_text(env)
                 expect(header).to_contain_text("reachable")
-                # Each stack's row sits in its environment's group: after its header, before the next one.
-                row_top = page.locator(f"#deployment-{ids[env]}").bounding_box()["y"]
-                assert row_top > header.bounding_box()["y"]
-            assert page.locator("#deployment-" + str(ids["local"])).bounding_box()["y"] < \
-                page.locator("#env-second").bounding_box()["y"]
+            # Each stack's row sits in its environment's group: after its header, before the next one. Read at
+            # one instant in the page: a live push may replace a row between two separate reads.
+            tops = page.evaluate(TOPS, ["env-local", f"deployment-{ids['local']}", "env-second",
+                                        f"deployment-{ids['second']}"])
+            assert tops == sorted(tops), tops
             page.screenshot(path=str(ROOT / "docs" / "dashboard-environments.png"), full_page=True)
 
             # A stack discovered later on the first engine is pushed into that engine's group, not at the end.
             newcomer = Stack(twin[0].client, f"late{uuid.uuid4().hex[:6]}")
             try:
                 newcomer.add("web")
-                row = page.locator("tr.deployment", has_text=newcomer.name)
-                expect(row).to_be_visible(timeout=20_000)
-                assert row.bounding_box()["y"] < page.locator("#env-second").bounding_box()["y"]
+                expect(page.locator("tr.deployment", has_text=newcomer.name)).to_be_visible(timeout=20_000)
+                assert page.evaluate(NAMED_ROW_ABOVE, [newcomer.name, "env-second"]), "pushed into the wrong group"
             finally:
                 newcomer.containers["web"].remove(force=True)
 
