@@ -239,6 +239,19 @@ def test_with_for_the_wrapper_ends_it_early_and_leaves_no_window(serve):
     assert entries[1]["reason"] == "nightly backup"
 
 
+def test_a_for_window_that_ends_before_the_command_is_said_and_not_taken_as_done(serve):
+    served = serve()
+    wrapper = served.start("maintenance", served.stack.name, "--for", "3s", "--", *served.blocking())
+    served.wait_started(wrapper)
+    wait_until(lambda: served.mode() == "Normal", 60, message="the window's end returning the stack to Normal")
+
+    (served.tmp / "release").touch()
+    stdout, stderr = served.finish(wrapper)
+
+    assert wrapper.returncode == 3, stderr
+    assert "the --for window ended before the command did" in stderr
+
+
 @pytest.mark.parametrize("window", [False, True], ids=["request", "for"])
 def test_refused_entering_does_not_run_the_command_and_exits_2(serve, window):
     served = serve()
@@ -333,6 +346,8 @@ def test_mode_status_and_history_for_people_and_for_scripts(serve):
 def test_refusals_and_usage_errors_have_their_exit_codes(serve):
     served = serve()
     name = served.stack.name
+    plain_file = served.tmp / "notes.txt"
+    plain_file.write_text("not a program\n")
 
     for args, code, says in [
         (["mode", name, "Failed"], 2, "cannot go from Normal to Failed"),
@@ -342,11 +357,17 @@ def test_refusals_and_usage_errors_have_their_exit_codes(serve):
         (["maintenance", name, "touch", "x"], 1, "give the command to run after --"),
         (["mode", name], 1, "the following arguments are required: MODE"),
         (["status", "--url", "localhost:8080"], 1, "must be an http:// or https:// address"),
+        (["maintenance", name, "--for", "", "--", "true"], 1, "--for needs a duration"),
+        (["maintenance", name, "--for", "8d", "--", "true"], 1, "longer than a week"),
+        # A command that cannot run is found before the stack is touched (the mode check below).
+        (["maintenance", name, "--", "/no/such/program"], 127, "cannot run /no/such/program: not found"),
+        (["maintenance", name, "--", str(plain_file)], 126, f"cannot run {plain_file}: not executable"),
     ]:
         result = served.rsgo(*args)
         assert result.returncode == code, (args, result.stderr)
         assert says in one_clean_line(result.stderr), args
     assert served.mode() == "Normal"
+    assert not [e for e in served.history() if e["requestedMode"] == "Maintenance"], "Maintenance never asked for"
     assert served.rsgo("mode", name, "normal").stdout.strip() == f"{name} is already in Normal; nothing was done"
 
 

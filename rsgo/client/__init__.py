@@ -6,6 +6,7 @@ user, token) work on the data directory instead and stay in ``rsgo.cli``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rsgo.client import commands
@@ -45,6 +46,10 @@ def run(argv: list[str]) -> int:
             print_json(error.problem)
         print(f"rsgo: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        # The reader went away (`rsgo status | head -1`): nothing more to say, and nobody to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("rsgo: interrupted (a change already asked for goes on in rsgo: see rsgo status)", file=sys.stderr)
         return 130

@@ -115,6 +115,8 @@ def read_token(token_file: str | None, environ=os.environ) -> str:
             token = file.read().strip()
     except OSError as error:
         raise ClientError(f"cannot read the token file {token_file}: {error.strerror}", USAGE) from None
+    except UnicodeDecodeError:
+        raise ClientError(f"the token file {token_file} does not hold a token (not UTF-8 text)", USAGE) from None
     if not token:
         raise ClientError(f"the token file {token_file} is empty", USAGE)
     return token

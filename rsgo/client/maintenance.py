@@ -12,7 +12,9 @@ goes to stderr: stdout is the command's.
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,12 +115,33 @@ class Signals:
                           "in Maintenance)\n")
 
 
+# --for is a safety net for a script, not a way to park a stack: a week at most.
+MAX_FOR_SECONDS = 7 * 86400
+_DURATION = re.compile(r"(\d+)(s|m|h|d)")
+
+
+def _checked_duration(duration: str | None) -> str | None:
+    """``--for`` as given, refused (usage) when empty or longer than a week; rsgo checks the rest."""
+    if duration is None:
+        return None
+    text = duration.strip().lower()
+    if not text:
+        raise ClientError("--for needs a duration (like 45m or 2h): without one a killed script would leave the "
+                          "stack in Maintenance", USAGE)
+    parts = _DURATION.findall(text)
+    if parts and _DURATION.sub("", text) == "":
+        seconds = sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit] for n, unit in parts)
+        if seconds > MAX_FOR_SECONDS:
+            raise ClientError(f"--for {duration} is longer than a week: end longer maintenance by hand", USAGE)
+    return text
+
+
 class Wrapper:
     def __init__(self, api: Api, stack: str, command: list[str], *, reason: str | None, duration: str | None):
         self.api = api
         self.stack = stack
         self.command = command
-        self.duration = duration
+        self.duration = _checked_duration(duration)
         self.reason = (reason or f"rsgo maintenance: {os.path.basename(command[0])}")[:MAX_REASON]
         self.window_name = f"cli {socket.gethostname()[:60]} pid {os.getpid()}"
         self.window: dict | None = None  # the --for window, until it is removed
@@ -142,6 +165,11 @@ class Wrapper:
             signals.restore()
 
     def _run(self, signals: Signals) -> int:
+        unrunnable = self._unrunnable()
+        if unrunnable:
+            # Found before anything is stopped: a typo in a cron line must not take the stack down every night.
+            self.say(f"{unrunnable}; {self.stack} was not touched")
+            return 127 if "not found" in unrunnable else 126
         try:
             self._enter()
         except ClientError as error:
@@ -155,6 +183,11 @@ class Wrapper:
         code = self._run_command(signals)
         if signals.received is not None and code == 0:
             code = 128 + signals.received  # interrupted: the job cannot be taken as done
+        ours = self.actor is not None or self.entered_at is not None
+        if self.window is not None and ours and code == 0 and not self._still_ours():
+            self.say(f"the --for window ended before the command did: {self.stack} left Maintenance while it ran; "
+                     "the command's work is not taken as done (exit 3)")
+            code = FAILED
         ended = (f"ended by {_signal_name(code - 128)}" if code > 128 and code - 128 in signal.valid_signals()
                  else f"exited with {code}")
         return self._leave(f"command {ended}") or code
@@ -239,8 +272,15 @@ class Wrapper:
         """Remove the window, return the stack to Normal if the Maintenance is ours; None when all is
         well, else the exit code (after saying how to end the Maintenance by hand)."""
         try:
-            retrying(lambda: self._leave_once(why), seconds=LEAVE_RETRY_SECONDS,
-                     on_retry=lambda error: self.say(f"{error}; trying again"))
+            said: set[str] = set()
+
+            def once_per_error(error: ClientError) -> None:
+                # Every few seconds for minutes: said once, not once per attempt, or a cron log fills up.
+                if str(error) not in said:
+                    said.add(str(error))
+                    self.say(f"{error}; trying again for up to {LEAVE_RETRY_SECONDS:g} s")
+
+            retrying(lambda: self._leave_once(why), seconds=LEAVE_RETRY_SECONDS, on_retry=once_per_error)
         except ClientError as error:
             self.say(self._still_in_maintenance(error))
             return error.exit_code or UNREACHABLE
@@ -296,6 +336,21 @@ class Wrapper:
                 raise ClientError(f"returning to Normal failed: {transition.get('error')}", FAILED)
             self.say(f"{self.stack} is back in Normal")
             return
+
+    def _unrunnable(self) -> str | None:
+        program = self.command[0]
+        if shutil.which(program) is not None:
+            return None
+        if os.path.exists(program) or ("/" not in program and any(
+                os.path.exists(os.path.join(folder, program)) for folder in os.get_exec_path())):
+            return f"cannot run {program}: not executable"
+        return f"cannot run {program}: not found"
+
+    def _still_ours(self) -> bool:
+        try:
+            return self._ours(self.api.stack("GET", self.stack, "/operation-mode").body)
+        except ClientError:
+            return True  # not known: leaving says what it finds
 
     def _another_window_active(self) -> bool:
         windows = self.api.stack("GET", self.stack, "/windows").body.get("items", [])
