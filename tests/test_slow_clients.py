@@ -135,8 +135,9 @@ def test_the_access_log_never_carries_the_basic_auth_user_or_control_characters(
     raw.settimeout(10)
     assert raw.recv(100).startswith(b"HTTP/1.1 ")
     raw.close()
-    requests.get(f"{server.url}/healthz", timeout=10)  # the last line is written before its answer
-    log = server.log()
+    # gunicorn writes a request's line after its answer is sent, from that request's thread: wait for it.
+    log = wait_until(lambda: (text := server.log()) if '"GET /c1 HTTP/1.1"' in text else None, 15,
+                     message="the /c1 request's access log line")
     assert "/forged" not in log and "\x1b" not in log and "\x9b" not in log, log[-2000:]
     assert "/api/deployments" in log
     assert '"GET /c1 HTTP/1.1" 302' in log and '"\\x85z" "a\\x9b2Kb"' in log, log[-2000:]
