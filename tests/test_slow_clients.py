@@ -136,8 +136,8 @@ def test_the_access_log_never_carries_the_basic_auth_user_or_control_characters(
     assert raw.recv(100).startswith(b"HTTP/1.1 ")
     raw.close()
     # gunicorn writes a request's line after its answer is sent, from that request's thread: wait for it.
-    log = wait_until(lambda: (text := server.log()) if '"GET /c1 HTTP/1.1"' in text else None, 15,
-                     message="the /c1 request's access log line")
+    wait_until(lambda: '"GET /c1 HTTP/1.1"' in server.log(), 15, message="the /c1 request's access log line")
+    log = server.log()
     assert "/forged" not in log and "\x1b" not in log and "\x9b" not in log, log[-2000:]
     assert "/api/deployments" in log
     assert '"GET /c1 HTTP/1.1" 302' in log and '"\\x85z" "a\\x9b2Kb"' in log, log[-2000:]
