@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     from rsgo import db, log_safety
     from rsgo.runtime import Runtime
     from rsgo.security import web
-    from rsgo.web import admin, api, errors, http_input, login, metrics, pages, probes, ws
+    from rsgo.web import admin, api, api_upgrades, errors, http_input, login, metrics, pages, probes, ws
     from rsgo.web.live_push import LivePush
     from rsgo.web.ws import sock
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     errors.register(app)
     web.register(app, settings)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(api_upgrades.blueprint)
     app.register_blueprint(probes.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(login.blueprint)

@@ -35,6 +35,8 @@ WEBHOOK_DELIVERY_FINISHED = "webhook.delivery.finished"  # delivered, or failed 
 ENVIRONMENT_CHANGED = "environment.changed"  # an engine became reachable or unreachable, or changed its role
 MAINTENANCE_OVERDUE = "maintenance.overdue"  # a stay in Maintenance/Stopped outlasted its reminder (each reminder)
 MAINTENANCE_OVERDUE_ENDED = "maintenance.overdue.ended"  # no longer overdue without leaving (held again, turned off)
+UPGRADE_PROGRESS = "upgrade.progress"  # an upgrade's status or one of its steps changed
+UPGRADE_FINISHED = "upgrade.finished"  # outcome: succeeded, rolled-back, failed
 
 CATALOGUE: dict[str, frozenset[str]] = {
     TRANSITION_STARTED: frozenset({"deployment_id", "transition_id"}),
@@ -56,6 +58,8 @@ CATALOGUE: dict[str, frozenset[str]] = {
     # since: when the stay began (naive UTC); seconds: how long it has lasted; by: who began it; reminder: 1, 2, ...
     MAINTENANCE_OVERDUE: frozenset({"deployment_id", "mode", "since", "seconds", "by", "reminder"}),
     MAINTENANCE_OVERDUE_ENDED: frozenset({"deployment_id"}),
+    UPGRADE_PROGRESS: frozenset({"deployment_id", "upgrade_id", "status"}),
+    UPGRADE_FINISHED: frozenset({"deployment_id", "upgrade_id", "outcome"}),
 }
 
 # The events whose deployment's page regions change (the live push renders them again).

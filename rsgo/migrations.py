@@ -89,6 +89,12 @@ def _maintenance_reminders(database) -> None:
     database.create_tables([models.MaintenanceReminder], safe=True)
 
 
+def _upgrades(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.Upgrade, models.UpgradeContainer], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
@@ -98,4 +104,5 @@ MIGRATIONS = [
     (6, "random session keys instead of session versions", _session_keys),
     (7, "kinds of stopped units (containers, Swarm services) and what restores them", _unit_kinds),
     (8, "reminders of overdue Maintenance and Stopped stays", _maintenance_reminders),
+    (9, "upgrades and the containers they recreate (their journal)", _upgrades),
 ]

@@ -271,6 +271,63 @@ class WebhookDelivery(BaseModel):
         table_name = "webhook_deliveries"
 
 
+class Upgrade(BaseModel):
+    """An upgrade of some of a stack's containers to new images (README "Upgrades"), or a rollback to the
+    containers an upgrade kept aside (``kind`` rollback, ``rollback_of`` that upgrade). Written before the
+    first Docker call; with its containers' rows it is the journal a restart rolls back from."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="upgrades", on_delete="CASCADE")
+    kind = peewee.CharField(default="upgrade")  # upgrade, rollback
+    rollback_of = peewee.IntegerField(null=True)  # a rollback's upgrade; an upgrade's: the rollback that undid it
+    # pulling, stopping, migrating, starting, verifying, rolling-back, succeeded, rolled-back, failed
+    status = peewee.CharField(default="pulling", index=True)
+    request = peewee.TextField(default="{}")  # JSON: images, migration, pull, healthTimeout, stableFor
+    source = peewee.CharField()
+    actor = peewee.CharField()
+    reason = peewee.TextField(default="")
+    address = peewee.CharField(null=True)
+    requested_at = peewee.DateTimeField(default=utcnow)
+    finished_at = peewee.DateTimeField(null=True)
+    error = peewee.TextField(null=True)
+    migration_started = peewee.BooleanField(default=False)  # from here on a failure leaves the stack Failed
+    migration_exit_code = peewee.IntegerField(null=True)
+    migration_timed_out = peewee.BooleanField(default=False)
+    migration_log = peewee.TextField(default="[]")  # JSON list: the last lines of its output
+    steps = peewee.TextField(default="[]")  # JSON list: {step, result, startedAt, finishedAt, durationMs, error}
+    aside_removed = peewee.BooleanField(default=False)  # its previous containers are gone (or restored)
+    recovered = peewee.BooleanField(default=False)  # rolled back at a start after rsgo stopped during it
+
+    class Meta:
+        table_name = "upgrades"
+
+
+class UpgradeContainer(BaseModel):
+    """One container an upgrade recreates (``role`` recreate) or only stops and starts again (``stop``,
+    a dependent). Holds what rolling back needs without Docker's help: the old container's id and full
+    inspect answer, its image id and restart policy, the name it was kept aside under."""
+
+    upgrade = peewee.ForeignKeyField(Upgrade, backref="containers", on_delete="CASCADE")
+    name = peewee.CharField()
+    role = peewee.CharField()  # recreate, stop
+    level = peewee.IntegerField(default=0)
+    was_running = peewee.BooleanField(default=True)
+    old_id = peewee.CharField()
+    old_ref = peewee.TextField(default="")
+    old_image_id = peewee.CharField(default="")
+    new_ref = peewee.TextField(null=True)
+    new_image_id = peewee.CharField(null=True)
+    new_id = peewee.CharField(null=True)
+    aside_name = peewee.CharField(null=True)
+    restart_policy = peewee.TextField(default="{}")  # JSON, as the old container had it
+    inspect = peewee.TextField(default="{}")  # JSON: the old container's inspect answer
+    # planned, stopped, aside, created, started, healthy, restored, failed
+    step = peewee.CharField(default="planned")
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "upgrade_containers"
+
+
 ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
               SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression, Webhook, WebhookDelivery,
-              MaintenanceReminder]
+              MaintenanceReminder, Upgrade, UpgradeContainer]

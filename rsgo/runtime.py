@@ -21,6 +21,7 @@ from rsgo.overdue import OverdueService
 from rsgo.security.rate_limit import FailureWindow
 from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
 from rsgo.transitions import TransitionService
+from rsgo.upgrades.service import UpgradeService
 from rsgo.web.hub import Hub
 from rsgo.webhooks import WebhookDispatcher
 from rsgo.windows import WindowService
@@ -50,6 +51,9 @@ class Runtime:
         self.environments = Environments(self.bus, settings, gateway)
         self.scheduler = Scheduler(settings.observer_threads, LONG_JOB_THREADS)
         self.transitions = TransitionService(self.environments, self.bus, settings, self.scheduler)
+        self.upgrades = UpgradeService(self.environments, self.transitions, self.bus, settings, self.scheduler)
+        # While an upgrade owns a stack (or a restart left one unfinished), mode changes are refused.
+        self.transitions.upgrade_in_progress = self.upgrades.in_progress
         self.observers = ObserverService(self.transitions, self.bus, self.scheduler)
         self.windows = WindowService(self.transitions, self.bus)
         # Ownership of Maintenance (docs/design.md#modes-and-ownership): the transition service asks and
@@ -164,6 +168,8 @@ class Runtime:
         self.scheduler.every("overdue", self.settings.overdue_check_interval, self.overdue.run_scheduled)
         self.scheduler.start()
         self.scheduler.run_once("resume", "resuming interrupted transitions", self._resume)
+        self.scheduler.run_once("recover-upgrades", "rolling back upgrades a restart interrupted",
+                                self._recover_upgrades)
         if self.settings.enforce_modes:
             self.enforcer = Enforcer(self.environments, self.transitions, self.bus,
                                      self.settings.default_stop_timeout)
@@ -190,6 +196,11 @@ class Runtime:
             release_thread_connection()
         if resumed:
             log.info("resumed interrupted transitions %s", resumed)
+
+    def _recover_upgrades(self) -> None:
+        recovered = self.upgrades.recover(self._stopping)
+        if recovered:
+            log.info("rolled back upgrades interrupted by a restart: %s", recovered)
 
     def on_stop(self, hook) -> None:
         self._stop_hooks.append(hook)

@@ -22,7 +22,8 @@ from rsgo.observers.config import ObserverConfig, load_observer
 from rsgo.settings import SETTINGS, parse_duration
 from rsgo.windows import WindowError, WindowSpec, parse_window
 
-WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered", "maintenance.overdue")
+WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered", "maintenance.overdue",
+                  "upgrade.finished")
 _WEBHOOK_KEYS = ("name", "url", "secret", "events")
 _STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows", "maintenanceReminder")
 _TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks")

@@ -219,3 +219,20 @@ def close_superseded(transition: Transition, running: set[str], present: set[str
                              source="system", actor="system", reason=reason, requested_mode=transition.target_mode,
                              error=transition.error, transition=transition)
     return Finished(entry, deployment, previous, Mode.FAILED.value, transition.id, "failed")
+
+
+def record_mode_step(deployment_id: int, *, target: Mode, outcome: str, source: str, actor: str, reason: str,
+                     requested_at: dt.datetime, address: str | None = None, error: str | None = None) -> Finished:
+    """A mode change that acts on no container itself (an upgrade's entering or leaving Migrating):
+    written whole, with its audit entry, in one database transaction."""
+    with write_transaction():
+        deployment = Deployment.get_by_id(deployment_id)
+        previous = deployment.mode
+        transition = Transition.create(
+            deployment=deployment, previous_mode=previous, target_mode=target.value, status=outcome, source=source,
+            actor=actor, reason=reason, requested_at=requested_at, finished_at=utcnow(), error=error, address=address)
+        _set_mode(deployment, target, source=source, actor=actor, reason=reason, observed_value=None)
+        entry = audit.record(deployment, previous_mode=previous, new_mode=target.value, outcome=outcome,
+                             source=source, actor=actor, reason=reason, requested_mode=target.value, error=error,
+                             requested_at=requested_at, transition=transition, address=address)
+    return Finished(entry, deployment, previous, target.value, transition.id, outcome)

@@ -57,6 +57,8 @@ class TransitionService:
         self.observer_holds_maintenance: Callable[[Deployment], bool] = lambda deployment: True
         self.observer_overridden: Callable[[Deployment], None] = lambda deployment: None
         self.schedule_overridden: Callable[[Deployment], None] = lambda deployment: None
+        # The upgrade that owns a stack (running, or left unfinished by a restart), assigned by the runtime.
+        self.upgrade_in_progress: Callable[[int], int | None] = lambda deployment_id: None
 
     # -- locking ---------------------------------------------------------------------------
 
@@ -82,6 +84,12 @@ class TransitionService:
                     address: str | None = None) -> ModeChange:
         request = ModeChangeRequest(target=parse_mode(requested), source=source, actor=actor, requested_at=utcnow(),
                                     reason=reason, force=force, observed_value=observed_value, address=address)
+        upgrading = self.upgrade_in_progress(deployment_id)
+        if upgrading is not None:
+            deployment = Deployment.get_by_id(deployment_id)
+            self._refuse(deployment, request, TransitionInProgress(
+                f"{deployment.name} is being upgraded (upgrade {upgrading}); its mode changes when that ends",
+                upgradeId=upgrading))
         lock = self.lock_for(deployment_id)
         if not lock.acquire(blocking=False):
             running = self._running_transition_once_written(deployment_id, lock)
@@ -111,7 +119,7 @@ class TransitionService:
     def _prepare(self, deployment_id: int, request: ModeChangeRequest):
         """Under the lock: refuse, answer a no-op, or write the transition. Returns the change, and for
         a written transition the transition, the gateway, the containers and services, and the plan."""
-        self._refuse_while_held(deployment_id)
+        self.refuse_while_held(deployment_id)
         deployment = Deployment.get_by_id(deployment_id)
         current = Mode(deployment.mode)
         awaiting = deployment_queries.running_transition(deployment_id)
@@ -294,7 +302,7 @@ class TransitionService:
             deployment.mode_changed_at = held.at
         return deployment
 
-    def _refuse_while_held(self, deployment_id: int) -> None:
+    def refuse_while_held(self, deployment_id: int) -> None:
         held = self._held.get(deployment_id)
         if held is not None and not self._write_held(held):
             raise StorageUnavailable(

@@ -36,11 +36,12 @@ from rsgo.events import (
     OBSERVER_FAILING,
     OBSERVER_RECOVERED,
     TRANSITION_FINISHED,
+    UPGRADE_FINISHED,
     WEBHOOK_DELIVERY_FINISHED,
     EventBus,
 )
 from rsgo.http_errors import describe
-from rsgo.models import Deployment, ObserverStatus, Transition, Webhook, WebhookDelivery
+from rsgo.models import Deployment, ObserverStatus, Transition, Upgrade, Webhook, WebhookDelivery
 from rsgo.outbound import NO_POLICY, OutboundDenied, OutboundPolicy, guard
 from rsgo.stack_config import WEBHOOK_EVENTS, WebhookConfig
 
@@ -149,7 +150,7 @@ class WebhookDispatcher:
             event = "mode.changed"
         elif kind == TRANSITION_FINISHED and payload.get("outcome") == "failed":
             event = "transition.failed"
-        elif kind in (OBSERVER_FAILING, OBSERVER_RECOVERED, MAINTENANCE_OVERDUE):
+        elif kind in (OBSERVER_FAILING, OBSERVER_RECOVERED, MAINTENANCE_OVERDUE, UPGRADE_FINISHED):
             event = kind
         else:
             return
@@ -188,6 +189,11 @@ class WebhookDispatcher:
                 "transitionId": payload["transition_id"],
                 "error": transition.error if transition else None,
             }
+        if event == "upgrade.finished":
+            upgrade = Upgrade.get_by_id(payload["upgrade_id"])
+            return {"upgradeId": upgrade.id, "kind": upgrade.kind, "outcome": payload["outcome"],
+                    "mode": deployment.mode, "actor": upgrade.actor, "reason": upgrade.reason,
+                    "error": upgrade.error, "images": json.loads(upgrade.request).get("images")}
         if event == "maintenance.overdue":
             return {"mode": payload["mode"], "since": timestamp(payload["since"]), "for": payload["seconds"],
                     "by": payload["by"], "trigger": deployment.trigger_source, "reason": deployment.trigger_reason,

@@ -88,8 +88,12 @@ class Metrics:
         self.webhook_deliveries = Counter("rsgo_webhook_deliveries",
                                           "Webhook deliveries by final result (delivered, failed)", ["result"],
                                           registry=self.registry)
+        self.upgrades = Counter("rsgo_upgrades", "Finished upgrades and rollbacks by outcome", ["outcome"],
+                                registry=self.registry)
         for outcome in ("succeeded", "failed"):
             self.transitions.labels(outcome)
+        for outcome in ("succeeded", "rolled-back", "failed"):
+            self.upgrades.labels(outcome)
         for result in ("delivered", "failed"):
             self.webhook_deliveries.labels(result)
         self.registry.register(_StateCollector(runtime))
@@ -105,6 +109,8 @@ class Metrics:
             deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
             if deployment is not None:
                 self.observer_checks.labels(deployment.name, "ok" if payload["ok"] else "error").inc()
+        elif kind == events.UPGRADE_FINISHED:
+            self.upgrades.labels(payload["outcome"]).inc()
         elif kind == events.WEBHOOK_DELIVERY_FINISHED:
             self.webhook_deliveries.labels(payload["result"]).inc()
 

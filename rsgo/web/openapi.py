@@ -8,6 +8,7 @@ from __future__ import annotations
 from rsgo.audit import OUTCOMES
 from rsgo.db import MAX_ID
 from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
+from rsgo.web import openapi_upgrades
 from rsgo.web.http_input import MAX_REQUEST_TEXT
 
 
@@ -88,7 +89,8 @@ _SCHEMAS = {
                 "unsupported_media_type", "unauthorized", "forbidden", "csrf_failed", "transition_not_allowed",
                 "transition_in_progress", "environment_removed",
                 "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle", "window_from_config",
-                "container_action_failed", "docker_unreachable", "internal_error", "request_too_large"]},
+                "container_action_failed", "docker_unreachable", "internal_error", "request_too_large",
+                *openapi_upgrades.PROBLEM_CODES]},
             "validModes": {"type": "array", "items": {"type": "string"}},
             "environments": {"type": "array", "items": {"type": "string"}},
             "candidates": {"type": "array", "description": "ambiguous_deployment: what the ref could mean",
@@ -377,7 +379,7 @@ def openapi_document() -> dict:
                                               "503": _json("not ready", {"type": "object"})}}},
         },
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **openapi_upgrades.SCHEMAS},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer",
                                "description": "an API token (rsgo_...) with scope read, operate or admin"},
@@ -388,6 +390,7 @@ def openapi_document() -> dict:
         # Every operation needs a token or a session, except the probes (they say so themselves).
         "security": [{"bearerAuth": []}, {"session": []}],
     }
+    document["paths"].update(openapi_upgrades.paths(_DEPLOYMENT_REF, _ENVIRONMENT, _problem, _json))
     _with_auth_responses(document["paths"])
     _with_input_responses(document["paths"])
     return document

@@ -1,0 +1,186 @@
+"""Upgrades through the API against the real engine (README "Upgrades"): the sequence, its answers,
+rollback after a failure and on request, and what an upgrade refuses. Images are built locally.
+
+Recreating one container (volumes, networks, ports, labels) is checked at the Docker layer in
+test_recreate.py; a restart of rsgo during an upgrade in test_upgrade_recovery.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from conftest import RUN_ID, RUN_LABEL, wait_for_deployment
+from support import put_mode, wait_until
+from upgrade_images import ComposeLikeStack, build_images, ref
+
+FAST = {"stableFor": "0.5s", "healthTimeout": "20s"}
+
+
+@pytest.fixture(scope="module")
+def images(docker_client):
+    return build_images(docker_client)
+
+
+@pytest.fixture
+def shop(docker_client, images, client):
+    """db (ignored by Maintenance) ← api ← worker, all on version 1, discovered by rsgo."""
+    stack = ComposeLikeStack(docker_client, {RUN_LABEL: RUN_ID})
+    stack.add("db", ignore=True)
+    stack.add("api", depends_on="db", environment={"SHOP_SETTING": "kept"})
+    stack.add("worker", depends_on="api")
+    wait_for_deployment(client, stack.name, 3)
+    yield stack
+    stack.remove()
+
+
+def upgrade(client, stack, **body):
+    return client.post(f"/api/deployments/{stack.name}/upgrade", json={**FAST, **body})
+
+
+def history(client, stack) -> list[dict]:
+    return client.get(f"/api/deployments/{stack.name}/history").json["items"]
+
+
+def mode(client, stack) -> str:
+    return client.get(f"/api/deployments/{stack.name}").json["operationMode"]
+
+
+def test_an_upgrade_recreates_the_listed_service_restarts_its_dependents_and_keeps_the_database(client, shop,
+                                                                                                  images):
+    db_started = shop.inspect("db")["State"]["StartedAt"]
+    old_api = shop.inspect("api")
+    answer = upgrade(client, shop, images={"api": ref("2")}, reason="release 2")
+    assert answer.status_code == 200, answer.json
+    body = answer.json
+    assert body["status"] == "succeeded" and body["kind"] == "upgrade"
+    assert answer.headers["Location"] == body["url"] == f"/api/upgrades/{body['id']}"
+    api = shop.inspect("api")
+    assert api["Id"] != old_api["Id"] and api["Image"] == images["2"] and api["State"]["Running"]
+    assert "APP_VERSION=2" in api["Config"]["Env"] and "SHOP_SETTING=kept" in api["Config"]["Env"]
+    assert api["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert shop.inspect("db")["State"]["StartedAt"] == db_started, "the ignored database kept running"
+    assert shop.inspect("worker")["State"]["Running"]
+    roles = {c["name"]: (c["role"], c["step"]) for c in body["containers"]}
+    assert roles == {f"{shop.name}-api-1": ("recreate", "healthy"), f"{shop.name}-worker-1": ("stop", "healthy")}
+    recreated = next(c for c in body["containers"] if c["role"] == "recreate")
+    assert recreated["from"] == {"ref": ref("1"), "id": images["1"]}
+    assert recreated["to"] == {"ref": ref("2"), "id": images["2"]}
+    assert [step["step"] for step in body["steps"]] == ["pull", "stop", "set aside", "recreate", "start", "verify"]
+    assert all(step["result"] == "succeeded" for step in body["steps"])
+    # The previous container is kept aside, stopped, never restarted by Docker, out of the stack's view.
+    kept = shop.client.api.inspect_container(recreated["keptAsideAs"])
+    assert kept["Id"] == old_api["Id"] and not kept["State"]["Running"]
+    assert kept["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    assert client.get(f"/api/deployments/{shop.name}").json["containerCounts"]["total"] == 3
+    # History: Normal -> Migrating -> Normal, naming the image change.
+    entries = history(client, shop)[:2]
+    assert [(e["previousMode"], e["newMode"], e["outcome"]) for e in entries] == [
+        ("Migrating", "Normal", "succeeded"), ("Normal", "Migrating", "succeeded")]
+    assert f"{shop.name}-api-1: {ref('1')} → 2" in entries[1]["reason"] and "release 2" in entries[1]["reason"]
+    assert mode(client, shop) == "Normal"
+    listed = client.get(f"/api/deployments/{shop.name}/upgrades").json
+    assert [item["id"] for item in listed["items"]] == [body["id"]] and listed["rollbackAvailable"] is True
+
+
+def test_rollback_after_a_success_puts_the_previous_image_back_without_a_registry(client, shop, images,
+                                                                                  docker_client):
+    first = upgrade(client, shop, images={"api": ref("2")})
+    assert first.status_code == 200, first.json
+    # Only the id remains (the containers pin it): a rollback that needed the tag, or a registry, would fail.
+    docker_client.api.remove_image(ref("1"), force=True, noprune=True)
+    try:
+        answer = client.post(f"/api/deployments/{shop.name}/rollback", json={"reason": "2 is slow"})
+        assert answer.status_code == 200, answer.json
+        assert answer.json["kind"] == "rollback" and answer.json["rollbackOf"] == first.json["id"]
+        api = shop.inspect("api")
+        assert api["Image"] == images["1"] and api["State"]["Running"]
+        assert api["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped", "its restart policy is back"
+        assert shop.inspect("worker")["State"]["Running"]
+        assert mode(client, shop) == "Normal"
+        again = client.post(f"/api/deployments/{shop.name}/rollback", json={})
+        assert again.status_code == 409 and again.json["code"] == "nothing_to_roll_back"
+    finally:
+        docker_client.images.get(images["1"]).tag(*ref("1").split(":"))
+
+
+def test_a_failed_migration_rolls_back_and_leaves_the_stack_failed_with_its_log(client, shop, images):
+    old_api = shop.inspect("api")
+    answer = upgrade(client, shop, images={"api": ref("2")},
+                     migration={"service": "api", "command": "sh -c 'echo migrating $APP_VERSION; exit 3'"})
+    assert answer.status_code == 502 and answer.json["code"] == "upgrade_failed", answer.json
+    body = answer.json["upgrade"]
+    assert body["status"] == "failed"
+    assert body["migration"]["exitCode"] == 3 and body["migration"]["started"] is True
+    assert "migrating 2" in body["migration"]["log"], "the migration ran from the new image with its environment"
+    api = shop.inspect("api")
+    assert api["Id"] == old_api["Id"] and api["State"]["Running"], "the previous container runs again"
+    assert api["Name"] == f"/{shop.name}-api-1"
+    assert mode(client, shop) == "Failed", "the schema may already be migrated: a person decides"
+    assert "schema may already be migrated" in client.get(f"/api/deployments/{shop.name}").json["trigger"]["reason"]
+    leftovers = shop.client.containers.list(all=True, filters={"label": f"rsgo.upgrade={body['id']}"})
+    assert leftovers == [], "the migration's container is removed"
+
+
+def test_a_migration_that_outlasts_its_timeout_is_killed_and_rolled_back(client, shop):
+    answer = upgrade(client, shop, images={"api": ref("2")},
+                     migration={"service": "api", "command": ["sleep", "60"], "timeout": "2s"})
+    assert answer.status_code == 502, answer.json
+    migration = answer.json["upgrade"]["migration"]
+    assert migration["timedOut"] is True and migration["exitCode"] is None, migration
+    assert shop.inspect("api")["State"]["Running"] and shop.inspect("api")["Image"] != ""
+    assert mode(client, shop) == "Failed"
+
+
+def test_an_unhealthy_new_image_is_rolled_back_to_normal(client, shop, images):
+    old_api = shop.inspect("api")
+    answer = upgrade(client, shop, images={"api": ref("unhealthy")})
+    assert answer.status_code == 502 and answer.json["code"] == "upgrade_failed", answer.json
+    body = answer.json["upgrade"]
+    assert body["status"] == "rolled-back" and "unhealthy" in body["error"]
+    api = shop.inspect("api")
+    assert api["Id"] == old_api["Id"] and api["State"]["Running"] and api["Image"] == images["1"]
+    assert api["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert shop.inspect("worker")["State"]["Running"]
+    assert mode(client, shop) == "Normal", "no migration ran and the rollback is healthy"
+    assert history(client, shop)[0]["outcome"] == "failed"
+
+
+def test_a_missing_image_answers_502_before_anything_stops(client, shop):
+    started = {service: shop.inspect(service)["State"]["StartedAt"] for service in ("db", "api", "worker")}
+    answer = upgrade(client, shop, images={"api": "127.0.0.1:9/nowhere/api:404"})
+    assert answer.status_code == 502 and answer.json["code"] == "image_pull_failed", answer.json
+    assert "127.0.0.1:9/nowhere/api:404" in answer.json["detail"]
+    assert {service: shop.inspect(service)["State"]["StartedAt"] for service in started} == started
+    assert mode(client, shop) == "Normal"
+    assert answer.json["upgrade"]["status"] == "failed"
+
+
+def test_an_unknown_service_is_refused_naming_it_and_nothing_is_touched(client, shop):
+    started = shop.inspect("api")["State"]["StartedAt"]
+    answer = upgrade(client, shop, images={"api": ref("2"), "payments": ref("2")})
+    assert answer.status_code == 400 and answer.json["field"] == "images.payments", answer.json
+    assert "payments" in answer.json["detail"]
+    assert shop.inspect("api")["State"]["StartedAt"] == started
+    assert client.get(f"/api/deployments/{shop.name}/upgrades").json["items"] == []
+
+
+def test_an_upgrade_is_refused_unless_normal_and_blocks_mode_changes_while_it_runs(client, shop):
+    assert put_mode(client, shop.name, "Maintenance").status_code == 200
+    refused = upgrade(client, shop, images={"api": ref("2")})
+    assert refused.status_code == 409 and refused.json["code"] == "transition_not_allowed", refused.json
+    assert put_mode(client, shop.name, "Normal").status_code == 200
+    results = {}
+    thread = threading.Thread(target=lambda: results.setdefault(
+        "upgrade", upgrade(client, shop, images={"api": ref("2")}, stableFor="3s")))
+    thread.start()
+    try:
+        wait_until(lambda: mode(client, shop) == "Migrating", 20, message="the upgrade in Migrating")
+        busy = put_mode(client, shop.name, "Maintenance")
+        assert busy.status_code == 409 and busy.json["code"] == "transition_in_progress", busy.json
+        second = upgrade(client, shop, images={"api": ref("1")})
+        assert second.status_code == 409 and second.json["code"] == "transition_in_progress", second.json
+    finally:
+        thread.join(60)
+    assert results["upgrade"].status_code == 200, results["upgrade"].json
