@@ -15,6 +15,7 @@ import threading
 from rsgo import deployment_queries, events
 from rsgo.db import release_thread_connection
 from rsgo.docker_ops import (
+    ASIDE_MARK,
     STACK_LABEL,
     ContainerInfo,
     ContainerNotFound,
@@ -242,7 +243,13 @@ class DiscoveryService:
             self._inventory.remove(event["name"], event["id"])
             return
         try:
-            self._inventory.update(self._gateway.inspect(event["id"]))
+            container = self._gateway.inspect(event["id"])
+            if ASIDE_MARK in container.name:
+                # Kept aside by an upgrade (renamed): no longer the stack's; its old name's entry stays
+                # until the container that replaces it (or the one put back) takes the name.
+                self._inventory.remove(container.name, container.id)
+                return
+            self._inventory.update(container)
         except ContainerNotFound:
             self._inventory.remove(event["name"], event["id"])
         except DockerError as error:

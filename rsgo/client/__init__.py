@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from rsgo.client import commands
+from rsgo.client import commands, upgrade
 from rsgo.client.arguments import COMMANDS, parser_for
 from rsgo.client.http import Api, ClientError, base_url, read_token
 from rsgo.client.maintenance import Wrapper
@@ -23,7 +23,8 @@ def _maintenance(api: Api, args) -> int:
 
 
 HANDLERS = {"status": commands.status, "mode": commands.mode, "history": commands.history,
-            "check": commands.check, "maintenance": _maintenance}
+            "check": commands.check, "maintenance": _maintenance, "upgrade": upgrade.upgrade,
+            "rollback": upgrade.rollback}
 
 
 def run(argv: list[str]) -> int:

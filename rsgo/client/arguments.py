@@ -22,6 +22,8 @@ COMMANDS = {
     "maintenance": "run a command while a stack is in Maintenance; it returns to Normal after (over rsgo's API)",
     "history": "a stack's history of mode changes (over rsgo's API)",
     "check": "run a stack's observer now (over rsgo's API)",
+    "upgrade": "recreate a stack's services from new images, with a migration and rollback (over rsgo's API)",
+    "rollback": "put back the containers a stack's last upgrade replaced (over rsgo's API)",
 }
 
 _DESCRIPTIONS = {
@@ -44,6 +46,15 @@ _DESCRIPTIONS = {
                 "rsgo history my-app --limit 5"),
     "check": ("Run STACK's observer now and act on what it reads, as a scheduled check would.",
               "rsgo check my-app"),
+    "upgrade": ("Recreate STACK's named services from new images in Migrating: every image is pulled first (a\n"
+                "missing one stops nothing), dependents stop with them, the optional migration runs from the new\n"
+                "image, each dependency level must be healthy before the next starts. A failure puts the previous\n"
+                "containers back (Normal if no migration ran, else Failed). Follows it to its end.",
+                "rsgo upgrade shop --image api=registry.example.com/shop/api:2.1 --migrate './manage migrate' "
+                '--reason "release 2.1"'),
+    "rollback": ("Put back the containers STACK's last succeeded upgrade replaced (rsgo keeps them, stopped,\n"
+                 "until the next upgrade succeeds; no registry is needed). Follows it to its end.",
+                 'rsgo rollback shop --reason "2.1 is slow"'),
 }
 
 _MAINTENANCE_CODES = """exit codes: CMD's exit code (128+N when CMD ended by signal N, or when this wrapper got signal N
@@ -91,6 +102,27 @@ def parser_for(name: str) -> ClientParser:
         parser.add_argument("--reason", help="why (shown in the history and on the dashboard)")
         parser.add_argument("--for", dest="duration", metavar="DURATION",
                             help="e.g. 45m or 2h: rsgo ends the Maintenance by itself after that long")
+    elif name == "upgrade":
+        parser.add_argument("stack", metavar="STACK")
+        parser.add_argument("--image", action="append", metavar="SERVICE=IMAGE",
+                            help="a compose service (or container name) and its new image; repeat for more")
+        parser.add_argument("--migrate", metavar="CMD", help="a migration command, run once from the new image")
+        parser.add_argument("--migrate-service", metavar="SERVICE",
+                            help="whose new image, environment and volumes the migration runs with "
+                                 "(default: the one --image service)")
+        parser.add_argument("--migration-timeout", metavar="DURATION", help="default 15m")
+        parser.add_argument("--pull", choices=("missing", "always"), default="missing",
+                            help="pull only images not present (default) or always")
+        parser.add_argument("--health-timeout", metavar="DURATION", help="how long a container may take to be "
+                                                                         "healthy (default 2m)")
+        parser.add_argument("--stable-for", metavar="DURATION", help="how long one without a healthcheck must run "
+                                                                     "without a restart (default 10s)")
+        parser.add_argument("--reason", help="why (shown in the history)")
+        parser.add_argument("--no-wait", action="store_true", help="return once the upgrade has started")
+    elif name == "rollback":
+        parser.add_argument("stack", metavar="STACK")
+        parser.add_argument("--reason", help="why (shown in the history)")
+        parser.add_argument("--no-wait", action="store_true", help="return once the rollback has started")
     elif name == "history":
         parser.add_argument("stack", metavar="STACK")
         parser.add_argument("--limit", type=int, default=20, help="how many entries (1-500, default 20)")
