@@ -124,3 +124,16 @@ def plan_upgrade(units: list[ContainerInfo], inspects: dict[str, dict], request:
             raise UpgradeRequestInvalid(f"migration.service {wanted!r} is not among the containers this upgrade "
                                         "recreates; nothing was touched", "migration.service")
     return UpgradePlan(planned, kept, source)
+
+
+def describe_changes(rows: list[PlannedContainer], *, backwards: bool = False) -> str:
+    """"api: shop/api:2.0 → 2.1, worker: …" (the tag only when the repository stays the same)."""
+    parts = []
+    for row in rows:
+        if row.role != RECREATE:
+            continue
+        before, after = (row.new_ref or "", row.old_ref) if backwards else (row.old_ref, row.new_ref or "")
+        repository, _, tag = after.rpartition(":")
+        shown_after = tag if repository and before.rpartition(":")[0] == repository and "/" not in tag else after
+        parts.append(f"{row.name}: {before} → {shown_after}")
+    return ", ".join(parts)

@@ -5,7 +5,6 @@ previous containers back from any point of the sequence, from Docker's state and
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +110,8 @@ class Procedure:
         self._note(row.name, "stopping")
         unit = self._units.get(row.name)
         grace = stop_grace(unit, self._default_stop_timeout) if unit else self._default_stop_timeout
-        self.gateway.stop(row.old_id, grace)
+        # By name: the container there now (the old one for an upgrade, the upgraded one for a rollback).
+        self.gateway.stop(row.name, grace)
         self._note(row.name, "stopped")
 
     def set_aside(self) -> None:
@@ -246,9 +246,12 @@ class Procedure:
         return problems
 
 
-def stored_plan(upgrade_id: int) -> list[PlannedContainer]:
-    return journal.as_plan(journal.containers(upgrade_id))
-
-
-def dumps(value) -> str:
-    return json.dumps(value, sort_keys=True)
+def container_states(gateway: DockerGateway, names: list[str]) -> str:
+    """"api running, worker exited": what a person finds after a failure."""
+    states = []
+    for name in names:
+        try:
+            states.append(f"{name} {gateway.inspect(name).state}")
+        except DockerError:
+            states.append(f"{name} missing")
+    return ", ".join(states)

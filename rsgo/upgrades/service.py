@@ -32,8 +32,8 @@ from rsgo.mode_change import (
 from rsgo.models import Deployment, Upgrade
 from rsgo.modes import Mode
 from rsgo.upgrades import journal, recovery
-from rsgo.upgrades.planning import RECREATE, PlannedContainer, UpgradePlan, plan_upgrade
-from rsgo.upgrades.procedure import Procedure, StepFailed
+from rsgo.upgrades.planning import UpgradePlan, describe_changes, plan_upgrade
+from rsgo.upgrades.procedure import Procedure, StepFailed, container_states
 from rsgo.upgrades.request import DEFAULT_HEALTH_TIMEOUT, DEFAULT_STABLE_FOR, UpgradeRequest
 
 log = logging.getLogger(__name__)
@@ -41,19 +41,6 @@ log = logging.getLogger(__name__)
 
 class NothingToRollBack(ModeChangeRefused):
     code = "nothing_to_roll_back"
-
-
-def describe_changes(rows: list[PlannedContainer], *, backwards: bool = False) -> str:
-    """"api: shop/api:2.0 → 2.1, worker: …" (the tag only when the repository stays the same)."""
-    parts = []
-    for row in rows:
-        if row.role != RECREATE:
-            continue
-        before, after = (row.new_ref or "", row.old_ref) if backwards else (row.old_ref, row.new_ref or "")
-        repository, _, tag = after.rpartition(":")
-        shown_after = tag if repository and before.rpartition(":")[0] == repository and "/" not in tag else after
-        parts.append(f"{row.name}: {before} → {shown_after}")
-    return ", ".join(parts)
 
 
 class UpgradeService:
@@ -86,7 +73,10 @@ class UpgradeService:
         handed_over = False
         try:
             deployment, environment, units = self._prepare(deployment_id, mode_request, (Mode.NORMAL,))
-            inspects = self._inspect_all(environment.gateway, units)
+            try:
+                inspects = self._inspect_all(environment.gateway, units)
+            except DockerError as error:
+                self._refuse(deployment, mode_request, DockerUnavailable(f"nothing was touched: {error}"))
             plan = plan_upgrade(units, inspects, request)
             upgrade = journal.create(deployment, kind="upgrade", request=request.stored(), source=source, actor=actor,
                                      reason=request.reason, address=address, plan=plan)
@@ -370,24 +360,15 @@ class UpgradeService:
 
     def fail(self, deployment: Deployment, upgrade_id: int, mode_request: ModeChangeRequest, reason: str, *,
                 recovered: bool = False) -> None:
-        states = self._container_states(deployment, upgrade_id)
+        try:
+            gateway = self.environments.usable(deployment.environment, known_unreachable_fails=False).gateway
+            states = container_states(gateway, [row.name for row in journal.containers(upgrade_id)])
+        except (EnvironmentRemoved, DockerError):
+            states = "unknown (Docker did not answer)"
         self.transitions.announce(transition_records.record_mode_step(
             deployment.id, target=Mode.FAILED, outcome="failed", source="system", actor="system",
             reason=f"{reason}; containers: {states}", requested_at=mode_request.requested_at, error=reason))
         self.announce_finished(deployment.id, journal.finish(upgrade_id, "failed", reason, recovered=recovered))
-
-    def _container_states(self, deployment: Deployment, upgrade_id: int) -> str:
-        try:
-            gateway = self.environments.usable(deployment.environment, known_unreachable_fails=False).gateway
-        except (EnvironmentRemoved, DockerError):
-            return "unknown (Docker did not answer)"
-        states = []
-        for row in journal.containers(upgrade_id):
-            try:
-                states.append(f"{row.name} {gateway.inspect(row.name).state}")
-            except DockerError:
-                states.append(f"{row.name} missing")
-        return ", ".join(states)
 
     def announce_finished(self, deployment_id: int, upgrade: Upgrade) -> None:
         log.info("%s %s of deployment %s: %s", upgrade.kind, upgrade.id, deployment_id, upgrade.status)
@@ -397,3 +378,17 @@ class UpgradeService:
     def recover(self, stopping: threading.Event) -> list[int]:
         """Roll back (or, for a rollback, finish) every upgrade a previous process left unfinished."""
         return recovery.recover_unfinished(self, stopping)
+
+    def preview(self, deployment_id: int, request: UpgradeRequest) -> UpgradePlan:
+        """The plan ``upgrade`` would follow now: the stack read and planned, nothing changed or recorded."""
+        deployment = Deployment.get_by_id(deployment_id)
+        try:
+            environment = self.environments.usable(deployment.environment)
+            units = environment.read_stack(deployment.name)
+            return plan_upgrade(units, self._inspect_all(environment.gateway, units), request)
+        except EnvironmentRemoved as removed:
+            raise EnvironmentRemovedRefused(f"nothing was touched: {removed}") from None
+        except DockerError as error:
+            raise DockerUnavailable(f"nothing was touched: {error}") from None
+        except DependencyCycle as cycle:
+            raise DependencyCycleRefused(f"nothing was touched: {cycle}", cycle=cycle.cycle) from None
