@@ -16,6 +16,13 @@ COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_DEPENDS_ON_LABEL = "com.docker.compose.depends_on"
 # Swarm puts it on the containers of its tasks: they belong to a service, never to a stack of containers.
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"
+# In the name of a container an upgrade replaced and keeps for a rollback: no longer part of its stack.
+ASIDE_MARK = ".rsgo-aside-"
+
+
+def aside_name(name: str, upgrade_id: int) -> str:
+    """The name a container replaced by upgrade ``upgrade_id`` is kept under (``ASIDE_MARK`` marks it)."""
+    return f"{name}{ASIDE_MARK}{upgrade_id}"
 
 
 
@@ -34,6 +41,7 @@ class ContainerInfo:
     has_healthcheck: bool = False
     started_at: str | None = None
     finished_at: str | None = None
+    restart_count: int = 0  # how often Docker's restart policy restarted it (inspect only)
 
     @property
     def stack(self) -> str:
@@ -59,6 +67,13 @@ class ContainerInfo:
 
 
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _is_stack_member(summary: dict) -> bool:
+    """A list row of a container rsgo stops and starts with its stack: not a Swarm task's (its service is
+    what rsgo acts on), not one an upgrade keeps aside (rsgo must not plan, show or start it)."""
+    name = (summary.get("Names") or [""])[0]
+    return SWARM_TASK_LABEL not in (summary.get("Labels") or {}) and ASIDE_MARK not in name
 
 
 def _from_summary(summary: dict) -> ContainerInfo:
@@ -91,6 +106,7 @@ def _from_inspect(attrs: dict) -> ContainerInfo:
         has_healthcheck=bool(healthcheck) and healthcheck[0] != "NONE",
         started_at=state.get("StartedAt"),
         finished_at=state.get("FinishedAt"),
+        restart_count=attrs.get("RestartCount") or 0,
     )
 
 

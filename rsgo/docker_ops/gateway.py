@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import docker
+import docker.auth
+import docker.errors
 import docker.tls
+import docker.utils
+import requests.exceptions
 
-from rsgo.docker_ops.containers import STACK_LABEL, SWARM_TASK_LABEL, ContainerInfo, _from_inspect, _from_summary
+from rsgo.docker_ops.containers import STACK_LABEL, ContainerInfo, _from_inspect, _from_summary, _is_stack_member
 from rsgo.docker_ops.errors import ContainerNotFound, DockerError, NotFound, ServiceStillStopping, _translated
+from rsgo.docker_ops.recreate import CreationRequest, RunOutcome
 from rsgo.docker_ops.services import (
     ServiceInfo,
     _from_service,
@@ -28,6 +35,7 @@ from rsgo.docker_ops.services import (
 # Swarm gives each task its own stop grace period; this is the margin for the orchestrator and the agent.
 SERVICE_STOP_MARGIN = 10
 SERVICE_POLL_INTERVAL = 0.25
+PULL_STALL_SECONDS = 600  # a pull fails after this long without a progress line (or the client's timeout if longer)
 
 
 @dataclass(frozen=True)
@@ -128,12 +136,12 @@ class DockerGateway:
     def list_stack_containers(self, stack: str | None = None) -> list[ContainerInfo]:
         """Every container (running or not) labelled ``rsgo.stack`` (or ``rsgo.stack=<stack>``).
 
-        Never a Swarm task's container, even one labelled so: its service is what rsgo stops and starts.
+        Never a Swarm task's container (its service is what rsgo acts on), nor one an upgrade keeps aside.
         """
         label = STACK_LABEL if stack is None else f"{STACK_LABEL}={stack}"
         with _translated("listing containers"):
             rows = self._api().containers(all=True, filters={"label": label})
-        return [_from_summary(row) for row in rows if SWARM_TASK_LABEL not in (row.get("Labels") or {})]
+        return [_from_summary(row) for row in rows if _is_stack_member(row)]
 
     def inspect(self, name_or_id: str) -> ContainerInfo:
         with _translated(f"inspecting {name_or_id}"):
@@ -164,6 +172,88 @@ class DockerGateway:
     def start(self, name: str) -> None:
         with _translated(f"starting {name}"):
             self._api().start(name)
+
+    def inspect_raw(self, name_or_id: str) -> dict:
+        with _translated(f"inspecting {name_or_id}"):
+            return self._api().inspect_container(name_or_id)
+
+    def image_inspect(self, ref: str) -> dict | None:
+        with _translated(f"inspecting image {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
+            return self._api().inspect_image(ref)
+        return None  # the engine does not have it
+
+    def pull(self, ref: str) -> dict:
+        """Pull ``ref`` (``[host[:port]/]repo[:tag|@digest]``) with the Docker config's credentials; its image
+        inspect. Not the SDK's pull: that reads without a timeout, so a stalled registry would hold it forever."""
+        doing = f"pulling {ref}"
+        repository, tag = docker.utils.parse_repository_tag(ref)  # a digest comes back as the tag: Docker takes it
+        with _translated(doing):
+            auth = docker.auth.get_config_header(self._api(), docker.auth.resolve_repository_name(repository)[0])
+            params = {"fromImage": repository, "tag": tag or "latest"}  # no tag would pull every tag
+            with contextlib.closing(_post(self._api(), "/images/create", params=params, stream=True,
+                                          headers={"X-Registry-Auth": auth} if auth else {},
+                                          timeout=(self._timeout, max(self._timeout, PULL_STALL_SECONDS)))) as answer:
+                for line in answer.iter_lines():  # progress lines, or an error once the answer has begun
+                    if line and (error := json.loads(line).get("error")):
+                        raise DockerError(f"{doing}: {error}")
+        if (image := self.image_inspect(ref)) is None:
+            raise DockerError(f"{doing}: Docker reported no error but does not have the image")
+        return image
+
+    def rename(self, name_or_id: str, new_name: str) -> None:
+        with _translated(f"renaming {name_or_id} to {new_name}"):
+            self._api().rename(name_or_id, new_name)
+
+    def set_restart_policy(self, name_or_id: str, policy: dict) -> None:  # {"Name": "always", "MaximumRetryCount": 0}
+        with _translated(f"setting the restart policy of {name_or_id} to {policy.get('Name')}"):
+            self._api().update_container(name_or_id, restart_policy=policy)
+
+    def create(self, request: CreationRequest) -> str:
+        """Create, connect the later networks (raw: the SDK takes only some fields); a failed connect removes it."""
+        with _translated(f"creating {request.name}"):
+            container_id = self._api().create_container_from_config(request.body, request.name)["Id"]
+        try:
+            for network, endpoint in request.later_networks.items():
+                with _translated(f"connecting {request.name} to {network}"):
+                    _post(self._api(), f"/networks/{urllib.parse.quote(network, safe='')}/connect",
+                          json={"Container": container_id, "EndpointConfig": endpoint}, timeout=self._timeout).close()
+        except DockerError:
+            with contextlib.suppress(DockerError):
+                self.remove(container_id, anonymous_volumes=True)
+            raise
+        return container_id
+
+    def remove(self, name_or_id: str, *, anonymous_volumes: bool = False) -> None:
+        """Kill and remove, keeping its volumes; with ``anonymous_volumes`` not those Docker made empty for it."""
+        with _translated(f"removing {name_or_id}"):
+            self._api().remove_container(name_or_id, v=anonymous_volumes, force=True)
+
+    def run_once(self, request: CreationRequest, timeout: float, log_lines: int = 100) -> RunOutcome:
+        """Create, start, wait up to ``timeout`` s, read the last ``log_lines`` lines of output, remove (killing it)
+        with the volumes Docker made empty for it, never one it names. A failed remove is left to the label cleanup."""
+        container_id = self.create(request)
+        try:
+            with _translated(f"starting {request.name}"):
+                self._api().start(container_id)
+            with _translated(f"waiting for {request.name}"):
+                started = time.monotonic()
+                try:
+                    exit_code = self._api().wait(container_id, timeout=timeout)["StatusCode"]
+                except requests.exceptions.RequestException:  # its deadline: a read timeout, typed by the transport
+                    if time.monotonic() - started < timeout:
+                        raise  # not the deadline: a real failure
+                    exit_code = None
+            with _translated(f"reading the output of {request.name}"):
+                output = self._api().logs(container_id, stdout=True, stderr=True, tail=log_lines)
+        finally:
+            with contextlib.suppress(DockerError):  # it must not hide how the run ended
+                self.remove(container_id, anonymous_volumes=True)
+        return RunOutcome(exit_code=exit_code, timed_out=exit_code is None, container_id=container_id,
+                          log_tail=output.decode("utf-8", "replace").splitlines()[-log_lines:])
+
+    def containers_labelled(self, label: str) -> list[dict]:  # rows, running or not; label like "rsgo.upgrade=17"
+        with _translated(f"listing containers labelled {label}"):
+            return self._api().containers(all=True, filters={"label": label})
 
     # -- Swarm services --------------------------------------------------------------------------
 
@@ -286,6 +376,18 @@ class EventStream:
             self._stream.close()
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+def _post(api, path: str, **kwargs):
+    """A POST the SDK cannot make as needed (no default timeout); errors as APIError (a 404 is no container's)."""
+    response = api.post(f"{api.base_url}/v{api.api_version}{path}", **kwargs)
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as error:
+        with contextlib.closing(response):  # after the error read the engine's message from it
+            explained = docker.errors.create_api_error_from_http_exception(error)
+            raise docker.errors.APIError(str(error), response, explanation=explained.explanation) from None
+    return response
 
 
 @contextlib.contextmanager
