@@ -56,7 +56,7 @@ class ComposeLikeStack:
 
     def add(self, service: str, version: str = "1", *, depends_on: str | None = None, ignore: bool = False,
             command=None, environment: dict | None = None, restart: str = "unless-stopped", start: bool = True,
-            stop_signal_slow: bool = False):
+            stop_signal_slow: bool = False, stop_seconds: int = 2, network_mode: str | None = None):
         labels = {"rsgo.stack": self.name, "com.docker.compose.project": self.name,
                   "com.docker.compose.service": service, "com.docker.compose.container-number": "1",
                   **self._labels}
@@ -64,16 +64,19 @@ class ComposeLikeStack:
             labels["com.docker.compose.depends_on"] = f"{depends_on}:service_started:false"
         if ignore:
             labels["rsgo.maintenance"] = "ignore"
-        if stop_signal_slow:  # its TERM trap takes two seconds: a stop that is still under way when rsgo dies
-            command = ["sh", "-c", "trap 'sleep 2; exit 0' TERM; while :; do sleep 0.1; done"]
+        if stop_signal_slow:  # its TERM trap (noted in /tmp/term) takes ``stop_seconds``: a stop still under way
+            command = ["sh", "-c", f"trap 'touch /tmp/term; sleep {stop_seconds}; exit 0' TERM; "
+                       "while :; do sleep 0.1; done"]
         api = self.client.api
         name = f"{self.name}-{service}-1"
         created = api.create_container(
             ref(version), command, name=name, labels=labels, environment=environment or {},
             host_config=api.create_host_config(binds=[f"{self.volume}:/data"],
-                                               restart_policy={"Name": restart} if restart else None),
-            networking_config=api.create_networking_config({self.network: api.create_endpoint_config(
-                aliases=[service])}))
+                                               restart_policy={"Name": restart} if restart else None,
+                                               network_mode=network_mode),
+            # ``network_mode`` ("container:<id>"): it shares that namespace and joins no network of its own.
+            networking_config=None if network_mode else api.create_networking_config(
+                {self.network: api.create_endpoint_config(aliases=[service])}))
         if start:
             api.start(created["Id"])
         return name

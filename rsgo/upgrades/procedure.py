@@ -186,6 +186,9 @@ class Procedure:
         order and gated. Works from any point: only Docker's state and the journal are read. Returns the
         problems (empty: everything that ran before runs again)."""
         problems: list[str] = []
+        # A stop announced but not seen to end (rsgo died during it) goes on in Docker: a start now would
+        # find the container still running, and it would exit just after its gate. It is waited for first.
+        cut_short = [row.name for row in journal.containers(self.upgrade_id) if row.step == "stopping"]
         for summary in self.gateway.containers_labelled(f"{UPGRADE_LABEL}={self.upgrade_id}"):
             try:
                 self.gateway.remove(summary["Id"])  # a migration cut short by a restart
@@ -196,6 +199,11 @@ class Procedure:
                 self._put_back(row)
             except DockerError as error:
                 self._note(row.name, "failed", str(error))
+                problems.append(str(error) if row.name in str(error) else f"{row.name}: {error}")
+        for row in [row for row in self.rows if row.name in cut_short]:
+            try:
+                self._stop_one(row)  # returns once the stop under way has ended (Docker answers at once if it has)
+            except DockerError as error:
                 problems.append(str(error) if row.name in str(error) else f"{row.name}: {error}")
         if problems:
             return problems
