@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from rsgo.docker_ops import (
+    STACK_LABEL,
     ContainerInfo,
     ContainerNotFound,
     CreationRequest,
@@ -28,6 +29,7 @@ from rsgo.upgrades.request import MigrationRequest
 log = logging.getLogger(__name__)
 
 UPGRADE_LABEL = "rsgo.upgrade"  # on a migration's container: which upgrade ran it
+MIGRATION_OF_LABEL = "rsgo.migration-of"  # and for which stack
 MAX_PARALLEL = 16
 
 
@@ -68,6 +70,11 @@ class Procedure:
         self.health_timeout = health_timeout
         self.stable_for = stable_for
         self.new_images: dict[str, dict] = {}  # name -> the new image's inspect answer
+
+    def _stack(self) -> str:
+        """The stack's name, as its containers' labels say it (the journal keeps their inspect answers)."""
+        labels = next(((row.inspect.get("Config") or {}).get("Labels") or {} for row in self.rows), {})
+        return labels.get(STACK_LABEL, "")
 
     def _note(self, name: str, step: str, error: str | None = None, **fields) -> None:
         journal.container_step(self.upgrade_id, name, step, error, **fields)
@@ -129,7 +136,7 @@ class Procedure:
                 image: dict, stack: str):
         """Run the migration to its end; returns its RunOutcome (the caller decides what it means)."""
         name = f"{stack}-rsgo-migration-{self.upgrade_id}"
-        labels = {UPGRADE_LABEL: str(self.upgrade_id), "rsgo.role": "migration", "rsgo.migration-of": stack}
+        labels = {UPGRADE_LABEL: str(self.upgrade_id), "rsgo.role": "migration", MIGRATION_OF_LABEL: stack}
         if source is None:
             request = CreationRequest(name=name, body={"Image": image_ref, "Cmd": migration.command, "Labels": labels,
                                                        "HostConfig": {"RestartPolicy": {"Name": "no"}}},
@@ -190,6 +197,8 @@ class Procedure:
         # find the container still running, and it would exit just after its gate. It is waited for first.
         cut_short = [row.name for row in journal.containers(self.upgrade_id) if row.step == "stopping"]
         for summary in self.gateway.containers_labelled(f"{UPGRADE_LABEL}={self.upgrade_id}"):
+            if (summary.get("Labels") or {}).get(MIGRATION_OF_LABEL) != self._stack():
+                continue  # another rsgo's upgrade with the same number (ids start at 1 in every database)
             try:
                 self.gateway.remove(summary["Id"])  # a migration cut short by a restart
             except DockerError as error:
