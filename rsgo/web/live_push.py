@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # Only what changes a page wakes the renderer (hundreds of observer checks a second must not).
 _PUSHED_EVENTS = events.DEPLOYMENT_PAGE_EVENTS | {events.CONTAINER_CHANGED, events.DEPLOYMENT_DISCOVERED,
                                                   events.AUDIT_RECORDED, events.ENVIRONMENT_CHANGED}
+# An upgrade's steps change only its page's Upgrade panel (its mode changes come as mode events).
+_UPGRADE_EVENTS = frozenset({events.UPGRADE_PROGRESS, events.UPGRADE_FINISHED})
+_PUSHED_EVENTS |= _UPGRADE_EVENTS
 
 
 class LivePush:
@@ -69,8 +72,12 @@ class LivePush:
         discovered: list[int] = []
         audit_ids: list[int] = []
         environments: list[str] = []
+        upgrades: dict[int, bool] = {}  # deployment id -> an upgrade of it finished
         for kind, payload in batch:
-            if kind in events.DEPLOYMENT_PAGE_EVENTS:
+            if kind in _UPGRADE_EVENTS:
+                finished = kind == events.UPGRADE_FINISHED
+                upgrades[payload["deployment_id"]] = upgrades.get(payload["deployment_id"], False) or finished
+            elif kind in events.DEPLOYMENT_PAGE_EVENTS:
                 if payload.get("deployment_id") is not None:
                     deployment_ids.append(payload["deployment_id"])
             elif kind == events.CONTAINER_CHANGED:
@@ -93,6 +100,9 @@ class LivePush:
         for deployment_id in dict.fromkeys(deployment_ids):
             if deployment_id not in discovered:
                 self._push_deployment(deployment_id)
+        for deployment_id, finished in upgrades.items():
+            if finished or deployment_id not in deployment_ids:  # else its whole page went out just now
+                self._push_upgrade(deployment_id, finished)
         for entry_id in audit_ids:
             self._push_audit_entry(entry_id)
 
@@ -114,6 +124,16 @@ class LivePush:
         self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
             render_template(template, d=d, t=t, oob="true", can_operate=can_operate)
             for template in page_context.DEPLOYMENT_REGIONS.values()))
+
+    def _push_upgrade(self, deployment_id: int, finished: bool) -> None:
+        """The Upgrade panel's status; once an upgrade ended, its form too (with the images now running)."""
+        deployment = Deployment.get_or_none(Deployment.id == deployment_id)
+        if deployment is None:
+            return
+        d = page_context.detail(deployment, self._runtime)
+        templates = ["deployments/_upgrade_status.html"] + (["deployments/_upgrade_form.html"] if finished else [])
+        self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
+            render_template(template, d=d, oob="true", can_operate=can_operate) for template in templates))
 
     def _push_new_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)

@@ -11,6 +11,7 @@ from rsgo import deployment_queries
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
 from rsgo.modes import Mode
+from rsgo.web import upgrade_context
 from rsgo.web.api_json import (
     deployment_detail,
     deployment_list,
@@ -31,6 +32,7 @@ DEPLOYMENT_REGIONS = {
     "containers": "deployments/_containers.html",
     "observer": "deployments/_observer.html",
     "windows": "deployments/_windows.html",
+    "upgrades": "deployments/_upgrade_status.html",
 }
 
 
@@ -113,6 +115,7 @@ def detail(deployment: Deployment, runtime) -> dict:
     """The deployment page's context: the API's detail plus the page link."""
     body = deployment_detail(runtime, deployment)
     body["pageUrl"] = url_for("pages.deployment_page", ref=deployment.id)
+    body["upgrades"] = upgrade_context.panel(deployment.id, body["containers"])
     return body
 
 
