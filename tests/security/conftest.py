@@ -57,6 +57,10 @@ NEEDS = {
     "admin.tokens": "admin", "admin.create_token": "admin", "admin.revoke_token": "admin", "admin.security": "admin",
     "admin.webhooks": "admin", "admin.add_webhook": "admin", "admin.delete_webhook": "admin",
     "metrics.scrape": "read",
+    "api_upgrades.start_upgrade": "operate", "api_upgrades.start_rollback": "operate",
+    "api_upgrades.show_upgrade": "read", "api_upgrades.list_upgrades": "read",
+    "upgrade_pages.preview": "operate", "upgrade_pages.start_upgrade": "operate",
+    "upgrade_pages.rollback_form": "operate", "upgrade_pages.rollback": "operate",
 }
 CHECKED_INSIDE = {"metrics.scrape"}  # views that check the caller themselves instead of with @requires
 # Public, and what an anonymous caller gets there (a POST without the CSRF token is refused even here).
@@ -261,6 +265,15 @@ class Estate:
         return window.json()["id"]
 
     @cached_property
+    def upgrade_id(self) -> int:
+        """An upgrade that failed at its pull: a real row, and nothing of the stack was touched."""
+        failed = requests.post(f"{self.server.url}/api/deployments/{self.a_id}/upgrade", headers=self.server.headers,
+                               json={"images": {self.a.container_name("api"): "127.0.0.1:9/nowhere/api:1"},
+                                     "reason": "setup"}, timeout=60)
+        assert failed.status_code == 502, failed.text
+        return failed.json()["upgrade"]["id"]
+
+    @cached_property
     def admin_id(self) -> int:
         return user_id(self.server, ADMIN_USER)
 
@@ -277,6 +290,7 @@ class Estate:
     def path(self, rule, endpoint: str, user: int | None = None) -> str:
         values = {"ref": lambda: self.o_id if endpoint in OBSERVER_ROUTES else self.a_id,
                   "transition_id": lambda: self.transition_id, "window_id": lambda: self.window_id,
+                  "upgrade_id": lambda: self.upgrade_id,
                   "token_id": lambda: self.admin_token_id, "webhook_id": lambda: self.webhook_id,
                   "user_id": lambda: user if user is not None else self.admin_id, "filename": lambda: "rsgo.css"}
         unknown = set(rule.arguments) - set(values)
@@ -298,6 +312,12 @@ def call(server, caller, method: str, endpoint: str, path: str, tag: str, header
         kwargs["data"] = {"newMode": "Maintenance", "reason": f"{tag} tries"}
     elif endpoint == "pages.add_adhoc_window":
         kwargs["data"] = {"hours": "1", "reason": f"{tag} tries"}
+    elif endpoint == "api_upgrades.start_upgrade":
+        kwargs["json"] = {"images": {"api": "rsgo-test/busybox:2"}, "reason": f"{tag} tries"}
+    elif endpoint == "api_upgrades.start_rollback":
+        kwargs["json"] = {"reason": f"{tag} tries"}
+    elif endpoint in ("upgrade_pages.start_upgrade", "upgrade_pages.rollback"):
+        kwargs["data"] = {"reason": f"{tag} tries"}
     elif endpoint == "admin.create_user":
         kwargs["data"] = {"username": f"made-by-{tag}", "password": PASSWORD, "role": "admin"}
     elif endpoint == "admin.change_role":

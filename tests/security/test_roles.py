@@ -114,14 +114,18 @@ def test_a_viewer_reads_every_page_and_route_but_sees_no_controls_and_is_refused
     windows = requests.get(f"{server.url}/api/deployments/{estate.a_id}/windows", headers=server.headers, timeout=10)
     assert [w["id"] for w in windows.json()["items"]] == [estate.window_id]
     # Both refused mode changes are in the audit trail with who asked and from where.
+    # (Maintenance: the mode changes; Migrating: an upgrade and a rollback, each through the API and a page.)
     refused = database_rows(server, "SELECT source, actor, address, outcome, requested_mode FROM audit_entries "
-                                    "WHERE deployment_id = ? AND actor = ? ORDER BY source", estate.a_id, name)
+                                    "WHERE deployment_id = ? AND actor = ? ORDER BY source, requested_mode",
+                            estate.a_id, name)
     assert refused == [("api", name, "127.0.0.1", "rejected", "Maintenance"),
-                       ("ui", name, "127.0.0.1", "rejected", "Maintenance")]
+                       *[("api", name, "127.0.0.1", "rejected", "Migrating")] * 2,
+                       ("ui", name, "127.0.0.1", "rejected", "Maintenance"),
+                       *[("ui", name, "127.0.0.1", "rejected", "Migrating")] * 2]
     history = requests.get(f"{server.url}/api/history", params={"actor": name}, headers=server.headers,
                            timeout=10).json()["items"]
     assert sorted((e["source"], e["outcome"], e["deployment"]) for e in history) == [
-        ("api", "rejected", estate.a.name), ("ui", "rejected", estate.a.name)]
+        *[("api", "rejected", estate.a.name)] * 3, *[("ui", "rejected", estate.a.name)] * 3]
 
     # The pages show the viewer no control at all: no mode buttons, no "Check now", no window form.
     for path in ("/", f"/deployments/{estate.a_id}", f"/deployments/{estate.o_id}", "/history"):
