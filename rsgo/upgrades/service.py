@@ -344,13 +344,16 @@ class UpgradeService:
         problems = procedure.restore()
         journal.end_step(upgrade_id, "failed" if problems else "succeeded", "; ".join(problems) or None)
         migrated = Upgrade.get_by_id(upgrade_id).migration_started
-        if problems or migrated:
-            cause = ("the migration had started, so the schema may already be migrated; check it before choosing "
-                     "a mode" if not problems else "the rollback failed: " + "; ".join(problems))
+        if problems:
             self.fail(deployment, upgrade_id, mode_request,
-                         f"upgrade {upgrade_id} failed ({why}); previous containers restored; {cause}"
-                         if not problems else f"upgrade {upgrade_id} failed ({why}); {cause}",
-                         recovered=recovered)
+                      f"upgrade {upgrade_id} failed ({why}); the rollback failed: {'; '.join(problems)}",
+                      recovered=recovered)
+            return
+        if migrated:
+            self.fail(deployment, upgrade_id, mode_request,
+                      f"upgrade {upgrade_id} failed ({why}); previous containers restored; the migration had "
+                      "started, so the schema may already be migrated: check it before choosing a mode",
+                      recovered=recovered)
             return
         self.transitions.announce(transition_records.record_mode_step(
             deployment.id, target=Mode.NORMAL, outcome="failed", source="system", actor="system",

@@ -40,7 +40,12 @@ def _answer(upgrade: Upgrade, waited: bool):
     if any(step["step"] == "pull" and step["result"] == "failed" for step in body["steps"]):
         raise Problem(502, "image_pull_failed", f"upgrade {upgrade.id}: {upgrade.error}", upgrade=body)
     code = "rollback_failed" if upgrade.kind == "rollback" else "upgrade_failed"
-    raise Problem(502, code, f"{upgrade.kind} {upgrade.id} {upgrade.status}: {upgrade.error}", upgrade=body)
+    if upgrade.status == "rolled-back":
+        detail = (f"upgrade {upgrade.id} failed and was rolled back: {upgrade.error}; the previous containers run "
+                  "again and the stack is Normal")
+    else:  # failed: the stored error names the upgrade and says what a person must check
+        detail = upgrade.error or f"{upgrade.kind} {upgrade.id} failed"
+    raise Problem(502, code, detail, upgrade=body)
 
 
 @blueprint.post("/deployments/<ref>/upgrade")
