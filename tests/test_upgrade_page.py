@@ -239,7 +239,7 @@ def test_an_operator_starts_an_upgrade_sees_its_steps_arrive_live_then_rolls_it_
     steps = status.locator(".upgrade-steps tbody tr")
     expect(steps).to_have_count(6)
     assert [steps.nth(i).get_attribute("data-step") for i in range(6)] == [
-        "pull", "stop", "set aside", "recreate", "start", "verify"]
+        "pull", "create", "stop", "set aside", "start", "verify"]
     for i in range(6):
         expect(steps.nth(i)).to_have_class("result-succeeded")
         expect(steps.nth(i).locator("td").nth(2)).to_have_text(re.compile(r"^\d+\.\d s$"))

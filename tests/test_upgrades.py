@@ -67,7 +67,7 @@ def test_an_upgrade_recreates_the_listed_service_restarts_its_dependents_and_kee
     recreated = next(c for c in body["containers"] if c["role"] == "recreate")
     assert recreated["from"] == {"ref": ref("1"), "id": images["1"]}
     assert recreated["to"] == {"ref": ref("2"), "id": images["2"]}
-    assert [step["step"] for step in body["steps"]] == ["pull", "stop", "set aside", "recreate", "start", "verify"]
+    assert [step["step"] for step in body["steps"]] == ["pull", "create", "stop", "set aside", "start", "verify"]
     assert all(step["result"] == "succeeded" for step in body["steps"])
     # The previous container is kept aside, stopped, never restarted by Docker, out of the stack's view.
     kept = shop.client.api.inspect_container(recreated["keptAsideAs"])

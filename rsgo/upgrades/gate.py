@@ -8,7 +8,7 @@ import time
 
 from rsgo.docker_ops import ContainerNotFound, DockerGateway
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1  # a level's dependents start this much after it passed, at most
 
 
 class GateFailed(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from rsgo.docker_ops import (
     STACK_LABEL,
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 UPGRADE_LABEL = "rsgo.upgrade"  # on a migration's container: which upgrade ran it
 MIGRATION_OF_LABEL = "rsgo.migration-of"  # and for which stack
 MAX_PARALLEL = 16
+
+
+def incoming_name(name: str, upgrade_id: int) -> str:
+    """What a new container is called between its creation and the swap. It carries the aside mark, so
+    discovery leaves it out of the stack as it does the old one."""
+    return f"{aside_name(name, upgrade_id)}-incoming"
 
 
 class StepFailed(Exception):
@@ -70,6 +77,7 @@ class Procedure:
         self.health_timeout = health_timeout
         self.stable_for = stable_for
         self.new_images: dict[str, dict] = {}  # name -> the new image's inspect answer
+        self._new_ids: dict[str, str] = {}  # name -> the new container made for it
 
     def _stack(self) -> str:
         """The stack's name, as its containers' labels say it (the journal keeps their inspect answers)."""
@@ -122,15 +130,19 @@ class Procedure:
         self._note(row.name, "stopped")
 
     def set_aside(self) -> None:
-        """The old containers are kept (they pin their images and anonymous volumes): renamed, never restarted."""
-        for row in self.rows:
-            if row.role == STOP:
-                continue
-            aside = aside_name(row.name, self.upgrade_id)
-            self._note(row.name, "setting-aside", aside_name=aside)
-            self.gateway.rename(row.old_id, aside)
-            self.gateway.set_restart_policy(row.old_id, {"Name": "no", "MaximumRetryCount": 0})
-            self._note(row.name, "aside")
+        """The old containers out of the way, kept (they pin their images and anonymous volumes) and never
+        restarted; the new ones under their names. Every container at once: the stack is down meanwhile."""
+        errors = _parallel([row for row in self.rows if row.role != STOP], self._swap_one)
+        if errors:
+            raise StepFailed("; ".join(errors))
+
+    def _swap_one(self, row: PlannedContainer) -> None:
+        aside = aside_name(row.name, self.upgrade_id)
+        self._note(row.name, "setting-aside", aside_name=aside)
+        self.gateway.rename(row.old_id, aside)
+        self.gateway.set_restart_policy(row.old_id, {"Name": "no", "MaximumRetryCount": 0})
+        self.gateway.rename(self._new_ids[row.name], row.name)
+        self._note(row.name, "aside")
 
     def migrate(self, migration: MigrationRequest, source: PlannedContainer | None, image_ref: str,
                 image: dict, stack: str):
@@ -147,17 +159,18 @@ class Procedure:
                                         command=migration.command, labels=labels)
         return self.gateway.run_once(request, migration.timeout, journal.MIGRATION_LOG_LINES)
 
-    def recreate(self) -> None:
-        """Each listed container again under its own name, from the new image; level by level, so a
-        container sharing another's network namespace joins the new one."""
+    def create(self) -> None:
+        """Each listed container made again from its new image before anything stops (no downtime yet),
+        under a name of its own until ``set_aside``; level by level, so a container sharing another's
+        network namespace joins the new one."""
         new_ids: dict[str, str] = {}
         for row in [row for row in self.rows if row.role != STOP]:
             old_image = self.gateway.image_inspect(row.old_image_id)
             request = recreation_request(row.inspect, old_image, row.new_ref, self.new_images[row.name],
                                          network_container_ids=new_ids)
             self._note(row.name, "creating")
-            new_id = self.gateway.create(request)
-            new_ids[row.old_id] = new_ids[row.name] = new_id
+            new_id = self.gateway.create(replace(request, name=incoming_name(row.name, self.upgrade_id)))
+            new_ids[row.old_id] = new_ids[row.name] = self._new_ids[row.name] = new_id
             self._note(row.name, "created", new_id=new_id)
 
     def start_and_gate(self, rows: list[PlannedContainer] | None = None) -> None:
@@ -223,6 +236,10 @@ class Procedure:
         return problems
 
     def _put_back(self, row: PlannedContainer) -> None:
+        try:  # made but not yet under its name
+            self.gateway.remove(incoming_name(row.name, self.upgrade_id))
+        except ContainerNotFound:
+            pass
         try:
             current = self.gateway.inspect_raw(row.name)
         except ContainerNotFound:

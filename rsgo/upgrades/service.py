@@ -259,12 +259,12 @@ class UpgradeService:
         self.enter_migrating(deployment, upgrade_id, "upgrade", mode_request, changes)
         try:
             self.set_status(upgrade_id, deployment.id, "stopping")
+            self._step(upgrade_id, deployment.id, "create", procedure.create)
             self._step(upgrade_id, deployment.id, "stop", procedure.stop)
             self._step(upgrade_id, deployment.id, "set aside", procedure.set_aside)
             if migration is not None:
                 self._migrate(deployment, procedure, plan, migration, images)
             self.set_status(upgrade_id, deployment.id, "starting")
-            self._step(upgrade_id, deployment.id, "recreate", procedure.recreate)
             self._step(upgrade_id, deployment.id, "start", procedure.start_and_gate)
             self.set_status(upgrade_id, deployment.id, "verifying")
             self._step(upgrade_id, deployment.id, "verify", procedure.verify)
