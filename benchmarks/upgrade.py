@@ -10,9 +10,12 @@ temp dir with ``image: ${BENCH_UPGRADE_IMAGE}``, so switching the variable from 
 registry is reachable) and differ in content (``/version``); both have ``HEALTHCHECK --interval=1s``
 passing once the command has touched ``/tmp/ready`` (at once: the application starts in no time, so
 what is measured is the orchestration), and a PID 1 that exits at once on SIGTERM. Every service
-carries ``rsgo.stack: <project>``, ``rsgo.depends_on: <its dependency>`` (compose 1.29 writes
-``depends_on`` into no label; compose v2's ``com.docker.compose.depends_on`` would serve as well) and
-the benchmark's run label; the project's network carries the run label too.
+carries ``rsgo.stack: <project>``, ``com.docker.compose.depends_on: <its dependency>:<condition>:false``
+(what compose v2 writes for the same file; compose 1.29 writes no such label, so the file sets it:
+``service_started`` for a plain ``depends_on``, ``service_healthy`` in the gated file) and the
+benchmark's run label; the project's network carries the run label too. rsgo starts a dependent once
+its dependency runs (``service_started``) or passed its gate (``service_healthy``), and gates every
+container before the upgrade counts as done, as the README's "Upgrades" says.
 
 Each round brings a fresh compose project up per side (``docker-compose -p <project> up -d`` with
 v1; every container healthy and rsgo showing all 10 running, then 1 s of quiet), then acts on it:
@@ -23,8 +26,8 @@ v1; every container healthy and rsgo showing all 10 running, then 1 s of quiet),
   what most compose files say). The target's baseline.
 - ``rsgo``: one ``POST /api/deployments/{id}/upgrade`` (operate token) naming all 10 services with
   the v2 image, ``healthTimeout: 2m``, ``stableFor: 0s`` (every service has a healthcheck, so each
-  gate waits for ``healthy``), ``wait: true``. rsgo stops all (dependents first), keeps the old
-  containers aside, recreates, and starts level by level, each level healthy before the next starts.
+  gate waits for ``healthy``), ``wait: true``. rsgo creates the new containers, stops the old ones
+  (dependents first), swaps them, and starts each as its dependency's condition allows.
 - ``compose-gated`` (context, ``--without-gated`` leaves it out): ``up -d`` with v2 on a project whose
   file says ``depends_on: {<dependency>: {condition: service_healthy}}``, compose's own way of waiting
   for a dependency's health before starting a dependent, as rsgo's gate does.
@@ -107,7 +110,9 @@ def compose_file(gated: bool) -> str:
         labels = {"rsgo.stack": "${BENCH_STACK}", common.BENCH_LABEL: common.RUN_ID}
         service = {"image": "${BENCH_UPGRADE_IMAGE}", "labels": labels}
         if dependency:
-            labels["rsgo.depends_on"] = dependency
+            # What compose v2 writes for this file (1.29 writes no such label): rsgo reads the condition.
+            condition = "service_healthy" if gated else "service_started"
+            labels["com.docker.compose.depends_on"] = f"{dependency}:{condition}:false"
             service["depends_on"] = {dependency: {"condition": "service_healthy"}} if gated else [dependency]
         services[name] = service
     return yaml.safe_dump({"version": "2.4", "services": services,

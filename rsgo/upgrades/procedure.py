@@ -26,6 +26,7 @@ from rsgo.upgrades import journal
 from rsgo.upgrades.gate import GateFailed, pass_gate, still_passing
 from rsgo.upgrades.planning import REJOIN, STOP, PlannedContainer
 from rsgo.upgrades.request import MigrationRequest
+from rsgo.upgrades.starting import start_in_order
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +175,17 @@ class Procedure:
             self._note(row.name, "created", new_id=new_id)
 
     def start_and_gate(self, rows: list[PlannedContainer] | None = None) -> None:
-        """Dependencies before dependents; a level starts once the one before passed its gate."""
-        for level in _levels([row for row in (rows or self.rows) if row.was_running]):
-            errors = _parallel(level, self._start_one)
-            if errors:
-                raise StepFailed("; ".join(errors))
+        """Each container once its dependencies came far enough (rsgo.upgrades.starting), then gated."""
+        errors = start_in_order([row for row in (rows or self.rows) if row.was_running], self._start_one,
+                                self._gate_one)
+        if errors:
+            raise StepFailed("; ".join(errors))
 
     def _start_one(self, row: PlannedContainer) -> None:
         self._note(row.name, "starting")
         self.gateway.start(row.name)
+
+    def _gate_one(self, row: PlannedContainer) -> None:
         try:
             passed = pass_gate(self.gateway, row.name, health_timeout=self.health_timeout,
                                stable_for=self.stable_for)
