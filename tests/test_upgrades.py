@@ -7,6 +7,7 @@ test_recreate.py; a restart of rsgo during an upgrade in test_upgrade_recovery.p
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -184,3 +185,31 @@ def test_an_upgrade_is_refused_unless_normal_and_blocks_mode_changes_while_it_ru
     finally:
         thread.join(60)
     assert results["upgrade"].status_code == 200, results["upgrade"].json
+
+
+def test_a_finished_upgrade_reaches_webhooks_and_metrics(make_app, docker_client, images, tmp_path):
+    from test_metrics import by, scrape
+    from test_webhooks import Receiver
+
+    receiver = Receiver()
+    config = tmp_path / "rsgo.yml"
+    config.write_text(f"webhooks:\n  - name: releases\n    url: {receiver.url('/hook')}\n"
+                      "    events: [upgrade.finished]\n")
+    stack = ComposeLikeStack(docker_client, {RUN_LABEL: RUN_ID})
+    try:
+        stack.add("api")
+        client = make_app(RSGO_CONFIG=str(config)).test_client()
+        wait_for_deployment(client, stack.name, 1)
+        assert upgrade(client, stack, images={"api": ref("2")}).status_code == 200
+        assert upgrade(client, stack, images={"api": ref("unhealthy")}).status_code == 502
+        deliveries = wait_until(lambda: len(receiver.at("/hook")) == 2 and receiver.at("/hook"), 30,
+                                message="two upgrade.finished deliveries")
+        bodies = [json.loads(delivery.body) for delivery in deliveries]
+        assert [(b["event"], b["outcome"], b["mode"]) for b in bodies] == [
+            ("upgrade.finished", "succeeded", "Normal"), ("upgrade.finished", "rolled-back", "Normal")]
+        assert bodies[0]["images"] == {"api": ref("2")} and bodies[0]["deployment"]["name"] == stack.name
+        counts = by(scrape(client)["rsgo_upgrades_total"], "outcome")
+        assert counts == {"succeeded": 1.0, "rolled-back": 1.0, "failed": 0.0}
+    finally:
+        receiver.close()
+        stack.remove()
