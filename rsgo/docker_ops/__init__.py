@@ -2,6 +2,8 @@
 
 ``gateway`` holds the SDK client and the calls, ``containers`` what rsgo reads of a container,
 ``services`` what it reads of a Swarm service and the one spec field it changes to stop or start one,
+``service_updates`` a service's image changed by Swarm's rolling update and a stored spec put back (through
+the gateway's client: it imports no ``docker``),
 ``errors`` the translation of every SDK or transport failure into a ``DockerError`` that says what
 rsgo tried and what the engine said (``_translated`` does it, once, around every call), ``recreate``
 the create requests that replace a container with one of a new image (upgrades, migrations).

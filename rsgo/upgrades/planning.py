@@ -68,13 +68,47 @@ def _targets(units: list[ContainerInfo], request: UpgradeRequest) -> dict[str, s
     return targets
 
 
+def is_service_row(row: PlannedContainer) -> bool:
+    """A Swarm service's row: its stored inspect answer is a service's (``Spec``), not a container's."""
+    return "Spec" in row.inspect
+
+
+def _swarm_plan(units: list[ContainerInfo], inspects: dict[str, dict], request: UpgradeRequest,
+                targets: dict[str, str]) -> UpgradePlan:
+    """Services only, in dependency order; each is updated in place by Swarm, so nothing else stops."""
+    by_name = {unit.name: unit for unit in units}
+    containers = sorted(name for name in targets if by_name[name].kind == "container")
+    if containers:
+        services = sorted(name for name in targets if name not in containers)
+        raise UpgradeRequestInvalid(f"images names containers ({', '.join(containers)}) and Swarm services "
+                                    f"({', '.join(services)}): upgrade them in separate requests; nothing was "
+                                    "touched", "images")
+    jobs = sorted(name for name in targets if by_name[name].job)
+    if jobs:
+        raise UpgradeRequestInvalid(f"{', '.join(jobs)}: a Swarm job has no rolling update and is not upgraded; "
+                                    "nothing was touched", "images")
+    if request.migration is not None:
+        raise UpgradeRequestInvalid("migration is not supported for Swarm services (run it as a job of its own "
+                                    "first); nothing was touched", "migration")
+    levels = dependency_levels(units)
+    planned = []
+    for name in sorted(targets, key=lambda n: (levels[n], n)):
+        unit, inspect = by_name[name], inspects[name]
+        image = ((inspect["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+        planned.append(PlannedContainer(name=name, role=RECREATE, level=levels[name], was_running=unit.running,
+                                        old_id=unit.id, old_ref=image, old_image_id="", new_ref=targets[name],
+                                        restart_policy={}, inspect=inspect))
+    kept = sorted(unit.name for unit in units if unit.name not in targets and unit.running)
+    return UpgradePlan(planned, kept, None)
+
+
 def plan_upgrade(units: list[ContainerInfo], inspects: dict[str, dict], request: UpgradeRequest) -> UpgradePlan:
-    """``units``: the stack's containers; ``inspects``: each one's full inspect answer by name."""
-    services = [unit.name for unit in units if unit.kind != "container"]
-    if services:
-        raise UpgradeRequestInvalid(f"{', '.join(sorted(services))}: Swarm services cannot be upgraded by rsgo yet "
-                                    "(use docker service update); nothing was touched", "images")
+    """``units``: the stack's containers (on a Swarm manager also its services); ``inspects``: each one's full
+    inspect answer by name. Named services make a Swarm plan; named containers never touch a service."""
     targets = _targets(units, request)
+    if any(unit.kind == "service" and unit.name in targets for unit in units):
+        return _swarm_plan(units, inspects, request, targets)
+    everything, units = units, [unit for unit in units if unit.kind == "container"]
     by_name = {unit.name: unit for unit in units}
     levels = dependency_levels(units)
     depends = resolve_dependencies(units)
@@ -111,7 +145,7 @@ def plan_upgrade(units: list[ContainerInfo], inspects: dict[str, dict], request:
             old_ref=(inspect.get("Config") or {}).get("Image", ""), old_image_id=inspect.get("Image", ""),
             new_ref=new_ref, restart_policy=dict((inspect.get("HostConfig") or {}).get("RestartPolicy") or {}),
             inspect=inspect))
-    kept = sorted(unit.name for unit in units if unit.name not in roles and unit.running)
+    kept = sorted(unit.name for unit in everything if unit.name not in roles and unit.running)
     source = None
     if request.migration is not None and request.migration.service is not None:
         wanted = request.migration.service

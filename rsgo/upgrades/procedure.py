@@ -20,11 +20,12 @@ from rsgo.docker_ops import (
     aside_name,
     migration_request,
     recreation_request,
+    service_updates,
 )
 from rsgo.lifecycle import stop_grace
 from rsgo.upgrades import journal
 from rsgo.upgrades.gate import GateFailed, pass_gate, still_passing
-from rsgo.upgrades.planning import REJOIN, STOP, PlannedContainer
+from rsgo.upgrades.planning import REJOIN, STOP, PlannedContainer, is_service_row
 from rsgo.upgrades.request import MigrationRequest
 from rsgo.upgrades.starting import start_in_order
 
@@ -65,7 +66,10 @@ def _levels(rows: list[PlannedContainer], descending: bool = False) -> list[list
 
 
 class Procedure:
-    """The steps of one upgrade (or rollback) on one engine."""
+    """The steps of one upgrade (or rollback) of containers on one engine (Swarm services:
+    ``rsgo.upgrades.swarm_procedure``)."""
+
+    swarm = False
 
     def __init__(self, gateway: DockerGateway, upgrade_id: int, rows: list[PlannedContainer], *,
                  units: dict[str, ContainerInfo], default_stop_timeout: float, health_timeout: float,
@@ -272,7 +276,7 @@ class Procedure:
         """The containers ``upgrade_id`` kept aside, removed (their volumes stay); the problems."""
         problems = []
         for row in rows:
-            if row.role == STOP:
+            if row.role == STOP or is_service_row(row):
                 continue
             try:
                 self.gateway.remove(row.old_id)
@@ -281,6 +285,21 @@ class Procedure:
             except DockerError as error:
                 problems.append(f"removing {aside_name(row.name, upgrade_id)}: {error}")
         return problems
+
+
+def inspect_all(gateway: DockerGateway, units: list[ContainerInfo]) -> dict[str, dict]:
+    """Every unit's full inspect answer by name (a Swarm service's: its spec and version), concurrently."""
+    if not units:
+        return {}
+
+    def inspect(unit: ContainerInfo) -> dict:
+        if unit.kind == "container":
+            return gateway.inspect_raw(unit.id)
+        return service_updates.service_inspect(gateway, unit.id)
+
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(units)), thread_name_prefix="rsgo-inspect") as pool:
+        answers = list(pool.map(inspect, units))
+    return {unit.name: answer for unit, answer in zip(units, answers, strict=True)}
 
 
 def container_states(gateway: DockerGateway, names: list[str]) -> str:

@@ -19,6 +19,7 @@ from rsgo.modes import Mode
 from rsgo.upgrades import journal
 from rsgo.upgrades.procedure import Procedure
 from rsgo.upgrades.request import DEFAULT_HEALTH_TIMEOUT, DEFAULT_STABLE_FOR
+from rsgo.upgrades.swarm_procedure import procedure_for
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,10 @@ def _recover_one(service, upgrade: Upgrade, stopping: threading.Event) -> bool:
         if gateway is None:
             return False
         settings = json.loads(upgrade.request)
-        procedure = Procedure(gateway, upgrade.id, journal.as_plan(journal.containers(upgrade.id)), units={},
-                              default_stop_timeout=service.settings.default_stop_timeout,
-                              health_timeout=settings.get("healthTimeout", DEFAULT_HEALTH_TIMEOUT),
-                              stable_for=settings.get("stableFor", DEFAULT_STABLE_FOR))
+        procedure = procedure_for(gateway, upgrade.id, journal.as_plan(journal.containers(upgrade.id)), units={},
+                                  default_stop_timeout=service.settings.default_stop_timeout,
+                                  health_timeout=settings.get("healthTimeout", DEFAULT_HEALTH_TIMEOUT),
+                                  stable_for=settings.get("stableFor", DEFAULT_STABLE_FOR))
         request = ModeChangeRequest(target=Mode.MIGRATING, source=upgrade.source, actor=upgrade.actor,
                                     requested_at=upgrade.requested_at, reason=upgrade.reason, address=upgrade.address)
         why = f"rsgo stopped during {upgrade.kind} {upgrade.id} (while {upgrade.status})"

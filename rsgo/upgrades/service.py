@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from rsgo import audit, deployment_queries, events, transition_records
 from rsgo.db import release_thread_connection, utcnow
-from rsgo.docker_ops import ContainerInfo, DockerError, DockerUnreachable
+from rsgo.docker_ops import DockerError, DockerUnreachable
 from rsgo.environments import EnvironmentRemoved, EnvironmentUnavailable
 from rsgo.lifecycle import DependencyCycle, dependency_levels
 from rsgo.mode_change import (
@@ -33,8 +33,9 @@ from rsgo.models import Deployment, Upgrade
 from rsgo.modes import Mode
 from rsgo.upgrades import journal, recovery
 from rsgo.upgrades.planning import UpgradePlan, describe_changes, plan_upgrade
-from rsgo.upgrades.procedure import Procedure, StepFailed, container_states
+from rsgo.upgrades.procedure import Procedure, StepFailed, inspect_all
 from rsgo.upgrades.request import DEFAULT_HEALTH_TIMEOUT, DEFAULT_STABLE_FOR, UpgradeRequest
+from rsgo.upgrades.swarm_procedure import procedure_for, unit_states
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class UpgradeService:
         try:
             deployment, environment, units = self._prepare(deployment_id, mode_request, (Mode.NORMAL,))
             try:
-                inspects = self._inspect_all(environment.gateway, units)
+                inspects = inspect_all(environment.gateway, units)
             except DockerError as error:
                 self._refuse(deployment, mode_request, DockerUnavailable(f"nothing was touched: {error}"))
             plan = plan_upgrade(units, inspects, request)
@@ -196,19 +197,10 @@ class UpgradeService:
                          DependencyCycleRefused(f"nothing was touched: {cycle}", cycle=cycle.cycle))
         return deployment, environment, units
 
-    @staticmethod
-    def _inspect_all(gateway, units: list[ContainerInfo]) -> dict[str, dict]:
-        containers = [unit for unit in units if unit.kind == "container"]
-        if not containers:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(16, len(containers)), thread_name_prefix="rsgo-inspect") as pool:
-            answers = list(pool.map(lambda unit: gateway.inspect_raw(unit.id), containers))
-        return {unit.name: answer for unit, answer in zip(containers, answers, strict=True)}
-
     def _procedure(self, gateway, upgrade_id, rows, units, health_timeout, stable_for) -> Procedure:
-        return Procedure(gateway, upgrade_id, rows, units={unit.name: unit for unit in units},
-                         default_stop_timeout=self.settings.default_stop_timeout,
-                         health_timeout=health_timeout, stable_for=stable_for)
+        return procedure_for(gateway, upgrade_id, rows, units={unit.name: unit for unit in units},
+                             default_stop_timeout=self.settings.default_stop_timeout,
+                             health_timeout=health_timeout, stable_for=stable_for)
 
     def _refuse(self, deployment: Deployment, request: ModeChangeRequest, refusal: ModeChangeRefused):
         self.transitions.announce_audit(audit.record(
@@ -258,14 +250,19 @@ class UpgradeService:
         changes = describe_changes(procedure.rows)
         self.enter_migrating(deployment, upgrade_id, "upgrade", mode_request, changes)
         try:
-            self.set_status(upgrade_id, deployment.id, "stopping")
-            self._step(upgrade_id, deployment.id, "create", procedure.create)
-            self._step(upgrade_id, deployment.id, "stop", procedure.stop)
-            self._step(upgrade_id, deployment.id, "set aside", procedure.set_aside)
-            if migration is not None:
-                self._migrate(deployment, procedure, plan, migration, images)
-            self.set_status(upgrade_id, deployment.id, "starting")
-            self._step(upgrade_id, deployment.id, "start", procedure.start_and_gate)
+            if procedure.swarm:  # Swarm's rolling update, service after service (rsgo.upgrades.swarm_procedure)
+                self.set_status(upgrade_id, deployment.id, "starting")
+                for row in procedure.rows:
+                    self._step(upgrade_id, deployment.id, f"update {row.name}", partial(procedure.update_one, row))
+            else:
+                self.set_status(upgrade_id, deployment.id, "stopping")
+                self._step(upgrade_id, deployment.id, "create", procedure.create)
+                self._step(upgrade_id, deployment.id, "stop", procedure.stop)
+                self._step(upgrade_id, deployment.id, "set aside", procedure.set_aside)
+                if migration is not None:
+                    self._migrate(deployment, procedure, plan, migration, images)
+                self.set_status(upgrade_id, deployment.id, "starting")
+                self._step(upgrade_id, deployment.id, "start", procedure.start_and_gate)
             self.set_status(upgrade_id, deployment.id, "verifying")
             self._step(upgrade_id, deployment.id, "verify", procedure.verify)
         except (DockerError, StepFailed) as error:
@@ -300,7 +297,8 @@ class UpgradeService:
         changes = describe_changes(procedure.rows, backwards=True)
         self.enter_migrating(deployment, upgrade_id, f"rollback of upgrade {candidate_id}", mode_request, changes)
         try:
-            self._step(upgrade_id, deployment.id, "stop", procedure.stop)
+            if not procedure.swarm:  # Swarm replaces a service's tasks itself
+                self._step(upgrade_id, deployment.id, "stop", procedure.stop)
             self.set_status(upgrade_id, deployment.id, "starting")
 
             def restore() -> None:
@@ -365,7 +363,7 @@ class UpgradeService:
                 recovered: bool = False) -> None:
         try:
             gateway = self.environments.usable(deployment.environment, known_unreachable_fails=False).gateway
-            states = container_states(gateway, [row.name for row in journal.containers(upgrade_id)])
+            states = unit_states(gateway, journal.as_plan(journal.containers(upgrade_id)))
         except (EnvironmentRemoved, DockerError):
             states = "unknown (Docker did not answer)"
         self.transitions.announce(transition_records.record_mode_step(
@@ -388,7 +386,7 @@ class UpgradeService:
         try:
             environment = self.environments.usable(deployment.environment)
             units = environment.read_stack(deployment.name)
-            return plan_upgrade(units, self._inspect_all(environment.gateway, units), request)
+            return plan_upgrade(units, inspect_all(environment.gateway, units), request)
         except EnvironmentRemoved as removed:
             raise EnvironmentRemovedRefused(f"nothing was touched: {removed}") from None
         except DockerError as error:
