@@ -322,3 +322,16 @@ def hung_engine():
     engine = HungEngine()
     yield engine.url
     engine.close()
+
+
+# Tests that use an extra engine (a fixed data root and bridge each, tests/engines.py) run in one
+# xdist worker: two workers would each start, stop and reconfigure the same engine.
+_SHARED_ENGINE_FILES = {"test_environments.py", "test_swarm.py", "test_swarm_gateway.py", "test_swarm_upgrades.py",
+                        "test_client.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in _SHARED_ENGINE_FILES:
+            item.add_marker(pytest.mark.xdist_group("shared-engines"))
