@@ -120,7 +120,8 @@ def test_a_failed_migration_rolls_back_and_leaves_the_stack_failed_with_its_log(
     assert api["Name"] == f"/{shop.name}-api-1"
     assert mode(client, shop) == "Failed", "the schema may already be migrated: a person decides"
     assert "schema may already be migrated" in client.get(f"/api/deployments/{shop.name}").json["trigger"]["reason"]
-    leftovers = shop.client.containers.list(all=True, filters={"label": f"rsgo.upgrade={body['id']}"})
+    leftovers = shop.client.containers.list(all=True, filters={"label": [f"rsgo.upgrade={body['id']}",
+                                                                         f"rsgo.migration-of={shop.name}"]})
     assert leftovers == [], "the migration's container is removed"
 
 
