@@ -93,7 +93,9 @@ def _gateway_when_reachable(environments, deployment: Deployment, stopping: thre
     delay = 0.5
     while True:
         try:
-            return environments.usable(deployment.environment, known_unreachable_fails=False).gateway
+            gateway = environments.usable(deployment.environment, known_unreachable_fails=False).gateway
+            gateway.ping()  # usable() does not ask the engine: a down one is waited for here, not failed on later
+            return gateway
         except (EnvironmentRemoved, EnvironmentUnavailable) as error:
             log.warning("unfinished upgrade of %r left for a later start: %s", deployment.name, error)
             return None
