@@ -161,6 +161,11 @@ class Environments:
             if other.name == name:
                 return None
             other_facts = other.inventory.facts
+            if other_facts is None and not other.disabled and other.inventory.reachable is not False:
+                # Not asked yet: claiming the engine now could make its stacks this name's deployments
+                # before the earlier name turns out to reach the same engine. Retried within seconds.
+                return (f"environment {name} waits for environment {other.name} to answer first (an engine "
+                        f"is managed under one name only, the one declared first)")
             if other_facts is not None and other_facts.engine_id == facts.engine_id:
                 return (f"environment {name} reaches the same Docker engine as environment {other.name} "
                         f"({facts.engine_id.replace('|', ', ')}); an engine is managed under one name only: remove "

@@ -26,16 +26,24 @@ def _run(*command: str) -> None:
 
 @contextlib.contextmanager
 def read_only_database(data_dir):
-    """Bind-mount each database file read-only over itself: connections opened from now on cannot write."""
+    """Bind-mount each database file read-only over itself: connections opened from now on cannot write.
+
+    Each file is bound from a read-only view of the data dir, so it is read-only from the moment it is
+    mounted. Binding it writable and then remounting it read-only would race the server: a connection
+    opened between the two calls holds a writer on the new mount, and the remount fails as busy."""
+    view = data_dir.parent / f"{data_dir.name}-read-only-view"
+    view.mkdir(exist_ok=True)
     mounted = []
     try:
+        _run("mount", "--bind", str(data_dir), str(view))
+        mounted.append(str(view))
+        _run("mount", "-o", "remount,ro,bind", str(view))  # nothing opens files through the view
         for name in DB_FILES:
             if not (data_dir / name).exists():
                 continue  # no connection open: SQLite removed its log; the database file is what counts
             path = str(data_dir / name)
-            _run("mount", "--bind", path, path)
+            _run("mount", "--bind", str(view / name), path)
             mounted.append(path)
-            _run("mount", "-o", "remount,ro,bind", path)
         yield
     finally:
         for path in reversed(mounted):
