@@ -1,0 +1,2 @@
+// overview
+"use strict";

@@ -1,0 +1,2 @@
+// time
+"use strict";
