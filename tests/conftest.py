@@ -335,3 +335,31 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name in _SHARED_ENGINE_FILES:
             item.add_marker(pytest.mark.xdist_group("shared-engines"))
+
+
+# -- xdist: one engine per worker ----------------------------------------------------------------------------
+# Every test reads whole engines (discovery lists every stack on one), so two workers on one engine would
+# see each other's stacks. The first worker keeps the main engine; each further one gets a private dockerd
+# of its own (tests/engines.py), named in DOCKER_HOST before any test module is imported.
+
+def pytest_configure(config):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or worker == "gw0":
+        return
+    number = int(worker[2:])
+    engine = Engine(f"/tmp/rsgo-dw{number}", f"rsgow{number}br", f"172.30.{90 - number}.1/24")
+    try:
+        engine.start()
+    except AssertionError as error:
+        raise pytest.UsageError(f"the engine of xdist worker {worker} did not start: {error}") from None
+    os.environ["DOCKER_HOST"] = engine.url
+    config.stash[_WORKER_ENGINE] = engine
+
+
+def pytest_unconfigure(config):
+    engine = config.stash.get(_WORKER_ENGINE, None)
+    if engine is not None and engine.started_here:
+        engine.stop()
+
+
+_WORKER_ENGINE = pytest.StashKey[Engine]()
