@@ -95,6 +95,17 @@ def _upgrades(database) -> None:
     database.create_tables([models.Upgrade, models.UpgradeContainer], safe=True)
 
 
+def _forgotten_deployments(database) -> None:
+    """A stack whose containers are gone can be forgotten: its row stays (with its history), hidden."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from rsgo import models
+
+    if "forgotten_at" not in {column.name for column in database.get_columns("deployments")}:
+        migrate(SchemaMigrator.from_database(database).add_column("deployments", "forgotten_at",
+                                                                  models.Deployment.forgotten_at))
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
@@ -105,4 +116,5 @@ MIGRATIONS = [
     (7, "kinds of stopped units (containers, Swarm services) and what restores them", _unit_kinds),
     (8, "reminders of overdue Maintenance and Stopped stays", _maintenance_reminders),
     (9, "upgrades and the containers they recreate (their journal)", _upgrades),
+    (10, "forgotten stacks: hidden, their history kept", _forgotten_deployments),
 ]

@@ -28,6 +28,9 @@ class Deployment(BaseModel):
     trigger_observed_value = peewee.TextField(null=True)
     mode_changed_at = peewee.DateTimeField(default=utcnow)
     discovered_at = peewee.DateTimeField(default=utcnow)
+    # Set when a person forgot the stack after its containers were gone (README "The dashboard"): hidden
+    # from the dashboard and the list, its history kept; cleared when discovery sees it again.
+    forgotten_at = peewee.DateTimeField(null=True)
 
     class Meta:
         table_name = "deployments"
