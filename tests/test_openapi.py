@@ -68,6 +68,8 @@ def _validator(document: dict, schema: dict) -> OAS31Validator:
 
 
 def _check(document: dict, path: str, method: str, status: int, response) -> None:
+    # The status first: every 4xx shares the Problem schema, so a 409 would validate as a documented 404.
+    assert response.status_code == status, (method, path, response.status_code, response.get_data(as_text=True))
     described = document["paths"][path][method]["responses"][str(status)]
     content = described["content"]
     assert response.mimetype in content, (path, method, status, response.mimetype, list(content))

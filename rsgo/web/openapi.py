@@ -121,7 +121,10 @@ _SCHEMAS = {
                                                                            "desired": {"type": "integer"}}},
                        "service": _TEXT_OR_NULL, "image": {"type": "string"},
                        "state": {"type": "string"}, "health": {"type": "string"}, "ignored": {"type": "boolean"},
-                       "inStoppedSet": {"type": "boolean"}},
+                       "inStoppedSet": {"type": "boolean"},
+                       "exitCode": {"type": ["integer", "null"], "description": "once it exited"},
+                       "completed": {"type": "boolean",
+                                     "description": "a one-shot job that exited 0 and that rsgo did not stop"}},
     },
     "Deployment": {
         # Not allOf DeploymentSummary: here `containers` is the list and `containerCounts` the counts.
@@ -195,6 +198,7 @@ _SCHEMAS = {
             "actor": {"type": "string"}, "reason": {"type": "string"}, "observedValue": _TEXT_OR_NULL,
             "error": _TEXT_OR_NULL, "requestedAt": _TIME, "finishedAt": _TIME,
             "transitionId": {"type": ["integer", "null"]},
+            "forced": {"type": "boolean", "description": "the change was forced past an observer holding Maintenance"},
         },
     },
     "ObserverStatus": {
@@ -297,7 +301,14 @@ def openapi_document() -> dict:
             "/api/deployments/{id}/operation-mode": {
                 "get": {"summary": "Current mode and trigger", "operationId": "getOperationMode",
                         "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
-                        "responses": {"200": _json("mode", {"type": "object"}), "404": _problem("unknown")}},
+                        "responses": {"200": _json("mode", {
+                            "type": "object", "additionalProperties": False,
+                            "required": ["deploymentId", "operationMode", "trigger", "modeChangedAt",
+                                         "transitionInProgress"],
+                            "properties": {"deploymentId": {"type": "integer"}, "operationMode": _ref("Mode"),
+                                           "trigger": _ref("Trigger"), "modeChangedAt": _TIME,
+                                           "transitionInProgress": {"type": ["object", "null"]}}}),
+                                      "404": _problem("unknown")}},
                 "put": {
                     "summary": "Change the operation mode", "operationId": "changeOperationMode",
                     "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
@@ -342,10 +353,24 @@ def openapi_document() -> dict:
                                        "404": _problem("not_found"), "415": _problem("unsupported_media_type")}}},
             "/api/deployments/{id}/windows/{windowId}": {"delete": {
                 "summary": "Remove a window added through the API or UI", "operationId": "deleteWindow",
+                "description": "A window that alone holds the stack's Maintenance (active now, no other window "
+                               "active) ends it: the stack returns to Normal before the answer, recorded as the "
+                               "caller's change with `reason` (default: \"removed maintenance window NAME\"). "
+                               "Give the reason as `?reason=` or as a JSON body `{\"reason\": \"...\"}`, not both. "
+                               "If that change is refused (409), the window stays.",
                 "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT,
-                               {"name": "windowId", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "responses": {"204": {"description": "removed"}, "404": _problem("not_found"),
-                              "409": _problem("window_from_config: change it in the config file")}}},
+                               {"name": "windowId", "in": "path", "required": True, "schema": {"type": "integer"}},
+                               {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "why, for the history of the change to Normal the removal causes"}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"reason": {"type": "string", "maxLength": 500}}}}}},
+                "responses": {"204": {"description": "removed (and, if it held the Maintenance, the stack is Normal "
+                                                     "again, or Failed if starting its containers failed)"},
+                              "400": _problem("invalid_request: a bad reason, or it was given twice"),
+                              "404": _problem("not_found"),
+                              "409": _problem("window_from_config: change it in the config file; or "
+                                              "transition_in_progress: the stack is changing, the window stays")}}},
             "/api/config/reload": {"post": {
                 "summary": "Read the stack config file again (like SIGHUP)", "operationId": "reloadConfig",
                 "responses": {"200": _json("what was loaded", {"type": "object"}),
