@@ -20,6 +20,7 @@ from rsgo.observers.service import ObserverService
 from rsgo.overdue import OverdueService
 from rsgo.security.rate_limit import FailureWindow
 from rsgo.stack_config import Config, ConfigProblem, ConfigRejected, load_config
+from rsgo.timeline_store import RecentModeChanges
 from rsgo.transitions import TransitionService
 from rsgo.upgrades.service import UpgradeService
 from rsgo.web.hub import Hub
@@ -56,6 +57,8 @@ class Runtime:
         self.transitions.upgrade_in_progress = self.upgrades.in_progress
         self.observers = ObserverService(self.transitions, self.bus, self.scheduler)
         self.windows = WindowService(self.transitions, self.bus)
+        # Every stack's recent mode changes, for the dashboard's timelines without a query per request.
+        self.timelines = RecentModeChanges(self.bus)
         # Ownership of Maintenance (docs/design.md#modes-and-ownership): the transition service asks and
         # tells the observer and window services through these hooks, assigned here and nowhere else.
         self.transitions.observer_holds_maintenance = self.observers.holds_maintenance

@@ -11,7 +11,7 @@ from rsgo import deployment_queries
 from rsgo.lifecycle import DependencyCycle, plan
 from rsgo.models import Deployment, Transition
 from rsgo.modes import Mode
-from rsgo.web import upgrade_context
+from rsgo.web import time_context, upgrade_context
 from rsgo.web.api_json import (
     deployment_detail,
     deployment_list,
@@ -28,6 +28,7 @@ _VERBS = {"stop": "stopped", "start": "started"}
 # the live push sends them all when the deployment changes: a new panel is one line here.
 DEPLOYMENT_REGIONS = {
     "mode": "deployments/_mode.html",
+    "timeline": "deployments/_timeline.html",
     "progress": "deployments/_progress.html",
     "containers": "deployments/_containers.html",
     "observer": "deployments/_observer.html",
@@ -78,7 +79,8 @@ def dashboard_item(summary: dict, running: Transition | None) -> dict:
 
 
 def dashboard_items(runtime, keep=lambda deployment: True) -> list[dict]:
-    return [dashboard_item(summary, running) for summary, running in deployment_list(runtime, keep)]
+    return time_context.add_to_rows(
+        [dashboard_item(summary, running) for summary, running in deployment_list(runtime, keep)], runtime)
 
 
 def environment_anchor(name: str) -> str:
@@ -108,7 +110,7 @@ def environment_group(runtime, name: str) -> dict | None:
 
 
 def dashboard_item_for(deployment: Deployment, runtime) -> dict:
-    return dashboard_item(*deployment_summary_for(runtime, deployment))
+    return time_context.add_to_row(dashboard_item(*deployment_summary_for(runtime, deployment)), runtime)
 
 
 def detail(deployment: Deployment, runtime) -> dict:
@@ -116,7 +118,7 @@ def detail(deployment: Deployment, runtime) -> dict:
     body = deployment_detail(runtime, deployment)
     body["pageUrl"] = url_for("pages.deployment_page", ref=deployment.id)
     body["upgrades"] = upgrade_context.panel(deployment.id, body["containers"])
-    return body
+    return time_context.add_to_detail(body, runtime)
 
 
 def preview(deployment: Deployment, target: Mode, runtime) -> dict:

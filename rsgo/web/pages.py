@@ -12,13 +12,16 @@ from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires
-from rsgo.web import current_runtime, page_context
+from rsgo.web import current_runtime, page_context, time_context
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
 from rsgo.web.operate_policy import require_operator
 from rsgo.windows import WindowSpec
 
 blueprint = Blueprint("pages", __name__)
+# The ``when`` macro's two renderings of an instant (rsgo/web/time_context.py).
+blueprint.add_app_template_filter(time_context.iso_utc, "iso_utc")
+blueprint.add_app_template_filter(time_context.utc_text, "utc_text")
 
 HISTORY_PAGE_SIZE = 25
 
