@@ -139,7 +139,7 @@ def _shown(unit: Unit) -> tuple:
     common = (unit.kind, unit.id, unit.state, unit.health, unit.labels, unit.running)
     if isinstance(unit, ServiceInfo):
         return (*common, unit.replicas, unit.constraints, unit.running_tasks, unit.desired_tasks, unit.version)
-    return common
+    return (*common, unit.exit_code)  # a finished job (0) reads otherwise than a crash
 
 
 class DiscoveryService:

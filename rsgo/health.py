@@ -16,16 +16,32 @@ class DeploymentHealth:
     problems: tuple[str, ...]
 
 
-def _is_sick(container: ContainerInfo) -> bool:
+def completed(container: ContainerInfo, stopped_set: set[str]) -> bool:
+    """A one-shot job that finished: it exited with 0 by itself (rsgo did not stop it). That is its
+    purpose, not a fault; any other exit code still needs a person."""
+    return (container.kind == "container" and container.state == "exited" and container.exit_code == 0
+            and container.name not in stopped_set)
+
+
+def _is_sick(container: ContainerInfo, stopped_set: set[str]) -> bool:
     if container.kind == "service":
         return not container.job and not container.ready  # fewer tasks running than the service wants
+    if completed(container, stopped_set):
+        return False
     return not container.running or container.health == "unhealthy"
+
+
+def _down_as(unit: ContainerInfo) -> str:
+    """What is wrong with a container, as the end of a sentence: "is unhealthy", "exited with code 3"."""
+    if unit.running:
+        return f"is {unit.health}"
+    return f"exited with code {unit.exit_code}" if unit.exit_code is not None else f"is {unit.state}"
 
 
 def _sickness(unit: ContainerInfo) -> str:
     if unit.kind == "service":
         return f"{unit.name} has {unit.running_tasks} of {unit.desired_tasks} tasks running"
-    return f"{unit.name} is {unit.health if unit.running else unit.state}"
+    return f"{unit.name} {_down_as(unit)}"
 
 
 def assess(mode: Mode, containers: list[ContainerInfo], stopped_set: set[str], engine_problem: str | None,
@@ -47,9 +63,10 @@ def _containers_health(mode: Mode, containers: list[ContainerInfo], stopped_set:
         return DeploymentHealth("Unknown", mode is Mode.FAILED, ("no containers",))
     problems: list[str] = []
     if mode in (Mode.NORMAL, Mode.FAILED, Mode.MIGRATING):
-        # Ignored containers (databases) are expected to run too: outside Maintenance nothing should be down.
-        expected = containers
-        sick = [c for c in expected if _is_sick(c)]
+        # Ignored containers (databases) are expected to run too: outside Maintenance nothing should be down
+        # (a finished job is done, not down).
+        expected = [c for c in containers if not completed(c, stopped_set)]
+        sick = [c for c in expected if _is_sick(c, stopped_set)]
         problems = [_sickness(c) for c in sick]
         if not sick:
             status = "Healthy"
@@ -64,8 +81,7 @@ def _containers_health(mode: Mode, containers: list[ContainerInfo], stopped_set:
     drift = [c for c in containers if c.name in stopped_set and c.running]
     problems += [f"{c.name} runs although rsgo stopped it (drift)" for c in drift]
     if mode is Mode.MAINTENANCE:
-        sick_ignored = [c for c in containers if c.ignored and _is_sick(c)]
-        problems += [f"{c.name} should keep running in Maintenance but is "
-                     f"{c.health if c.running else c.state}" for c in sick_ignored]
+        sick_ignored = [c for c in containers if c.ignored and _is_sick(c, stopped_set)]
+        problems += [f"{c.name} should keep running in Maintenance but {_down_as(c)}" for c in sick_ignored]
     status = "Degraded" if problems else "Healthy"
     return DeploymentHealth(status, bool(problems), tuple(problems))

@@ -42,6 +42,8 @@ class ContainerInfo:
     started_at: str | None = None
     finished_at: str | None = None
     restart_count: int = 0  # how often Docker's restart policy restarted it (inspect only)
+    # Its exit code once it exited (None while it never ran or runs): 0 from a one-shot job means done.
+    exit_code: int | None = None
 
     @property
     def stack(self) -> str:
@@ -67,6 +69,7 @@ class ContainerInfo:
 
 
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+_EXIT_IN_STATUS = re.compile(r"^Exited \((-?\d+)\)")
 
 
 def _is_stack_member(summary: dict) -> bool:
@@ -80,6 +83,7 @@ def _from_summary(summary: dict) -> ContainerInfo:
     """From a ``GET /containers/json`` row: cheap, but without stop timeout or healthcheck config."""
     match = _HEALTH_IN_STATUS.search(summary.get("Status") or "")
     health = "none" if not match else match.group(1).replace("health: ", "")
+    exited = _EXIT_IN_STATUS.match(summary.get("Status") or "")
     return ContainerInfo(
         id=summary["Id"],
         name=(summary.get("Names") or ["/" + summary["Id"][:12]])[0].lstrip("/"),
@@ -88,6 +92,7 @@ def _from_summary(summary: dict) -> ContainerInfo:
         health=health,
         labels=dict(summary.get("Labels") or {}),
         has_healthcheck=match is not None,
+        exit_code=int(exited.group(1)) if exited and summary.get("State") == "exited" else None,
     )
 
 
@@ -107,6 +112,8 @@ def _from_inspect(attrs: dict) -> ContainerInfo:
         started_at=state.get("StartedAt"),
         finished_at=state.get("FinishedAt"),
         restart_count=attrs.get("RestartCount") or 0,
+        # Docker says 0 for a container that never started too: only an exited one has an exit code.
+        exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
     )
 
 

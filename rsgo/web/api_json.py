@@ -9,7 +9,7 @@ from flask import url_for
 from rsgo import deployment_queries
 from rsgo.db import read_snapshot, timestamp, utcnow
 from rsgo.environments import EnvironmentView
-from rsgo.health import assess
+from rsgo.health import assess, completed
 from rsgo.models import AuditEntry, Deployment, Transition, TransitionAction
 from rsgo.modes import Mode, allowed_targets
 
@@ -110,6 +110,9 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
             "health": c.health,
             "ignored": c.ignored,
             "inStoppedSet": c.name in stopped_set,
+            # Its exit code once it exited; "completed": a job that exited 0 by itself (rsgo/health.py).
+            "exitCode": getattr(c, "exit_code", None),
+            "completed": completed(c, stopped_set),
         }
         for c in containers
     ]

@@ -121,10 +121,8 @@ _SCHEMAS = {
                                                                            "desired": {"type": "integer"}}},
                        "service": _TEXT_OR_NULL, "image": {"type": "string"},
                        "state": {"type": "string"}, "health": {"type": "string"}, "ignored": {"type": "boolean"},
-                       "inStoppedSet": {"type": "boolean"},
-                       "exitCode": {"type": ["integer", "null"], "description": "once it exited"},
-                       "completed": {"type": "boolean",
-                                     "description": "a one-shot job that exited 0 and that rsgo did not stop"}},
+                       "inStoppedSet": {"type": "boolean"}, "exitCode": {"type": ["integer", "null"]},
+                       "completed": {"type": "boolean", "description": "a job that exited 0, not stopped by rsgo"}},
     },
     "Deployment": {
         # Not allOf DeploymentSummary: here `containers` is the list and `containerCounts` the counts.

@@ -57,6 +57,13 @@ def progress_text(transition: dict) -> str:
     return ", ".join(parts) + (f", {failed} failed" if failed else "")
 
 
+def progress_bar(transition: dict) -> dict:
+    """The bar's numbers, the same as the text's: containers stopped or started of those to stop or
+    start (ignored and already-stopped ones are in neither, so "0 of 2 stopped" is an empty bar)."""
+    acted = [c for c in transition["containers"] if c["action"] in _VERBS]
+    return {"done": sum(1 for c in acted if c["result"] and c["result"] != "failed"), "total": len(acted)}
+
+
 def latest_transition(deployment_id: int) -> dict | None:
     transition = (Transition.select().where(Transition.deployment == deployment_id)
                   .order_by(Transition.id.desc()).first())
@@ -64,7 +71,26 @@ def latest_transition(deployment_id: int) -> dict | None:
         return None
     body = transition_json(transition)
     body["progressText"] = progress_text(body)
+    body["progressBar"] = progress_bar(body)
     return body
+
+
+def change_status(deployment: Deployment, transition_id: int, runtime) -> dict | None:
+    """The line under a row (or on the detail page) where a person started a change: "Changing shop to
+    Maintenance… 1 of 2 stopped" while it runs, then its outcome ("✓ Maintenance — 2 of 2 stopped",
+    "✗ Failed — see details"). None for a transition that is not this deployment's."""
+    transition = Transition.get_or_none((Transition.id == transition_id) & (Transition.deployment == deployment.id))
+    if transition is None:
+        return None
+    body = transition_json(transition)
+    held = runtime.transitions.held_failure(deployment.id)
+    outcome = "failed" if held is not None and held.transition_id == transition.id else body["outcome"]
+    forced = " (forced)" if body["force"] else ""
+    text = {"running": f"Changing {deployment.name} to {body['targetMode']}{forced}… {progress_text(body)}",
+            "succeeded": f"✓ {body['targetMode']} — {progress_text(body)}",
+            "failed": "✗ Failed — see details"}.get(outcome, f"{body['targetMode']}: {outcome}")
+    return {"deploymentId": deployment.id, "transitionId": transition.id, "outcome": outcome, "text": text,
+            "pageUrl": url_for("pages.deployment_page", ref=deployment.id)}
 
 
 def dashboard_item(summary: dict, running: Transition | None) -> dict:

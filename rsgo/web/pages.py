@@ -60,6 +60,9 @@ def dashboard():
 @requires("read")
 def deployment_page(ref: str):
     deployment = find_deployment(ref, request.args.get("environment") or None)
+    if _asked_region() == f"change-status-{deployment.id}":  # a started change asks how it went
+        return render_template("deployments/_change_started.html", status=page_context.change_status(
+            deployment, int_param("transition", 0), current_runtime()))
     d = page_context.detail(deployment, current_runtime())
     regions = {f"{prefix}-{d['id']}": template for prefix, template in page_context.DEPLOYMENT_REGIONS.items()}
     context = {"d": d, "t": page_context.latest_transition(deployment.id)}
@@ -144,7 +147,9 @@ def change_mode(ref: str):
         message = f"{deployment.name} is already in {change.new_mode.value}; nothing was done."
     else:
         message = f"Changing {deployment.name} to {change.new_mode.value}…"
-    return render_template("deployments/_change_started.html", message=message)
+    # The message turns into the outcome by itself (page_context.change_status).
+    status = change.transition and page_context.change_status(deployment, change.transition.id, current_runtime())
+    return render_template("deployments/_change_started.html", message=message, status=status, first=True)
 
 
 @blueprint.post("/deployments/<ref>/observer/check")
