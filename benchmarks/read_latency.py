@@ -48,7 +48,7 @@ def create_fleet(client, prefix: str, stacks: int) -> list[str]:
 def seed_database(data_dir: Path, stacks: list[str], entries: int) -> None:
     """Deployments and audit entries written by rsgo's own code, before the server starts."""
     from rsgo import audit, db, deployment_queries
-    from rsgo.models import Deployment
+    from rsgo.models import AuditEntry, Deployment
     from rsgo.settings import load_settings
 
     settings = load_settings({"RSGO_DATA_DIR": str(data_dir)})
@@ -71,6 +71,9 @@ def seed_database(data_dir: Path, stacks: list[str], entries: int) -> None:
                          reason=f"benchmark entry {index}: planned maintenance {rng.randrange(1000)}",
                          requested_mode=new, requested_at=requested_at,
                          error="transition_not_allowed: benchmark" if outcome == "rejected" else None)
+        # audit.record stamps every entry "finished now"; spread over the 90 days they are, they end
+        # when they began (the timelines read the end: 20 000 changes all "today" is no real history).
+        AuditEntry.update(finished_at=AuditEntry.requested_at).execute()
     db.database.close()
     print(f"  wrote {entries} audit entries in {time.monotonic() - began:.0f}s", flush=True)
 
