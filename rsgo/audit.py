@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import peewee
+
 from rsgo import events
 from rsgo.db import utcnow
-from rsgo.models import AuditEntry, Deployment
+from rsgo.models import AuditEntry, Deployment, Transition
 
 OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed")
 
@@ -80,7 +82,9 @@ def entries(*, deployment_id: int | None = None, source: str | None = None, acto
             outcome: str | None = None, before: int | None = None, limit: int = 50,
             stacks: set[str] | None = None) -> list[AuditEntry]:
     """Newest first; ``before`` is the id of the last entry of the previous page (a cursor)."""
-    query = AuditEntry.select(AuditEntry, Deployment).join(Deployment).order_by(AuditEntry.id.desc())
+    # The transition comes along (one query): an entry says whether its change was forced.
+    query = (AuditEntry.select(AuditEntry, Deployment, Transition).join(Deployment).switch(AuditEntry)
+             .join(Transition, peewee.JOIN.LEFT_OUTER).order_by(AuditEntry.id.desc()))
     if deployment_id is not None:
         query = query.where(AuditEntry.deployment == deployment_id)
     if source:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from rsgo import webhook_trial
 from rsgo import webhooks as webhook_service
 from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
 from rsgo.observers.http import mask_url
@@ -120,7 +121,8 @@ def webhooks(error: str | None = None, status: int = 200):
                   for row in WebhookDelivery.select(WebhookDelivery, Webhook).join(Webhook)
                   .order_by(WebhookDelivery.id.desc()).limit(DELIVERIES_SHOWN)]
     return render_template("admin/webhooks.html", webhooks=hooks, deliveries=deliveries, events=WEBHOOK_EVENTS,
-                           secret_mask=webhook_service.SECRET_MASK, error=error), status
+                           secret_mask=webhook_service.SECRET_MASK, test_event=webhook_trial.TEST_EVENT,
+                           error=error), status
 
 
 @blueprint.post("/webhooks")
@@ -149,3 +151,16 @@ def delete_webhook(webhook_id: int):
         return webhooks(str(error), 400)
     event_log.record("webhook.deleted", actor=current().name, address=client_address(), detail=hook.name)
     return redirect(url_for("admin.webhooks"))
+
+
+@blueprint.post("/webhooks/<int:webhook_id>/test")
+@requires("admin")
+def test_webhook(webhook_id: int):
+    """"Send test": a signed ``webhook.test`` event now; the answer (HTML, in place) says how it went."""
+    hook = Webhook.get_or_none(Webhook.id == webhook_id)
+    if hook is None:
+        return render_template("admin/_webhook_test_result.html", missing=True), 404
+    runtime = current_runtime()
+    result = webhook_trial.send_test(runtime.webhooks, hook, actor=current().name,
+                                     environment=runtime.settings.environment)
+    return render_template("admin/_webhook_test_result.html", result=result, hook=hook)

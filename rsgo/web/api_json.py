@@ -249,3 +249,5 @@ def audit_json(entry: AuditEntry) -> dict:
         "finishedAt": timestamp(entry.finished_at),
         "transitionId": entry.transition_id,
     }
+        # Forced past an observer that still held Maintenance (the request's "force").
+        "forced": bool(entry.transition_id and entry.transition.force),

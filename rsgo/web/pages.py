@@ -15,10 +15,12 @@ from rsgo.security.principal import client_address, current, requires
 from rsgo.web import current_runtime, page_context, time_context
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
-from rsgo.web.operate_policy import require_operator
+from rsgo.web.operate_policy import observer_hold, require_operator
 from rsgo.windows import WindowSpec
 
 blueprint = Blueprint("pages", __name__)
+# "Held by observer …: Normal will be refused" on every row, detail page and confirmation.
+blueprint.add_app_template_global(observer_hold)
 # The ``when`` macro's two renderings of an instant (rsgo/web/time_context.py).
 blueprint.add_app_template_filter(time_context.iso_utc, "iso_utc")
 blueprint.add_app_template_filter(time_context.utc_text, "utc_text")
@@ -127,7 +129,8 @@ def mode_change_form(ref: str):
     target = parse_mode(request.args["to"])
     d = page_context.detail(deployment, current_runtime())
     return render_template("deployments/_mode_change_form.html", d=d, target=target.value,
-                           preview=page_context.preview(deployment, target, current_runtime()))
+                           preview=page_context.preview(deployment, target, current_runtime()),
+                           hold=observer_hold(d))
 
 
 @blueprint.post("/deployments/<ref>/mode-change")
@@ -141,12 +144,14 @@ def change_mode(ref: str):
     if not reason:
         raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
     change = current_runtime().transitions.change_mode(
-        deployment.id, target.value, source="ui", actor=current().name, reason=reason, wait=False,
+        deployment.id, target.value, source="ui", actor=current().name, reason=reason, force=force, wait=False,
         address=client_address())
     if change.outcome == "noop":
         message = f"{deployment.name} is already in {change.new_mode.value}; nothing was done."
+    # The confirmation's Force checkbox (shown while an observer holds Maintenance): the API's "force".
+    force = request.form.get("force") == "true"
     else:
-        message = f"Changing {deployment.name} to {change.new_mode.value}…"
+        message = f"Changing {deployment.name} to {change.new_mode.value}{' (forced)' if force else ''}…"
     # The message turns into the outcome by itself (page_context.change_status).
     status = change.transition and page_context.change_status(deployment, change.transition.id, current_runtime())
     return render_template("deployments/_change_started.html", message=message, status=status, first=True)

@@ -57,6 +57,7 @@ NEEDS = {
     "admin.tokens": "admin", "admin.create_token": "admin", "admin.revoke_token": "admin", "admin.security": "admin",
     "admin.webhooks": "admin", "admin.add_webhook": "admin", "admin.delete_webhook": "admin",
     "metrics.scrape": "read",
+    "admin.test_webhook": "admin",
     "api_upgrades.start_upgrade": "operate", "api_upgrades.start_rollback": "operate",
     "api_upgrades.show_upgrade": "read", "api_upgrades.list_upgrades": "read",
     "upgrade_pages.preview": "operate", "upgrade_pages.start_upgrade": "operate",
