@@ -248,6 +248,6 @@ def audit_json(entry: AuditEntry) -> dict:
         "requestedAt": timestamp(entry.requested_at),
         "finishedAt": timestamp(entry.finished_at),
         "transitionId": entry.transition_id,
-    }
         # Forced past an observer that still held Maintenance (the request's "force").
         "forced": bool(entry.transition_id and entry.transition.force),
+    }

@@ -140,6 +140,8 @@ def change_mode(ref: str):
     # Checked before anything is done or recorded: an unknown mode or a bad reason is a 400 and no entry.
     target = parse_mode(request.form.get("newMode", ""))
     reason = clean_reason(request.form.get("reason"))
+    # The confirmation's Force checkbox (shown while an observer holds Maintenance): the API's "force".
+    force = request.form.get("force") == "true"
     require_operator(deployment, requested_mode=target.value, source="ui", reason=reason)
     if not reason:
         raise Problem(400, "invalid_request", "Give a reason: it is shown in the history.")
@@ -148,8 +150,6 @@ def change_mode(ref: str):
         address=client_address())
     if change.outcome == "noop":
         message = f"{deployment.name} is already in {change.new_mode.value}; nothing was done."
-    # The confirmation's Force checkbox (shown while an observer holds Maintenance): the API's "force".
-    force = request.form.get("force") == "true"
     else:
         message = f"Changing {deployment.name} to {change.new_mode.value}{' (forced)' if force else ''}…"
     # The message turns into the outcome by itself (page_context.change_status).
