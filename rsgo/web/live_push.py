@@ -18,7 +18,7 @@ from flask import render_template
 from rsgo import events
 from rsgo.db import release_thread_connection
 from rsgo.models import AuditEntry, Deployment
-from rsgo.web import page_context
+from rsgo.web import dashboard_view, page_context
 from rsgo.web.api_json import audit_json
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class LivePush:
         self._runtime = runtime
         self._events: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
+        self._last_counts: str | None = None  # the counts fragment last pushed (``_push_counts``)
         # Only what changes a page wakes the worker (hundreds of observer checks a second must not).
         self._unsubscribe = runtime.bus.subscribe(
             lambda kind, payload: self._events.put((kind, payload)) if kind in _PUSHED_EVENTS else None)
@@ -105,6 +106,16 @@ class LivePush:
                 self._push_upgrade(deployment_id, finished)
         for entry_id in audit_ids:
             self._push_audit_entry(entry_id)
+        if any(kind != events.AUDIT_RECORDED and kind not in _UPGRADE_EVENTS for kind, _ in batch):
+            self._push_counts()
+
+    def _push_counts(self) -> None:
+        """The counts bars' numbers, after the rows of this batch (README "The dashboard"); only when
+        they changed, so a busy engine's container events do not resend the same numbers."""
+        fragment = dashboard_view.counts_fragment(self._runtime)
+        if fragment != self._last_counts:
+            self._last_counts = fragment
+            self._publish("dashboard", lambda _can_operate: fragment)
 
     def _publish(self, topic: str, render) -> None:
         """Send ``render(can_operate)`` to the pages of operators and of viewers, each their own

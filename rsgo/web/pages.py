@@ -4,7 +4,7 @@ region's partial, everything else the full page (Hypermedia Systems' "one endpoi
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, make_response, render_template, request, url_for
 
 from rsgo import audit
 from rsgo.deployment_queries import find_deployment
@@ -12,7 +12,7 @@ from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, parse_mode
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires
-from rsgo.web import current_runtime, page_context, time_context
+from rsgo.web import current_runtime, dashboard_view, page_context, time_context
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
 from rsgo.web.operate_policy import observer_hold, require_operator
@@ -46,15 +46,18 @@ def _asked_region() -> str | None:
 @blueprint.get("/")
 @requires("read")
 def dashboard():
-    """Every deployment, by environment; ``?environment=NAME`` shows that environment only."""
-    runtime = current_runtime()
-    shown = request.args.get("environment") or None
-    groups, names = page_context.dashboard_groups(runtime, shown)
-    if shown is not None and shown not in names:
-        raise Problem(404, "not_found", f"there is no environment named {shown!r} (known: {', '.join(names)})")
-    context = {"groups": groups, "shown_environment": shown, "environment_names": names}
+    """Every deployment, by environment, with the counts bar and the search (README "The dashboard"):
+    ``?environment=NAME`` shows that environment only, ``?state=`` and ``?q=`` narrow the list."""
+    context = dashboard_view.context(current_runtime(), request.args)
     if _asked_region() == "deployment-list":
-        return render_template("dashboard/_list.html", **context)
+        answer = make_response(render_template("dashboard/_list_answer.html", **context))
+        # The address bar shows this view's own URL (no empty "q="): typing replaces the entry, a
+        # click on a count adds one (Back returns to the previous filter). A refresh changes none.
+        trigger = request.htmx.trigger or ""
+        if trigger == "dashboard-search" or trigger.startswith("filter-"):
+            history = "HX-Replace-Url" if trigger == "dashboard-search" else "HX-Push-Url"
+            answer.headers[history] = context["filters"].url()
+        return answer
     return render_template("dashboard/index.html", live_topics="dashboard", **context)
 
 
