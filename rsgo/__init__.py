@@ -63,6 +63,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     web.register(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_upgrades.blueprint)
+    from rsgo.web import api_stacks, stack_pages  # forgetting stacks, bulk mode changes
+    app.register_blueprint(api_stacks.blueprint)
+    app.register_blueprint(stack_pages.blueprint)
     from rsgo.web import upgrade_pages  # the deployment page's Upgrade panel
     app.register_blueprint(upgrade_pages.blueprint)
     app.register_blueprint(probes.blueprint)

@@ -12,7 +12,8 @@ from rsgo import events
 from rsgo.db import utcnow
 from rsgo.models import AuditEntry, Deployment, Transition
 
-OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed")
+# forgotten: a person forgot a stack without containers; rediscovered: it came back (rsgo/forgetting.py)
+OUTCOMES = ("succeeded", "failed", "noop", "rejected", "enforced", "resumed", "forgotten", "rediscovered")
 
 # The most each text field of an entry keeps, whoever writes it: the API checks what it reads, but
 # observers, windows, Docker errors and future callers must not be able to fill the history either.

@@ -15,6 +15,16 @@ class DeploymentNotFound(LookupError):
         super().__init__(f"no deployment {ref!r}")
 
 
+class DeploymentForgotten(DeploymentNotFound):
+    """A forgotten stack (rsgo/forgetting.py): gone for everything but its history."""
+
+    def __init__(self, deployment: Deployment):
+        LookupError.__init__(self, f"{deployment.name} (id {deployment.id}) was forgotten; its history stays at "
+                                   f"/api/deployments/{deployment.id}/history, and it comes back when its "
+                                   "containers do")
+        self.deployment = deployment
+
+
 class AmbiguousDeployment(LookupError):
     """A ref that could mean more than one deployment: a name on several environments, or one
     deployment's name and another's id. ``candidates`` say which, and how each matched."""
@@ -51,17 +61,29 @@ def id_in(ref: str) -> int | None:
     return number if number <= MAX_ID else None
 
 
-def find_deployment(ref: str, environment: str | None = None, visible=None) -> Deployment:
+def find_deployment(ref: str, environment: str | None = None, visible=None, forgotten: bool = False) -> Deployment:
     """A deployment by stack name (unique per environment) or by numeric id.
 
     A ref that names one deployment and is another's id is ambiguous (409), never silently either
     of them; a name that is also its own deployment's id is that deployment. ``visible`` (a
     predicate) limits the deployments the caller may know of: the others do not exist for it, so
-    they neither match nor make a ref ambiguous, and asking for one is the unknown-ref 404.
+    they neither match nor make a ref ambiguous, and asking for one is the unknown-ref 404. A forgotten
+    deployment is found only where its history is read (``forgotten``); elsewhere asking for it is a 404
+    that says it was forgotten.
     """
+    try:
+        return _find(ref, environment, visible, forgotten)
+    except DeploymentNotFound:
+        if forgotten:
+            raise
+        found = _find(ref, environment, visible, True)
+        raise DeploymentForgotten(found) from None
+
+
+def _find(ref: str, environment: str | None, visible, forgotten: bool) -> Deployment:
     def known(deployment: Deployment | None) -> bool:
         return deployment is not None and (not environment or deployment.environment == environment) and (
-            visible is None or visible(deployment))
+            visible is None or visible(deployment)) and (forgotten or deployment.forgotten_at is None)
 
     query = Deployment.select().where(Deployment.name == ref)
     if environment:
@@ -82,16 +104,22 @@ def find_deployment(ref: str, environment: str | None = None, visible=None) -> D
 
 
 def ensure_deployments(environment: str, names: set[str]) -> list[Deployment]:
-    """Create a row (mode Normal) for every stack name not seen before; returns the new rows."""
+    """Create a row (mode Normal) for every stack name not seen before, and bring back every forgotten
+    one (rsgo/forgetting.py); returns those rows (a revived one carries its audit entry as ``revived``)."""
     if not names:
         return []
-    known = {
-        d.name
-        for d in Deployment.select(Deployment.name).where(
-            (Deployment.environment == environment) & (Deployment.name.in_(list(names)))
-        )
-    }
+    from rsgo import forgetting  # imported here: it imports the environments, which import this module
+
+    rows = list(Deployment.select(Deployment.id, Deployment.name, Deployment.mode, Deployment.environment,
+                                  Deployment.forgotten_at).where(
+        (Deployment.environment == environment) & (Deployment.name.in_(list(names)))))
+    known = {d.name for d in rows}
     created = []
+    for deployment in rows:
+        if deployment.forgotten_at is not None:
+            deployment.revived = forgetting.revive(deployment)
+            if deployment.revived is not None:
+                created.append(deployment)
     for name in sorted(names - known):
         try:
             created.append(Deployment.create(environment=environment, name=name))

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 
-from rsgo import deployment_queries, events
+from rsgo import audit, deployment_queries, events
 from rsgo.db import release_thread_connection
 from rsgo.docker_ops import (
     ASIDE_MARK,
@@ -123,6 +123,9 @@ class Inventory:
             release_thread_connection()  # the events and resync threads live long: no connection kept
         for deployment in created:
             self._bus.publish(events.DEPLOYMENT_DISCOVERED, deployment_id=deployment.id)
+            revived = getattr(deployment, "revived", None)  # a forgotten stack back: its history says so
+            if revived is not None:
+                audit.announce(self._bus, revived)
 
     def _announce(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:
         self._bus.publish(events.CONTAINER_CHANGED, environment=self.environment, old=old, new=new)

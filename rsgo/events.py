@@ -23,7 +23,8 @@ TRANSITION_PROGRESS = "transition.progress"  # one container's result
 TRANSITION_FINISHED = "transition.finished"  # outcome: succeeded or failed (also a failure held in memory)
 MODE_CHANGED = "mode.changed"  # after the commit of a finished transition
 AUDIT_RECORDED = "audit.recorded"  # after the commit of the entry
-DEPLOYMENT_DISCOVERED = "deployment.discovered"  # a stack seen for the first time
+DEPLOYMENT_DISCOVERED = "deployment.discovered"  # a stack seen for the first time, or again after it was forgotten
+DEPLOYMENT_FORGOTTEN = "deployment.forgotten"  # a person forgot a stack without containers
 DEPLOYMENT_ENFORCED = "deployment.enforced"  # a stopped-set container stopped again
 CONTAINER_CHANGED = "container.changed"  # the in-memory view of one container changed
 OBSERVER_CHECKED = "observer.checked"  # an observer's shown status changed
@@ -46,6 +47,7 @@ CATALOGUE: dict[str, frozenset[str]] = {
     MODE_CHANGED: frozenset({"deployment_id", "previous_mode", "new_mode", "transition_id", "outcome"}),
     AUDIT_RECORDED: frozenset({"entry_id", "deployment_id"}),
     DEPLOYMENT_DISCOVERED: frozenset({"deployment_id"}),
+    DEPLOYMENT_FORGOTTEN: frozenset({"deployment_id"}),
     DEPLOYMENT_ENFORCED: frozenset({"deployment_id", "container", "error"}),
     CONTAINER_CHANGED: frozenset({"environment", "old", "new"}),  # ContainerInfo or None each
     OBSERVER_CHECKED: frozenset({"deployment_id"}),

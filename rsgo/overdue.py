@@ -104,7 +104,8 @@ class OverdueService:
         busy = deployment_queries.running_transitions()
         found: dict[int, Overdue] = {}
         announce: list[tuple[Overdue, int]] = []
-        for deployment in Deployment.select().where(Deployment.mode.in_(STAY_MODES)):
+        stays = Deployment.mode.in_(STAY_MODES) & Deployment.forgotten_at.is_null()  # forgotten: nobody to remind
+        for deployment in Deployment.select().where(stays):
             row = rows.pop(deployment.id, None)
             try:
                 overdue, reminder = self._check_one(deployment, row, deployment.id in busy, now)

@@ -219,7 +219,8 @@ class WindowService:
     def _evaluate_all(self, now: dt.datetime) -> None:
         deployment_ids = {w.deployment_id for w in MaintenanceWindow.select(MaintenanceWindow.deployment)}
         deployment_ids |= {d.id for d in Deployment.select(Deployment.id).where(
-            (Deployment.mode == Mode.MAINTENANCE.value) & (Deployment.trigger_source == "schedule"))}
+            (Deployment.mode == Mode.MAINTENANCE.value) & (Deployment.trigger_source == "schedule")
+            & Deployment.forgotten_at.is_null())}  # a forgotten stack's windows went with it
         for deployment_id in sorted(deployment_ids):
             try:
                 self._evaluate_one(deployment_id, now)

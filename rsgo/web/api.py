@@ -28,9 +28,11 @@ from rsgo.windows import WindowError, parse_window
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _load_deployment(ref: str) -> Deployment:
-    """A token limited to some stacks gets the unknown-stack 404 for any other: it cannot tell them apart."""
-    return deployment_queries.find_deployment(ref, request.args.get("environment") or None, visible=visible)
+def _load_deployment(ref: str, forgotten: bool = False) -> Deployment:
+    """A token limited to some stacks gets the unknown-stack 404 for any other: it cannot tell them apart.
+    A forgotten stack is found only by its history's routes (``forgotten``): elsewhere it is a 404."""
+    return deployment_queries.find_deployment(ref, request.args.get("environment") or None, visible=visible,
+                                              forgotten=forgotten)
 
 
 @blueprint.get("/openapi.json")
@@ -199,7 +201,7 @@ def _message(change) -> str:
 @blueprint.get("/deployments/<ref>/history")
 @requires("read")
 def deployment_history(ref: str):
-    deployment = _load_deployment(ref)
+    deployment = _load_deployment(ref, forgotten=True)
     return _history_page(deployment_id=deployment.id)
 
 
@@ -208,7 +210,7 @@ def deployment_history(ref: str):
 def global_history():
     deployment_id = None
     if request.args.get("deployment"):
-        deployment_id = _load_deployment(request.args["deployment"]).id
+        deployment_id = _load_deployment(request.args["deployment"], forgotten=True).id
     return _history_page(deployment_id=deployment_id, stacks=current().stacks,
                          source=request.args.get("source") or None,
                          actor=request.args.get("actor") or None, outcome=request.args.get("outcome") or None)

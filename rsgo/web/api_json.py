@@ -71,7 +71,8 @@ def deployment_list(runtime, keep=lambda deployment: True) -> list[tuple[dict, T
     with read_snapshot():
         stopped_sets = deployment_queries.stopped_sets_by_deployment()
         running = deployment_queries.running_transitions()
-        rows = [d for d in Deployment.select().order_by(Deployment.name, Deployment.environment) if keep(d)]
+        rows = [d for d in Deployment.select().where(Deployment.forgotten_at.is_null())  # forgotten: history only
+                .order_by(Deployment.name, Deployment.environment) if keep(d)]
         return [(deployment_summary(runtime, runtime.transitions.shown(d), stopped_sets.get(d.id, set()),
                                     running.get(d.id)), running.get(d.id)) for d in rows]
 
@@ -124,7 +125,7 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
 def environment_list(runtime, keep=lambda deployment: True) -> list[dict]:
     """Every configured environment, then every removed one that still has deployments (their history)."""
     counts = Counter(d.environment for d in Deployment.select(Deployment.id, Deployment.name, Deployment.environment)
-                     if keep(d))
+                     .where(Deployment.forgotten_at.is_null()) if keep(d))
     views = [env.view() for env in runtime.environments.all()]
     configured = {view.name for view in views}
     views += [EnvironmentView(name=name, kind=None, url=None, state="removed", reachable=None,

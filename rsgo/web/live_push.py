@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # Only what changes a page wakes the renderer (hundreds of observer checks a second must not).
 _PUSHED_EVENTS = events.DEPLOYMENT_PAGE_EVENTS | {events.CONTAINER_CHANGED, events.DEPLOYMENT_DISCOVERED,
-                                                  events.AUDIT_RECORDED, events.ENVIRONMENT_CHANGED}
+                                                  events.AUDIT_RECORDED, events.ENVIRONMENT_CHANGED,
+                                                  events.DEPLOYMENT_FORGOTTEN}
 # An upgrade's steps change only its page's Upgrade panel (its mode changes come as mode events).
 _UPGRADE_EVENTS = frozenset({events.UPGRADE_PROGRESS, events.UPGRADE_FINISHED})
 _PUSHED_EVENTS |= _UPGRADE_EVENTS
@@ -74,8 +75,11 @@ class LivePush:
         audit_ids: list[int] = []
         environments: list[str] = []
         upgrades: dict[int, bool] = {}  # deployment id -> an upgrade of it finished
+        forgotten: list[int] = []
         for kind, payload in batch:
-            if kind in _UPGRADE_EVENTS:
+            if kind == events.DEPLOYMENT_FORGOTTEN:
+                forgotten.append(payload["deployment_id"])
+            elif kind in _UPGRADE_EVENTS:
                 finished = kind == events.UPGRADE_FINISHED
                 upgrades[payload["deployment_id"]] = upgrades.get(payload["deployment_id"], False) or finished
             elif kind in events.DEPLOYMENT_PAGE_EVENTS:
@@ -96,6 +100,9 @@ class LivePush:
                     Deployment.environment == payload["environment"]))
         for name in dict.fromkeys(environments):
             self._push_environment(name)
+        for deployment_id in dict.fromkeys(forgotten):
+            if deployment_id not in discovered:  # back already: its row is pushed anew just below
+                self._push_forgotten(deployment_id)
         for deployment_id in dict.fromkeys(discovered):
             self._push_new_deployment(deployment_id)
         for deployment_id in dict.fromkeys(deployment_ids):
@@ -125,7 +132,7 @@ class LivePush:
 
     def _push_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
-        if deployment is None:
+        if deployment is None or deployment.forgotten_at is not None:
             return
         item = page_context.dashboard_item_for(deployment, self._runtime)
         self._publish("dashboard", lambda can_operate: render_template(
@@ -156,6 +163,14 @@ class LivePush:
         end = f"beforebegin:#env-end-{page_context.environment_anchor(deployment.environment)}"
         self._publish("dashboard", lambda can_operate: render_template(
             "dashboard/_slot.html", d=item, oob=end, can_operate=can_operate))
+
+    def _push_forgotten(self, deployment_id: int) -> None:
+        """A forgotten stack's row leaves every dashboard (its slot: the row and its form row)."""
+        fragment = render_template("dashboard/_forgotten_slot.html", deployment_id=deployment_id)
+        self._publish("dashboard", lambda _can_operate: fragment)
+        deployment = Deployment.get_or_none(Deployment.id == deployment_id)
+        if deployment is not None:
+            self._push_environment(deployment.environment)  # its count of stacks
 
     def _push_environment(self, name: str) -> None:
         group = page_context.environment_group(self._runtime, name)

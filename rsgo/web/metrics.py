@@ -58,7 +58,8 @@ class _StateCollector:
 
     def collect(self):
         modes, failing, windows, environments, overdue = self._families()
-        for deployment in Deployment.select().order_by(Deployment.environment, Deployment.name):
+        for deployment in Deployment.select().where(Deployment.forgotten_at.is_null()).order_by(
+                Deployment.environment, Deployment.name):
             for mode in Mode:
                 modes.add_metric([deployment.name, deployment.environment, mode.value],
                                  1 if deployment.mode == mode.value else 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rsgo.audit import OUTCOMES
 from rsgo.db import MAX_ID
 from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
-from rsgo.web import openapi_upgrades
+from rsgo.web import openapi_stacks, openapi_upgrades
 from rsgo.web.http_input import MAX_REQUEST_TEXT
 
 
@@ -90,7 +90,7 @@ _SCHEMAS = {
                 "transition_in_progress", "environment_removed",
                 "observer_owns_maintenance", "ambiguous_deployment", "dependency_cycle", "window_from_config",
                 "container_action_failed", "docker_unreachable", "internal_error", "request_too_large",
-                *openapi_upgrades.PROBLEM_CODES]},
+                *openapi_upgrades.PROBLEM_CODES, *openapi_stacks.PROBLEM_CODES]},
             "validModes": {"type": "array", "items": {"type": "string"}},
             "environments": {"type": "array", "items": {"type": "string"}},
             "candidates": {"type": "array", "description": "ambiguous_deployment: what the ref could mean",
@@ -402,7 +402,7 @@ def openapi_document() -> dict:
                                               "503": _json("not ready", {"type": "object"})}}},
         },
         "components": {
-            "schemas": {**_SCHEMAS, **openapi_upgrades.SCHEMAS},
+            "schemas": {**_SCHEMAS, **openapi_upgrades.SCHEMAS, **openapi_stacks.SCHEMAS},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer",
                                "description": "an API token (rsgo_...) with scope read, operate or admin"},
@@ -414,6 +414,7 @@ def openapi_document() -> dict:
         "security": [{"bearerAuth": []}, {"session": []}],
     }
     document["paths"].update(openapi_upgrades.paths(_DEPLOYMENT_REF, _ENVIRONMENT, _problem, _json))
+    openapi_stacks.merge(document["paths"], _DEPLOYMENT_REF, _ENVIRONMENT, _problem, _json)
     _with_auth_responses(document["paths"])
     _with_input_responses(document["paths"])
     return document

@@ -64,7 +64,12 @@ def dashboard():
 @blueprint.get("/deployments/<ref>")
 @requires("read")
 def deployment_page(ref: str):
-    deployment = find_deployment(ref, request.args.get("environment") or None)
+    deployment = find_deployment(ref, request.args.get("environment") or None, forgotten=True)
+    if deployment.forgotten_at is not None:  # gone but for its history (rsgo/forgetting.py)
+        entries = audit.entries(deployment_id=deployment.id, limit=HISTORY_PAGE_SIZE + 1)
+        return render_template("deployments/forgotten.html", deployment=deployment,
+                               forgotten_at=timestamp(deployment.forgotten_at), **_history_context(
+            entries, page_context.history_rows_id(deployment.id), "pages.deployment_history", ref=deployment.id))
     if _asked_region() == f"change-status-{deployment.id}":  # a started change asks how it went
         return render_template("deployments/_change_started.html", status=page_context.change_status(
             deployment, int_param("transition", 0), current_runtime()))
@@ -85,7 +90,7 @@ def deployment_page(ref: str):
 @blueprint.get("/deployments/<ref>/history")
 @requires("read")
 def deployment_history(ref: str):
-    deployment = find_deployment(ref, request.args.get("environment") or None)
+    deployment = find_deployment(ref, request.args.get("environment") or None, forgotten=True)
     entries = audit.entries(deployment_id=deployment.id, before=int_param("before", None),
                             limit=HISTORY_PAGE_SIZE + 1)
     return render_template("history/_page.html", **_history_context(
@@ -96,7 +101,7 @@ def deployment_history(ref: str):
 @requires("read")
 def history():
     filters = {key: request.args.get(key) or None for key in ("deployment", "source", "actor")}
-    deployment_id = find_deployment(filters["deployment"]).id if filters["deployment"] else None
+    deployment_id = find_deployment(filters["deployment"], forgotten=True).id if filters["deployment"] else None
     entries = audit.entries(deployment_id=deployment_id, source=filters["source"], actor=filters["actor"],
                             before=int_param("before", None), limit=HISTORY_PAGE_SIZE + 1)
     filtered = any(filters.values())

@@ -62,6 +62,9 @@ NEEDS = {
     "api_upgrades.show_upgrade": "read", "api_upgrades.list_upgrades": "read",
     "upgrade_pages.preview": "operate", "upgrade_pages.start_upgrade": "operate",
     "upgrade_pages.rollback_form": "operate", "upgrade_pages.rollback": "operate",
+    "api_stacks.forget_deployment": "operate", "api_stacks.change_modes": "operate",
+    "stack_pages.forget_form": "operate", "stack_pages.forget": "operate",
+    "stack_pages.bulk_confirm": "operate", "stack_pages.bulk_change_modes": "operate",
 }
 CHECKED_INSIDE = {"metrics.scrape"}  # views that check the caller themselves instead of with @requires
 # Public, and what an anonymous caller gets there (a POST without the CSRF token is refused even here).
@@ -299,6 +302,8 @@ class Estate:
         path = rule.rule
         for name in rule.arguments:
             path = re.sub(rf"<(?:[^:<>]+:)?{name}>", str(values[name]()), path)
+        if endpoint == "stack_pages.bulk_confirm":
+            return f"{path}?to=Maintenance&deployment={self.a_id}"
         return path + ("?to=Maintenance" if endpoint == "pages.mode_change_form" else "")
 
 
