@@ -24,6 +24,9 @@ class ModeChangeRequest:
     force: bool = False
     observed_value: str | None = None
     address: str | None = None  # the caller's network address, for requests from outside
+    # A periodic retry (the window check) whose last attempt was refused with this code: the same
+    # refusal again is not recorded a second time, so the history shows it once, not every few seconds.
+    recorded_refusal: str | None = None
 
     def audit_fields(self) -> dict:
         """The fields every audit entry of this request carries."""

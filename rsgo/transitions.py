@@ -81,9 +81,10 @@ class TransitionService:
 
     def change_mode(self, deployment_id: int, requested: str, *, source: str, actor: str, reason: str = "",
                     force: bool = False, observed_value: str | None = None, wait: bool = True,
-                    address: str | None = None) -> ModeChange:
+                    address: str | None = None, recorded_refusal: str | None = None) -> ModeChange:
         request = ModeChangeRequest(target=parse_mode(requested), source=source, actor=actor, requested_at=utcnow(),
-                                    reason=reason, force=force, observed_value=observed_value, address=address)
+                                    reason=reason, force=force, observed_value=observed_value, address=address,
+                                    recorded_refusal=recorded_refusal)
         upgrading = self.upgrade_in_progress(deployment_id)
         if upgrading is not None:
             deployment = Deployment.get_by_id(deployment_id)
@@ -147,8 +148,9 @@ class TransitionService:
                     # Known at once: the next request fails fast instead of holding a thread for the
                     # engine's whole timeout again; discovery marks it reachable when it answers.
                     self.environments.mark_unreachable(deployment.environment, str(error))
-                self.announce_audit(audit.record(deployment, previous_mode=current.value, new_mode=current.value,
-                                                 outcome="failed", error=str(error), **request.audit_fields()))
+                if request.recorded_refusal != DockerUnavailable.code:
+                    self.announce_audit(audit.record(deployment, previous_mode=current.value, new_mode=current.value,
+                                                     outcome="failed", error=str(error), **request.audit_fields()))
                 raise DockerUnavailable(f"mode unchanged: {error}") from None
         try:
             planned = plan(request.target, containers, deployment_queries.stopped_set_names(deployment.id),
@@ -200,9 +202,10 @@ class TransitionService:
         return held
 
     def _refuse(self, deployment: Deployment, request: ModeChangeRequest, refusal: ModeChangeRefused):
-        self.announce_audit(audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode,
-                                         outcome="rejected", error=f"{refusal.code}: {refusal.detail}",
-                                         **request.audit_fields()))
+        if refusal.code != request.recorded_refusal:
+            self.announce_audit(audit.record(deployment, previous_mode=deployment.mode, new_mode=deployment.mode,
+                                             outcome="rejected", error=f"{refusal.code}: {refusal.detail}",
+                                             **request.audit_fields()))
         raise refusal
 
     # -- execution -------------------------------------------------------------------------

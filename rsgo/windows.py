@@ -14,11 +14,11 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from rsgo import events
+from rsgo import deployment_queries, events
 from rsgo.cron import Cron, CronError
 from rsgo.db import write_transaction
 from rsgo.events import EventBus
-from rsgo.mode_change import ModeChangeRefused
+from rsgo.mode_change import ModeChange, ModeChangeRefused
 from rsgo.models import Deployment, MaintenanceWindow, ScheduleSuppression
 from rsgo.modes import Mode
 from rsgo.settings import parse_duration
@@ -133,6 +133,9 @@ class WindowService:
         # One evaluation at a time: a window added through the API is evaluated at once while the periodic
         # check may be evaluating too, and the loser's attempt would be recorded as a refused change.
         self._evaluating = threading.Lock()
+        # deployment id -> (target, code) of the check's last refused request, already in the history: asked
+        # again every few seconds, the same refusal is not recorded again until the check asks something else.
+        self._refused: dict[int, tuple[Mode, str]] = {}
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -161,9 +164,35 @@ class WindowService:
             cron=spec.cron, timezone=spec.timezone,
             duration_seconds=int(spec.duration) if spec.duration and spec.cron else None)
 
-    def remove(self, window: MaintenanceWindow) -> None:
+    def remove(self, window: MaintenanceWindow, *, actor: str, source: str, reason: str = "",
+               wait: bool = True, address: str | None = None) -> ModeChange | None:
+        """Delete a window. One that alone holds its stack's Maintenance ends it now: the change to Normal
+        is the remover's (``actor``, ``source``, ``reason``), not the schedule's. Refused (nothing removed)
+        if that change is refused; returns it, or None when the window held nothing."""
+        deployment = Deployment.get_by_id(window.deployment_id)
+        change = None
+        if self.removal_ends_maintenance(window):
+            # Asked while the window still exists: a refusal leaves it in place, and the periodic check
+            # cannot end the Maintenance in between, credited to the schedule.
+            change = self._transitions.change_mode(
+                deployment.id, Mode.NORMAL.value, source=source, actor=actor,
+                reason=reason or f"removed maintenance window {window.name}", wait=wait, address=address)
+            # That person ended this Maintenance by removing its window, not by overriding it: a later
+            # window (one added now, one that starts before this one would have ended) acts as usual.
+            ScheduleSuppression.delete().where(ScheduleSuppression.deployment == deployment.id).execute()
         window.delete_instance()
         self._bus.publish(events.WINDOWS_CHANGED, deployment_id=window.deployment_id)
+        return change
+
+    def removal_ends_maintenance(self, window: MaintenanceWindow) -> bool:
+        """Is the stack in Maintenance because of this window alone (active now, no other window active)?"""
+        deployment = Deployment.get_by_id(window.deployment_id)
+        if deployment.mode != Mode.MAINTENANCE.value or deployment.trigger_source != "schedule":
+            return False
+        now = self.clock()
+        others = MaintenanceWindow.select().where((MaintenanceWindow.deployment == deployment.id)
+                                                  & (MaintenanceWindow.id != window.id))
+        return self.span_at(window, now) is not None and not any(self.span_at(w, now) for w in others)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -242,13 +271,31 @@ class WindowService:
         elif active is None and mode is Mode.MAINTENANCE and deployment.trigger_source == "schedule":
             actor = deployment.trigger_actor.removeprefix("schedule:")
             self._change(deployment, Mode.NORMAL, None, f"maintenance window {actor} ended")
+        else:
+            self._refused.pop(deployment_id, None)  # nothing to ask: a later refusal is news again
 
     def _change(self, deployment, target: Mode, window, reason: str) -> None:
+        """Ask for ``target``, unless asking would only be a retry: the check runs every few seconds,
+        and each refused request would otherwise add a red "rejected" entry to the history."""
+        running = deployment_queries.running_transition(deployment.id)
+        if running is not None and running.target_mode == target.value:
+            return  # a transition already goes there (a person's, or the remover's): nothing to ask
+        if (running is None and self._transitions.lock_for(deployment.id).locked()
+                and self._transitions.upgrade_in_progress(deployment.id) is None):
+            return  # a change is being prepared (or the stack enforced): the next check sees which
         actor = f"schedule:{window.name}" if window else deployment.trigger_actor
+        previous = self._refused.get(deployment.id)
+        recorded = previous[1] if previous is not None and previous[0] is target else None
         try:
-            self._transitions.change_mode(deployment.id, target.value, source="schedule", actor=actor, reason=reason)
+            self._transitions.change_mode(deployment.id, target.value, source="schedule", actor=actor, reason=reason,
+                                          recorded_refusal=recorded)
         except ModeChangeRefused as refusal:
-            log.info("schedule could not change %s: %s", deployment.name, refusal)
+            if refusal.code != recorded:
+                log.info("schedule could not change %s to %s: %s (asking again at each window check)",
+                         deployment.name, target.value, refusal)
+            self._refused[deployment.id] = (target, refusal.code)
+        else:
+            self._refused.pop(deployment.id, None)
 
     def suppress_current(self, deployment: Deployment) -> None:
         """A person ended the schedule's Maintenance: the windows around now must not re-enter it."""

@@ -212,7 +212,7 @@ def test_ad_hoc_two_hour_maintenance_ends_by_itself(stack_app):
 
 
 def test_the_ui_starts_ad_hoc_maintenance_and_removes_the_window(stack_app):
-    stack, app, client = stack_app()
+    stack, app, client = stack_app(background=True)
     deployment_id = mode_of(client, stack.name)["id"]
 
     html = client.post(f"/deployments/{deployment_id}/windows", data={"hours": "2", "reason": "quick fix"},
@@ -221,9 +221,15 @@ def test_the_ui_starts_ad_hoc_maintenance_and_removes_the_window(stack_app):
     assert 'id="windows-' in html and "active now" in html and "quick fix" in html
     assert mode_of(client, stack.name)["operationMode"] == "Maintenance"
     window = MaintenanceWindow.get(MaintenanceWindow.deployment == deployment_id)
-    html = client.post(f"/deployments/{deployment_id}/windows/{window.id}/delete",
-                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    delete = f"/deployments/{deployment_id}/windows/{window.id}/delete"
+    # Removing it ends the Maintenance: a reason is required, as for any change by hand.
+    assert client.post(delete, headers={"HX-Request": "true"}).status_code == 400
+    html = client.post(delete, data={"reason": "fixed early"}, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "No windows" in html
+    wait_until(lambda: mode_of(client, stack.name)["operationMode"] == "Normal", 30, message="Normal")
+    latest = client.get(f"/api/deployments/{stack.name}/history").json["items"][0]
+    assert (latest["newMode"], latest["source"], latest["actor"], latest["reason"]) == (
+        "Normal", "ui", app.config["TEST_ACTOR"], "fixed early")
 
 
 @pytest.mark.parametrize("body, field", [

@@ -124,7 +124,15 @@ def delete_window(ref: str, window_id: int):
         raise Problem(404, "not_found", f"{deployment.name} has no window {window_id}")
     if window.origin == "config":
         raise Problem(409, "window_from_config", f"window {window.name} comes from the config file; change it there")
-    current_runtime().windows.remove(window)
+    # A window that alone holds the stack's Maintenance ends it now (waited for), credited to the caller
+    # with this reason (README "Maintenance windows"): ?reason=… or a JSON body {"reason": "…"}.
+    body = json_object() if request.content_length else {}
+    if set(body) - {"reason"} or ("reason" in body and "reason" in request.args):
+        raise Problem(400, "invalid_request", "the only field is reason, in the body or as ?reason=, not both",
+                      field="reason")
+    reason = clean_reason(body.get("reason", request.args.get("reason")))
+    current_runtime().windows.remove(window, actor=current().name, source="api", reason=reason,
+                                     address=client_address())
     return "", 204
 
 

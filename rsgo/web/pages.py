@@ -9,7 +9,7 @@ from flask import Blueprint, make_response, render_template, request, url_for
 from rsgo import audit
 from rsgo.deployment_queries import find_deployment
 from rsgo.models import Deployment, MaintenanceWindow
-from rsgo.modes import TRIGGER_SOURCES, parse_mode
+from rsgo.modes import TRIGGER_SOURCES, Mode, parse_mode
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires
 from rsgo.web import current_runtime, dashboard_view, page_context, time_context
@@ -198,10 +198,39 @@ def add_adhoc_window(ref: str):
 @blueprint.post("/deployments/<ref>/windows/<int:window_id>/delete")
 @requires("operate")
 def delete_window(ref: str, window_id: int):
+    """Remove a window; one that alone holds the stack's Maintenance ends it, as the remover's change."""
+    deployment, window = _removable_window(ref, window_id)
+    runtime = current_runtime()
+    reason = clean_reason(request.form.get("reason"))
+    if runtime.windows.removal_ends_maintenance(window) and not reason:
+        raise Problem(400, "invalid_request", f"Give a reason: removing {window.name} ends the Maintenance of "
+                      f"{deployment.name} now, and the history records it as yours.")
+    change = runtime.windows.remove(window, actor=current().name, source="ui", reason=reason, wait=False,
+                                    address=client_address())
+    d = page_context.detail(deployment, runtime)
+    if _asked_region() != f"window-removal-{deployment.id}":
+        return render_template("deployments/_windows.html", d=d)
+    status = change and change.transition and page_context.change_status(deployment, change.transition.id, runtime)
+    return render_template("deployments/_window_removed.html", d=d, status=status, first=True, window=window)
+
+
+@blueprint.get("/deployments/<ref>/windows/<int:window_id>/delete")
+@requires("operate")
+def window_removal_form(ref: str, window_id: int):
+    """The confirmation of a removal: whether it ends Maintenance, what starts then, and a reason."""
+    deployment, window = _removable_window(ref, window_id)
+    if request.args.get("cancel"):
+        return ""
+    runtime = current_runtime()
+    return render_template("deployments/_window_removal_form.html", d=page_context.detail(deployment, runtime),
+                           window=window, ends=runtime.windows.removal_ends_maintenance(window),
+                           preview=page_context.preview(deployment, Mode.NORMAL, runtime))
+
+
+def _removable_window(ref: str, window_id: int):
     deployment = find_deployment(ref)
     window = MaintenanceWindow.get_or_none((MaintenanceWindow.id == window_id)
                                            & (MaintenanceWindow.deployment == deployment.id))
     if window is None or window.origin == "config":
         raise Problem(404, "not_found", "no such window (windows from the config file are changed there)")
-    current_runtime().windows.remove(window)
-    return render_template("deployments/_windows.html", d=page_context.detail(deployment, current_runtime()))
+    return deployment, window

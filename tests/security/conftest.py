@@ -52,6 +52,7 @@ NEEDS = {
     "pages.dashboard": "read", "pages.deployment_page": "read", "pages.deployment_history": "read",
     "pages.history": "read", "pages.mode_change_form": "operate", "pages.change_mode": "operate",
     "pages.check_observer": "operate", "pages.add_adhoc_window": "operate", "pages.delete_window": "operate",
+    "pages.window_removal_form": "operate",
     "auth.logout": "read",
     "admin.users": "admin", "admin.create_user": "admin", "admin.change_role": "admin", "admin.delete_user": "admin",
     "admin.tokens": "admin", "admin.create_token": "admin", "admin.revoke_token": "admin", "admin.security": "admin",
