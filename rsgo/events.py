@@ -30,7 +30,7 @@ CONTAINER_CHANGED = "container.changed"  # the in-memory view of one container c
 OBSERVER_CHECKED = "observer.checked"  # an observer's shown status changed
 OBSERVER_CHECK_FINISHED = "observer.check.finished"  # every check, changed or not (metrics)
 OBSERVER_FAILING = "observer.failing"  # reached failureThreshold
-OBSERVER_RECOVERED = "observer.recovered"  # read again after failing
+OBSERVER_RECOVERED = "observer.recovered"  # read again after failing, or a reload removed or changed it
 WINDOWS_CHANGED = "windows.changed"  # a window added, removed or reloaded (deployment_id None: all)
 WEBHOOK_DELIVERY_FINISHED = "webhook.delivery.finished"  # delivered, or failed for good
 ENVIRONMENT_CHANGED = "environment.changed"  # an engine became reachable or unreachable, or changed its role
@@ -53,7 +53,8 @@ CATALOGUE: dict[str, frozenset[str]] = {
     OBSERVER_CHECKED: frozenset({"deployment_id"}),
     OBSERVER_CHECK_FINISHED: frozenset({"deployment_id", "ok"}),
     OBSERVER_FAILING: frozenset({"deployment_id", "observer", "failures", "error"}),
-    OBSERVER_RECOVERED: frozenset({"deployment_id", "observer"}),
+    # cause: "read" (a check read the source again), "removed" or "changed" (a config reload did)
+    OBSERVER_RECOVERED: frozenset({"deployment_id", "observer", "cause"}),
     WINDOWS_CHANGED: frozenset({"deployment_id"}),
     WEBHOOK_DELIVERY_FINISHED: frozenset({"delivery_id", "webhook", "event", "result"}),
     ENVIRONMENT_CHANGED: frozenset({"environment"}),

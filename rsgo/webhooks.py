@@ -206,6 +206,8 @@ class WebhookDispatcher:
                 "failures": payload.get("failures", status.failures if status else 0),
                 "error": payload.get("error"),
                 "lastValue": status.last_value if status else None,
+                # observer.recovered only: "read" (its source reads again), "removed" or "changed" (a reload)
+                **({"recoveredBy": payload["cause"]} if "cause" in payload else {}),
             },
         }
 

@@ -82,12 +82,16 @@ class ObserverService:
                                         & (Deployment.name == stack.name))
             wanted[deployment.id] = stack.observer
         with self._guard:
+            previous = self._configs
             removed = set(self._configs) - set(wanted)
             self._configs = wanted
         for deployment_id in removed:
+            old = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment_id)
             ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
             if self._scheduler is not None:
                 self._scheduler.remove(_job_id(deployment_id))
+            self._cleared_by_reload(old, previous[deployment_id], "removed")
+            self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)  # its panel goes
         for deployment_id, observer in wanted.items():
             status = self._status_row(deployment_id)
             unchanged = status.fingerprint == observer.fingerprint
@@ -95,6 +99,8 @@ class ObserverService:
                 # A changed observer is a different observer: its old readings say nothing now.
                 ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
                 ObserverStatus.create(deployment=deployment_id, fingerprint=observer.fingerprint)
+                if deployment_id in previous:
+                    self._cleared_by_reload(status, previous[deployment_id], "changed")
             if self._scheduler is not None and not (unchanged and self._scheduler.next_run(_job_id(deployment_id))):
                 if observer.disabled:
                     self._scheduler.remove(_job_id(deployment_id))
@@ -102,6 +108,16 @@ class ObserverService:
                     self._scheduler.every(_job_id(deployment_id), observer.interval, self.run_scheduled_check,
                                           deployment_id)
             self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)
+
+    def _cleared_by_reload(self, old: ObserverStatus | None, config: ObserverConfig, cause: str) -> None:
+        """A reload that removed or changed a failing observer ends its failure, announced like a source
+        that reads again (``observer.recovered``): whoever was told it failed is told it no longer does.
+        If the changed one fails too, it is announced failing again at its threshold."""
+        if old is None or not old.failing:
+            return
+        log.info("observer %s of %s is no longer failing: the config reload %s it", config.name, config.stack, cause)
+        self._bus.publish(events.OBSERVER_RECOVERED, deployment_id=old.deployment_id, observer=config.name,
+                          cause=cause)
 
     def observer_for(self, deployment_id: int) -> ObserverConfig | None:
         with self._guard:
@@ -198,7 +214,9 @@ class ObserverService:
             self._bus.publish(events.OBSERVER_FAILING, deployment_id=status.deployment_id, observer=observer.name,
                               failures=after["failures"], error=error)
         elif status.failing and not after["failing"]:
-            self._bus.publish(events.OBSERVER_RECOVERED, deployment_id=status.deployment_id, observer=observer.name)
+            self._bus.publish(events.OBSERVER_RECOVERED, deployment_id=status.deployment_id, observer=observer.name,
+                              cause="read")
+            log.info("observer %s of %s recovered: it read %r", observer.name, observer.stack, value)
         return changed, after
 
     def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str, status: dict) -> None:
