@@ -144,9 +144,13 @@ def test_selecting_three_stacks_starts_two_changes_and_shows_the_refusal(estate,
     expect(page.get_by_role("checkbox", name=f"Select {x.name}")).not_to_be_checked()
     wait_until(lambda: stopped(x) and stopped(y), 30, message="the containers to really stop")
     assert mode_of(server, z_id) == "Stopped"
-    # Clear selection hides the bar again.
+    # Clear selection hides the bar again. On a phone the bar and the results fit the window.
     page.get_by_role("checkbox", name=f"Select {z.name}").check()
     expect(bar.locator("#bulk-count")).to_have_text("1 selected")
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(bar.get_by_role("button", name="Stopped")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate("document.querySelector('.bulk-result').getBoundingClientRect().right") <= 390
     bar.get_by_role("button", name="Clear selection").click()
     expect(bar).to_be_hidden()
     expect(page.get_by_role("checkbox", name=f"Select {z.name}")).not_to_be_checked()
