@@ -170,6 +170,9 @@ def test_the_forget_button_asks_for_a_reason_and_removes_the_row_in_every_browse
     expect(first.locator(f"#slot-{deployment_id}")).to_have_count(0)
     expect(second.locator(f"#slot-{deployment_id}")).to_have_count(0, timeout=5_000)  # pushed
     expect(second.locator(f"#deployment-{keep_id}")).to_be_visible()
+    # The folded stacks without containers count one fewer (the config's declared stack is left).
+    for page in (first, second):
+        expect(page.locator("#without-containers summary")).to_have_text("1 stack without containers")
     # The history stays, naming the stack; the notice's link leads there.
     notice.get_by_role("link", name="Its history").click()
     expect(first.locator("h1")).to_contain_text(stack.name)
