@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     runtime = Runtime(settings, gateway=gateway)
     app.extensions["rsgo"] = runtime
     runtime.reload_config()
-    web.first_start(settings)
+    web.first_start(settings, runtime.scheduler if background else None)
 
     Htmx(app)
     errors.register(app)

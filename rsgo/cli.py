@@ -16,6 +16,10 @@ from rsgo.settings import SettingsError, load_settings
 # Libraries whose DEBUG lines hold secrets: urllib3 logs every request's URL with its query (an http
 # observer's ?token=...). Even at RSGO_LOG_LEVEL=DEBUG they log from INFO up.
 _SECRET_LEAKING_LOGGERS = ("urllib3",)
+# APScheduler logs two INFO lines per run of every job ("Running job …", "Job … executed successfully"),
+# plus each job added and removed: with a window check every 5 s and a check per observer that buried
+# everything else. Below DEBUG only its warnings (missed runs) and job errors reach the log.
+_CHATTY_LOGGERS = ("apscheduler",)
 
 
 def _configure_logging(level: str, stream=sys.stdout) -> None:
@@ -27,6 +31,8 @@ def _configure_logging(level: str, stream=sys.stdout) -> None:
     log_safety.hide_sql_parameters()
     for name in _SECRET_LEAKING_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def serve(settings) -> int:

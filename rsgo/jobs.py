@@ -31,9 +31,7 @@ class SchedulerAlreadyRunning(RuntimeError):
 
 class Scheduler:
     def __init__(self, threads: int, long_job_threads: int = 16):
-        # APScheduler logs every run of every job at INFO; with checks and retries every few seconds that
-        # buries what matters. Its warnings (missed runs) and job errors still reach the log.
-        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+        # APScheduler's per-run INFO lines are kept out of the log by the logging setup (rsgo/cli.py).
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(threads), "long": ThreadPoolExecutor(long_job_threads)},
             # One run of a job at a time; runs missed while one hung are merged into one, not queued.

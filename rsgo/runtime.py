@@ -137,8 +137,12 @@ class Runtime:
             self.config = config
             self._config_file_seen = self._config_file_seen or os.path.exists(self.settings.config_path)
             self.reload_failure = None
-            log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
-                     sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
+            if not os.path.exists(config.path):  # no file, and none required: nothing to load, say so
+                log.info("config file not found: %s (no observers; see README 'Observers')",
+                         os.path.abspath(config.path))
+            else:
+                log.info("config %s loaded: %d stacks, %d observers, %d problems", config.path, len(config.stacks),
+                         sum(1 for s in config.stacks.values() if s.observer), len(config.problems))
             return config
 
     def reload_from_signal(self) -> None:

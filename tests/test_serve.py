@@ -39,4 +39,5 @@ def test_the_server_runs_one_scheduler_and_logs_to_stdout(make_server):
     log = server.log()
     assert log.count("Booting worker") == 1
     assert "rsgo serving on http://127.0.0.1:" in log
-    assert "INFO rsgo.runtime: config " in log and " loaded: " in log
+    # No config file in its data dir: said as such (not "loaded: 0 stacks").
+    assert "INFO rsgo.runtime: config file not found: " in log and " loaded: " not in log

@@ -70,9 +70,13 @@ def register(app, settings) -> None:
                 "can_admin": who.can("admin")}
 
 
-def first_start(settings) -> None:
+SETUP_LINK_JOB = "setup-link"
+
+
+def first_start(settings, scheduler=None) -> None:
     """No users yet: create the admin from RSGO_ADMIN_PASSWORD, or print a one-time setup link.
-    Never "the first visitor becomes admin"."""
+    Never "the first visitor becomes admin". The link is printed again every RSGO_SETUP_LINK_INTERVAL
+    on ``scheduler`` until it is used: a line printed once scrolls out of view within a minute."""
     if accounts.has_users():
         return
     if settings.admin_password:
@@ -81,5 +85,26 @@ def first_start(settings) -> None:
         return
     token = accounts.new_setup_token()
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
-    log.warning("no users yet: create the first admin at http://%s:%s/setup?token=%s (works once)",
-                host, settings.port, token)
+    link = f"http://{host}:{settings.port}/setup?token={token}"
+    _print_setup_link(link)
+    if scheduler is not None:
+        interval = settings.setup_link_interval
+        scheduler.every(SETUP_LINK_JOB, interval, _remind_of_setup_link, scheduler, link, token,
+                        first_run=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=interval))
+
+
+def _print_setup_link(link: str) -> None:
+    log.warning("no users yet: create the first admin at %s (works once)", link)
+
+
+def _remind_of_setup_link(scheduler, link: str, token: str) -> None:
+    from rsgo.db import release_thread_connection
+
+    try:
+        if accounts.setup_token_valid(token):
+            _print_setup_link(link)
+            return
+        scheduler.remove(SETUP_LINK_JOB)
+        log.info("the setup link was used (or an admin was made otherwise): it is no longer printed")
+    finally:
+        release_thread_connection()
