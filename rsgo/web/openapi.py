@@ -8,7 +8,7 @@ from __future__ import annotations
 from rsgo.audit import OUTCOMES
 from rsgo.db import MAX_ID
 from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
-from rsgo.web import openapi_stacks, openapi_upgrades
+from rsgo.web import openapi_stacks, openapi_upgrades, openapi_windows
 from rsgo.web.http_input import MAX_REQUEST_TEXT
 
 
@@ -336,39 +336,6 @@ def openapi_document() -> dict:
                 "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
                 "responses": {"200": _json("observer status after the check", _ref("ObserverStatus")),
                               "404": _problem("no such deployment, or it has no observer")}}},
-            "/api/deployments/{id}/windows": {
-                "get": {"summary": "The deployment's maintenance windows with their next 5 occurrences",
-                        "operationId": "listWindows", "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
-                        "responses": {"200": _json("windows", {"type": "object", "properties": {
-                            "items": {"type": "array", "items": _ref("Window")}}}),
-                            "404": _problem("not_found")}},
-                "post": {"summary": "Add a window: one-time, recurring, or {duration} from now (ad hoc)",
-                         "operationId": "addWindow", "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT],
-                         "requestBody": {"required": True, "content": {"application/json": {
-                             "schema": _ref("WindowRequest")}}},
-                         "responses": {"201": _json("the window", _ref("Window")),
-                                       "400": _problem("invalid_request naming the field"),
-                                       "404": _problem("not_found"), "415": _problem("unsupported_media_type")}}},
-            "/api/deployments/{id}/windows/{windowId}": {"delete": {
-                "summary": "Remove a window added through the API or UI", "operationId": "deleteWindow",
-                "description": "A window that alone holds the stack's Maintenance (active now, no other window "
-                               "active) ends it: the stack returns to Normal before the answer, recorded as the "
-                               "caller's change with `reason` (default: \"removed maintenance window NAME\"). "
-                               "Give the reason as `?reason=` or as a JSON body `{\"reason\": \"...\"}`, not both. "
-                               "If that change is refused (409), the window stays.",
-                "parameters": [_DEPLOYMENT_REF, _ENVIRONMENT,
-                               {"name": "windowId", "in": "path", "required": True, "schema": {"type": "integer"}},
-                               {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"},
-                                "description": "why, for the history of the change to Normal the removal causes"}],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"reason": {"type": "string", "maxLength": 500}}}}}},
-                "responses": {"204": {"description": "removed (and, if it held the Maintenance, the stack is Normal "
-                                                     "again, or Failed if starting its containers failed)"},
-                              "400": _problem("invalid_request: a bad reason, or it was given twice"),
-                              "404": _problem("not_found"),
-                              "409": _problem("window_from_config: change it in the config file; or "
-                                              "transition_in_progress: the stack is changing, the window stays")}}},
             "/api/config/reload": {"post": {
                 "summary": "Read the stack config file again (like SIGHUP)", "operationId": "reloadConfig",
                 "responses": {"200": _json("what was loaded", {"type": "object"}),
@@ -413,6 +380,7 @@ def openapi_document() -> dict:
         # Every operation needs a token or a session, except the probes (they say so themselves).
         "security": [{"bearerAuth": []}, {"session": []}],
     }
+    document["paths"].update(openapi_windows.paths(_DEPLOYMENT_REF, _ENVIRONMENT, _problem, _json))
     document["paths"].update(openapi_upgrades.paths(_DEPLOYMENT_REF, _ENVIRONMENT, _problem, _json))
     openapi_stacks.merge(document["paths"], _DEPLOYMENT_REF, _ENVIRONMENT, _problem, _json)
     _with_auth_responses(document["paths"])
