@@ -181,7 +181,7 @@ def test_it_answers_404_not_found_as_a_problem_for_an_unknown_api_path(client):
 
 
 def test_it_answers_405_with_a_problem_body_and_allow_header(client):
-    cases = [("delete", "/api/deployments/anything", {"GET"}),
+    cases = [("put", "/api/deployments/anything", {"GET", "DELETE"}),
              ("post", "/api/deployments", {"GET"}),
              ("patch", mode_url("anything"), {"GET", "PUT"}),
              ("post", "/api/history", {"GET"})]

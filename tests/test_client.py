@@ -234,9 +234,11 @@ def test_with_for_the_wrapper_ends_it_early_and_leaves_no_window(serve):
     assert served.mode() == "Normal" and served.stack.is_running("api")
     assert served.windows() == [], "the wrapper removes its window"
     entries = served.history()
+    # Removing the active window ends its Maintenance as the remover's change (the wrapper's token), not the schedule's.
     assert [(e["newMode"], e["source"], e["outcome"]) for e in entries] == [
-        ("Normal", "schedule", "succeeded"), ("Maintenance", "schedule", "succeeded")]
+        ("Normal", "api", "succeeded"), ("Maintenance", "schedule", "succeeded")]
     assert entries[1]["reason"] == "nightly backup"
+    assert entries[0]["reason"] == "nightly backup (command exited with 0)"
 
 
 def test_a_for_window_that_ends_before_the_command_is_said_and_not_taken_as_done(serve):

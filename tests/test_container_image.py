@@ -155,8 +155,10 @@ def image(request, docker_client) -> str:
         shutil.copytree(_wheelhouse(Path(context)), Path(context, "wheels"))
         wheels_seconds = time.monotonic() - started
         build_started = time.monotonic()
-        docker("build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--label", f"{HASH_LABEL}={wanted}",
-               "--tag", IMAGE, context, timeout=BUILD_TIMEOUT)
+        # The host's network for apt-get: a test worker's private engine runs with --iptables=false
+        # (tests/engines.py), so its bridge has no way out.
+        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+               "--label", f"{HASH_LABEL}={wanted}", "--tag", IMAGE, context, timeout=BUILD_TIMEOUT)
     _report(request, f"{IMAGE} built in {time.monotonic() - build_started:.1f}s "
                      f"(wheels {wheels_seconds:.1f}s, source hash {wanted})")
     if old and old != docker("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip():

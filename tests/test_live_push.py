@@ -153,8 +153,9 @@ def mode_shown(html: str, tag: str, element_id: str) -> str | None:
 
 def container_state(html: str, deployment_id: int, container_name: str) -> str | None:
     containers = element(html, "section", f"containers-{deployment_id}")
-    row = containers and re.search(rf"<tr>\s*<td>{re.escape(container_name)}<br>.*?</tr>", containers, re.S)
-    state = row and re.search(r'<span class="state state-([a-z]+)">', row.group(0))
+    row = containers and re.search(rf'<tr>\s*<td data-label="Container"><span [^>]*title="{re.escape(container_name)}"'
+                                   r".*?</tr>", containers, re.S)
+    state = row and re.search(r'<span class="state state-([a-z]+)[ "]', row.group(0))
     return state.group(1) if state else None
 
 
@@ -260,8 +261,10 @@ def test_a_container_stopped_outside_rsgo_is_pushed_from_the_docker_events(make_
 
     stack.containers["worker"].stop(timeout=10)  # the Docker SDK, not rsgo
 
-    regions = detail.wait_for(lambda m: container_state(m, deployment_id, worker) == "exited",
-                                    what=f"{worker} exited in the containers region")
+    # Exit code 0 (the test image ends on SIGTERM) shows as "completed": rsgo cannot tell a hand stop from
+    # a job's end by the code alone (README "The dashboard"); either way it is no longer running.
+    regions = detail.wait_for(lambda m: container_state(m, deployment_id, worker) in ("exited", "completed"),
+                              what=f"{worker} exited in the containers region")
     assert oob(regions, f"containers-{deployment_id}") == "true"
     assert container_state(regions, deployment_id, stack.container_name("api")) == "running"
     assert mode_shown(regions, "section", f"mode-{deployment_id}") == "Normal"
@@ -394,7 +397,10 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
             _, arrived, _ = page.wait_for_arrival(newer_or_same, timeout=10, start=mark, what=f"burst-{number:04d}")
             latencies.append(max(0.0, arrived - put_returned))
         worst = max(latencies)
-        assert worst < 0.5, (f"{page.topics}: a fragment came {worst:.3f}s after its change "
+        # A pusher held up by the hung page would stall every reader until its send times out (30 s,
+        # rsgo/web/ws.py); 5 s leaves a loaded CI machine room and still tells the two apart. How fast
+        # pushes are is the fan-out benchmark's business.
+        assert worst < 5, (f"{page.topics}: a fragment came {worst:.3f}s after its change "
                              f"(median {sorted(latencies)[len(latencies) // 2]:.3f}s)")
     # Dropping the hung page also ends its connection, which frees its thread and its slot: a new page
     # takes them (a thread left blocked in the send would keep the slot: 503) and the API still answers.

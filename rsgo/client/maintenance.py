@@ -298,15 +298,18 @@ class Wrapper:
     def _leave_once(self, why: str) -> None:
         if self.window is not None:
             try:
-                self.api.stack("DELETE", self.stack, f"/windows/{int(self.window['id'])}")
+                # Removing the window ends the Maintenance it holds, as this token's change with this reason.
+                self.api.stack("DELETE", self.stack, f"/windows/{int(self.window['id'])}",
+                               body={"reason": f"{self.reason} ({why})"})
             except ClientError as error:
                 if error.exit_code != USAGE:  # 404: already removed
                     raise
             self.window = None
         if self.actor is None and self.entered_at is None:
             return  # nothing of ours to end
-        # Without its window, the schedule's Maintenance ends at rsgo's next window check (RSGO_WINDOW_CHECK_INTERVAL),
-        # recorded as the window's end; asking for Normal meanwhile would only race with it.
+        # The removal has ended the window's Maintenance unless another window holds it (then it is the
+        # schedule's) or a change was running (then rsgo's next window check ends it); asking for Normal
+        # meanwhile would only race with it.
         schedule_ends_it_by = time.monotonic() + SCHEDULE_END_SECONDS
         while True:
             state = settle(self.api, self.stack, sys.stderr)

@@ -57,8 +57,8 @@ NEEDS = {
     "admin.users": "admin", "admin.create_user": "admin", "admin.change_role": "admin", "admin.delete_user": "admin",
     "admin.tokens": "admin", "admin.create_token": "admin", "admin.revoke_token": "admin", "admin.security": "admin",
     "admin.webhooks": "admin", "admin.add_webhook": "admin", "admin.delete_webhook": "admin",
-    "metrics.scrape": "read",
     "admin.test_webhook": "admin",
+    "metrics.scrape": "read",
     "api_upgrades.start_upgrade": "operate", "api_upgrades.start_rollback": "operate",
     "api_upgrades.show_upgrade": "read", "api_upgrades.list_upgrades": "read",
     "upgrade_pages.preview": "operate", "upgrade_pages.start_upgrade": "operate",
@@ -149,12 +149,13 @@ def admin_page(server, path: str) -> str:
 
 
 def token_row(server, name: str) -> list[str]:
-    """The cells of a token's row on the admin tokens page (name, scope, stacks, expires, last used, ...)."""
+    """The text of each cell of a token's row on the admin tokens page (name, scope, stacks, expires, last
+    used, ...; a time is its server-rendered UTC text), then the row's HTML."""
     html = admin_page(server, "/admin/tokens")
     for row in re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.DOTALL):
         cells = re.findall(r"<td>(.*?)</td>", row, re.DOTALL)
         if cells and re.match(rf"{re.escape(name)} <small", cells[0]):
-            return [re.sub(r"\s+", " ", unescape(c)).strip() for c in cells] + [row]
+            return [re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", "", c))).strip() for c in cells] + [row]
     raise AssertionError(f"no row for token {name} on /admin/tokens")
 
 
@@ -182,7 +183,8 @@ def role_of(server, name: str) -> str | None:
 def security_events(server) -> list[tuple[str, str, str, str]]:
     """(what, who, from, detail) of every row on the security log page, newest first."""
     html = admin_page(server, "/admin/security")
-    row = r"<tr><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>"
+    # The first cell is the time (a <time> element, see the when macro); the others are plain text.
+    row = r"<tr><td>(?:(?!</td>).)*</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>"
     return [tuple(unescape(c) for c in cells) for cells in re.findall(row, html)]
 
 
