@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import textwrap
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -47,7 +46,7 @@ def estate(docker_client, tmp_path_factory):
             maintenanceObserver: {{type: file, name: {OBSERVER}, path: '{flag}', mode: content,
                                    maintenanceValue: "1", normalValue: "0", pollingInterval: 1s}}
         """))
-    server = ServerProcess(root / "data", log_path=Path("/tmp/d1-confirm.log"), RSGO_CONFIG=str(config)).start()
+    server = ServerProcess(root / "data", RSGO_CONFIG=str(config)).start()
     try:
         for name in (held, plain):
             wait_until(lambda n=name: (_detail(server, n) or {}).get("containerCounts", {}).get("total") == 2, 20,

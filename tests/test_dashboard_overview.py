@@ -9,6 +9,7 @@ estate and the counts are exact, whatever else runs on the main engine at the sa
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +46,7 @@ def estate(tmp_path_factory):
     client = engine.client
     for leftover in client.api.containers(all=True, filters={"label": "rsgo.stack"}):  # of an aborted run
         client.api.remove_container(leftover["Id"], force=True)
+    began = time.monotonic()
     words = list(WORDS) + list(ROLES)
 
     def create(word):
@@ -81,11 +83,13 @@ def estate(tmp_path_factory):
         wait_until(lambda: _listed(server)[ids["nightly"]]["overdue"], 15, 0.2, "nightly to be overdue")
         wait_until(lambda: all(_listed(server)[ids[w]]["containers"]["total"] == 0
                                for w, role in ROLES.items() if role == "gone"), 15, 0.2, "the gone containers")
+        print(f"the estate took {time.monotonic() - began:.0f} s")
         yield server, ids
     finally:
         server.stop()
-        for container in client.api.containers(all=True, filters={"label": "rsgo.stack"}):
-            client.api.remove_container(container["Id"], force=True)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda c: client.api.remove_container(c["Id"], force=True),
+                          client.api.containers(all=True, filters={"label": "rsgo.stack"})))
         if engine.started_here:
             engine.stop()
 
