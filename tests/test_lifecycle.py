@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from conftest import SLOW_2S, wait_for_deployment
 from support import put_mode, wait_until
 
@@ -99,8 +101,9 @@ def test_it_orders_by_compose_depends_on_and_waits_for_healthy(client, make_stac
     stack.add("db", labels={"com.docker.compose.service": "db"}, healthcheck=healthcheck,
               command=["sh", "-c", "trap 'exit 0' TERM; rm -f /tmp/ready; (sleep 1; touch /tmp/ready) & "
                                    "while :; do sleep 0.1; done"])
+    # api takes ~2 s to stop: stopped together with db, it would finish after it; in order, before db begins.
     stack.add("api", labels={"com.docker.compose.service": "api",
-                             "com.docker.compose.depends_on": "db:service_healthy:false"})
+                             "com.docker.compose.depends_on": "db:service_healthy:false"}, command=SLOW_2S)
     wait_until(lambda: stack.state("db").get("Health", {}).get("Status") == "healthy", 20,
                message="db healthy")
     wait_for_deployment(client, stack.name, 2)
@@ -133,20 +136,26 @@ def test_a_dependency_cycle_is_a_clear_error_and_touches_nothing(client, make_st
     assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal"
 
 
-def test_ten_slow_containers_stop_in_parallel(client, make_stack):
+@pytest.mark.parametrize("concurrency, batches", [(None, 1), ("3", 4)])
+def test_one_levels_containers_stop_in_parallel_batches_of_the_action_concurrency(make_app, make_stack,
+                                                                                  concurrency, batches):
+    """Ten containers of ~2 s each: the default stops them all at once, RSGO_ACTION_CONCURRENCY=3 in
+    four waves (3, 3, 3, 1). The waves are read from Docker's own FinishedAt times."""
+    client = make_app(**({"RSGO_ACTION_CONCURRENCY": concurrency} if concurrency else {})).test_client()
     stack = make_stack()
     for index in range(10):
         stack.add(f"c{index}", command=SLOW_2S)
     wait_for_deployment(client, stack.name, 10)
 
-    began = time.monotonic()
     response = put_mode(client, stack.name, "Maintenance")
-    took = time.monotonic() - began
 
     assert response.status_code == 200
     assert all(not stack.is_running(f"c{index}") for index in range(10))
-    # One after another would take at least 10 x 2 s.
-    assert took < 8, f"stopping 10 containers of ~2 s each took {took:.1f}s"
+    finished = sorted(_finished_at(stack, f"c{index}") for index in range(10))
+    # A wave ends ~2 s after the one before it; containers of one wave end within a fraction of that.
+    gaps = [later - earlier for earlier, later in zip(finished, finished[1:], strict=False)]
+    waves = 1 + sum(gap > dt.timedelta(seconds=1.2) for gap in gaps)
+    assert waves == batches, f"finish times {[t.strftime('%S.%f') for t in finished]}"
 
 
 def test_stop_timeout_label_bounds_the_grace_period(client, make_stack):
