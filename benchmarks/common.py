@@ -187,6 +187,12 @@ def median(values: list[float]) -> float:
     return percentile(values, 50)
 
 
+def spread(values: list[float]) -> dict:
+    """Median, min-max and interquartile range: what a figure near its target is decided and reported by."""
+    return {"median": median(values), "min": min(values), "max": max(values),
+            "p25": percentile(values, 25), "p75": percentile(values, 75)}
+
+
 # -- results -------------------------------------------------------------------------------------
 
 def figure(what: str, measured: float, unit: str, target: str, passed: bool, baseline: float | None = None,

@@ -310,11 +310,6 @@ def run_side(side: str, project: str, client, compose: Compose, server: common.S
     return {**outcome, **measure(recorder.events, old_ids)}
 
 
-def spread(values: list[float]) -> dict:
-    return {"median": common.median(values), "min": min(values), "max": max(values),
-            "p25": common.percentile(values, 25), "p75": common.percentile(values, 75)}
-
-
 def describe(name: str, s: dict) -> str:
     return (f"{name} {s['median']:.2f} s (min–max {s['min']:.2f}–{s['max']:.2f}, "
             f"IQR {s['p25']:.2f}–{s['p75']:.2f})")
@@ -398,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
     downtimes = {side: [r["downtime"] for r in results[side]] for side in sides}
-    spreads = {side: spread(values) for side, values in downtimes.items()}
+    spreads = {side: common.spread(values) for side, values in downtimes.items()}
     rsgo = spreads["rsgo"]["median"]
     what = (f"upgrade downtime, {len(SERVICES)} containers in levels 1 → 3 → 6 with 1 s healthchecks, v1 → v2: "
             f"first old die → last new healthy (median of {rounds})")

@@ -187,7 +187,9 @@ class LevelRunner:
             if self._aborted.is_set():
                 return
             batch = [a for a in pending if a.level == level]
-            with ThreadPoolExecutor(max_workers=min(self._concurrency, len(batch)),
+            # A level goes out at once (0, the default) or in batches of the setting.
+            workers = len(batch) if self._concurrency == 0 else min(self._concurrency, len(batch))
+            with ThreadPoolExecutor(max_workers=workers,
                                     thread_name_prefix="rsgo-action") as pool:
                 for future in as_completed([pool.submit(self._perform, a) for a in batch]):
                     result = future.result()

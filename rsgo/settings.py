@@ -53,6 +53,17 @@ def _positive_int(text: str) -> int:
     return number
 
 
+def _concurrency(text: str) -> int:
+    """``0``: no bound (a whole dependency level at once); else at most this many."""
+    try:
+        number = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number (0: no bound)") from None
+    if number < 0:
+        raise ValueError(f"{number} must be 0 (no bound) or more")
+    return number
+
+
 def _port(text: str) -> int:
     number = _positive_int(text)
     if number > 65535:
@@ -147,8 +158,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Stop stopped-set containers again if they start while in Maintenance or Stopped.", parse_bool),
     Setting("RSGO_RESYNC_INTERVAL", "30s",
             "How often the full container list is re-read besides the Docker events stream.", _positive_duration),
-    Setting("RSGO_ACTION_CONCURRENCY", "16",
-            "How many containers of one dependency level are stopped or started at once.", _positive_int),
+    Setting("RSGO_ACTION_CONCURRENCY", "0",
+            "How many containers of one dependency level are stopped or started at once. `0`: all of them, as "
+            "`docker stop` with their names does; a number bounds it (an engine that struggles with many at once).",
+            _concurrency),
     Setting("RSGO_DEFAULT_STOP_TIMEOUT", "10s",
             "Grace period for containers with neither `rsgo.stop_timeout` nor their own stop timeout.",
             _positive_duration),

@@ -136,22 +136,23 @@ def test_a_dependency_cycle_is_a_clear_error_and_touches_nothing(client, make_st
     assert client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal"
 
 
-@pytest.mark.parametrize("concurrency, batches", [(None, 1), ("3", 4)])
+@pytest.mark.parametrize("concurrency, count, batches", [(None, 20, 1), ("3", 10, 4)])
 def test_one_levels_containers_stop_in_parallel_batches_of_the_action_concurrency(make_app, make_stack,
-                                                                                  concurrency, batches):
-    """Ten containers of ~2 s each: the default stops them all at once, RSGO_ACTION_CONCURRENCY=3 in
-    four waves (3, 3, 3, 1). The waves are read from Docker's own FinishedAt times."""
+                                                                                  concurrency, count, batches):
+    """Containers of ~2 s each on one level: the default stops all twenty at once (the old default, 16,
+    took two waves), RSGO_ACTION_CONCURRENCY=3 stops ten in four waves (3, 3, 3, 1). The waves are read
+    from Docker's own FinishedAt times."""
     client = make_app(**({"RSGO_ACTION_CONCURRENCY": concurrency} if concurrency else {})).test_client()
     stack = make_stack()
-    for index in range(10):
+    for index in range(count):
         stack.add(f"c{index}", command=SLOW_2S)
-    wait_for_deployment(client, stack.name, 10)
+    wait_for_deployment(client, stack.name, count)
 
     response = put_mode(client, stack.name, "Maintenance")
 
     assert response.status_code == 200
-    assert all(not stack.is_running(f"c{index}") for index in range(10))
-    finished = sorted(_finished_at(stack, f"c{index}") for index in range(10))
+    assert all(not stack.is_running(f"c{index}") for index in range(count))
+    finished = sorted(_finished_at(stack, f"c{index}") for index in range(count))
     # A wave ends ~2 s after the one before it; containers of one wave end within a fraction of that.
     gaps = [later - earlier for earlier, later in zip(finished, finished[1:], strict=False)]
     waves = 1 + sum(gap > dt.timedelta(seconds=1.2) for gap in gaps)

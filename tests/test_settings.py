@@ -30,7 +30,7 @@ def test_defaults_parse():
 
 @pytest.mark.parametrize("name, value", [
     ("RSGO_PORT", "eighty"), ("RSGO_PORT", "70000"), ("RSGO_ENFORCE_MODES", "maybe"),
-    ("RSGO_RESYNC_INTERVAL", "5 minutes"), ("RSGO_RESYNC_INTERVAL", "0s"), ("RSGO_ACTION_CONCURRENCY", "0"),
+    ("RSGO_RESYNC_INTERVAL", "5 minutes"), ("RSGO_RESYNC_INTERVAL", "0s"), ("RSGO_ACTION_CONCURRENCY", "-1"),
     ("RSGO_LOG_LEVEL", "LOUD"), ("RSGO_THREADS", "-1"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(name, value):
