@@ -97,6 +97,20 @@ def test_history_pages_continue_with_older_entries(app, client, make_stack):
     assert set(re.findall(r"r\d\d", older)) == {f"r{i:02d}" for i in range(5)}
 
 
+def test_a_new_stacks_timelines_begin_when_rsgo_first_saw_it(client, make_stack):
+    stack = make_stack()
+    stack.add("api")
+    deployment_id = wait_for_deployment(client, stack.name, 1)["id"]
+    put_mode(client, stack.name, "Migrating", reason="just now")
+
+    page = client.get(f"/deployments/{deployment_id}").get_data(as_text=True)
+    summaries = dict(re.findall(r'aria-label="Modes over the last (24 h|7 d): ([^"]*)"', page))
+    # Seconds of Normal before the change, not a day or a week of it that nobody saw.
+    for span in ("24 h", "7 d"):
+        normal = re.search(r"Normal ([^,]*)", summaries[span]).group(1)
+        assert normal.endswith(" s"), (span, summaries[span])
+
+
 def test_pages_have_no_inline_script_and_load_only_local_assets(client):
     for path in ("/", "/history"):
         html = client.get(path).get_data(as_text=True)

@@ -68,6 +68,15 @@ def test_a_stack_seen_an_hour_ago_has_nothing_before():
     assert timeline.segments[0].offset == round(23 / 24 * 100, 3)
 
 
+def test_a_stack_seen_two_hours_ago_has_nothing_before_even_with_a_change_since():
+    # Seen 2 h ago (Normal), into Maintenance 1 h ago: the hour of Normal is known, the 22 h before are not.
+    seen = Present("Maintenance", NOW - dt.timedelta(hours=1), "ui", "alice",
+                   known_from=NOW - dt.timedelta(hours=2))
+    timeline = build([change(1, "Normal", "Maintenance")], seen, now=NOW, span=DAY)
+    assert [(s.mode, s.offset) for s in timeline.segments] == [
+        ("Normal", round(22 / 24 * 100, 3)), ("Maintenance", round(23 / 24 * 100, 3))]
+
+
 def test_a_brief_failure_in_a_week_is_still_drawn_and_a_change_at_the_same_instant_replaces():
     changes = [change(50, "Normal", "Failed", "system"), change(50 - 10 / 3600, "Failed", "Normal", "carol"),
                change(2, "Normal", "Migrating", "deploy"), change(2, "Migrating", "Normal", "deploy")]

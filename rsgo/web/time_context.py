@@ -12,6 +12,7 @@ import datetime as dt
 
 from rsgo import timeline, timeline_store
 from rsgo.db import timestamp, utcnow
+from rsgo.models import Deployment
 from rsgo.modes import Mode
 from rsgo.overdue import duration_text
 
@@ -40,10 +41,13 @@ def utc_text(value) -> str:
     return "" if instant is None else instant.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def present_of(summary: dict) -> timeline.Present:
+def present_of(summary: dict, known_from: dt.datetime | None = None) -> timeline.Present:
+    """``known_from``: when rsgo first saw the stack (``discoveredAt``); a timeline shows nothing before it."""
     trigger = summary["trigger"]
+    known_from = known_from or naive_utc(summary.get("discoveredAt"))
     return timeline.Present(mode=summary["operationMode"], since=naive_utc(trigger["at"]) or utcnow(),
-                            source=trigger["source"], actor=trigger["actor"], reason=trigger["reason"] or "")
+                            source=trigger["source"], actor=trigger["actor"], reason=trigger["reason"] or "",
+                            known_from=known_from)
 
 
 def stay(summary: dict, runtime, now: dt.datetime) -> dict | None:
@@ -87,7 +91,9 @@ def add_to_detail(body: dict, runtime) -> dict:
     """A deployment page's timelines of the last 24 h and 7 d, and its stay line."""
     now = utcnow()
     changes = timeline_store.read_changes(now - timeline.WEEK, [body["id"]]).get(body["id"], [])
-    present = present_of(body)
+    # A stack seen an hour ago has no week of Normal behind it: the bars start where rsgo began to watch.
+    discovered = Deployment.select(Deployment.discovered_at).where(Deployment.id == body["id"]).scalar()
+    present = present_of(body, known_from=discovered)
     body["timelines"] = [timeline.build(changes, present, now=now, span=span)
                          for span in (timeline.DAY, timeline.WEEK)]
     body["stay"] = stay(body, runtime, now)
