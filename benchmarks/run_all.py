@@ -5,6 +5,7 @@ figure beside its target and its same-run baseline, and write ``benchmarks/resul
     .venv/bin/python benchmarks/run_all.py            # the full sizes of the targets (about 15 minutes)
     .venv/bin/python benchmarks/run_all.py --quick    # small sizes, for trying things out
     .venv/bin/python benchmarks/run_all.py --only ws_fanout,memory
+    .venv/bin/python benchmarks/run_all.py --strict   # exit 1 on a missed target too
 
 Each benchmark runs as a process of its own (its own server, containers and cleanup), bounded in
 time: past its bound it gets SIGTERM (it cleans up and exits), and SIGKILL a minute later.
@@ -14,6 +15,7 @@ Needs DOCKER_HOST (or /var/run/docker.sock) to reach a Docker engine, and the Do
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -66,13 +68,20 @@ def _tee(stream, log) -> None:
 
 
 def code_under_test() -> dict:
-    """The commit measured, and which of rsgo's files differed from it (others may be editing)."""
+    """What was measured: the commit, the whole ``git status`` (any uncommitted file, the scripts' own
+    included, makes the run "dirty"), and a hash of benchmarks/ as it ran, so a README figure can be tied
+    to the exact scripts that produced it."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=common.ROOT, capture_output=True, text=True).stdout
 
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "rsgo", "templates").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommittedChangesIn": changed}
+    status = [line for line in git("status", "--porcelain", "--untracked-files=all").splitlines()
+              if not line[3:].startswith("benchmarks/results/")]  # this run's own output
+    scripts = hashlib.sha256()
+    for path in sorted((common.ROOT / "benchmarks").glob("*.py")):
+        scripts.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "clean": not status, "gitStatus": status,
+            "benchmarksSha256": scripts.hexdigest()}
 
 
 def fmt(value, unit: str = "") -> str:
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes in every benchmark")
     parser.add_argument("--only", help="comma-separated benchmark names")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a figure misses its target too (not only when a benchmark fails)")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
@@ -134,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = [name for name, r in results.items() if r is None]
     if missed or failed:
         print(f"{len(missed)} figure(s) missed their target; {len(failed)} benchmark(s) did not finish")
-    return 1 if failed else 0
+    if not machine["clean"]:
+        print(f"the tree was not clean ({len(machine['gitStatus'])} changed file(s)): these figures are not of "
+              f"commit {machine['commit']} alone")
+    return 1 if failed or (args.strict and missed) else 0
 
 
 if __name__ == "__main__":
