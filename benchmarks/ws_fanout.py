@@ -1,4 +1,4 @@
-"""A mode change → the dashboard fragment received by 200 connected websocket clients, p99 ≤ 150 ms.
+"""A mode change → the dashboard fragment received by 200 connected websocket clients, p99 ≤ 100 ms.
 
 One ``rsgo serve`` (websocket caps raised to 200, one user), one stack declared in
 the config file (no containers: Normal ↔ Migrating touches no container, so only the push is
@@ -8,11 +8,14 @@ has read the first fragment whose dashboard row shows the new mode.
 
 Clients are raw sockets read by one selector thread (no thread per client on the client side, so
 200 clients do not fight over the GIL): frames are parsed and timestamped as they are read.
-Baseline: the same measurement with 1 client, on the same server, in the same run.
+Baseline: the same measurement with 1 client, on the same server, in the same run. Each of the 100
+changes is measured on its own (the server idles 0.3 s between them: isolated changes, not a burst);
+besides the p99 over every client and change, the spread of each change's slowest client is reported
+(200 clients of one change are not 200 independent samples).
 
 The target is listed in the README's "Performance" section.
 
-    .venv/bin/python benchmarks/ws_fanout.py [--quick] [--clients 200] [--changes 20]
+    .venv/bin/python benchmarks/ws_fanout.py [--quick] [--clients 200] [--changes 100]
 """
 
 from __future__ import annotations
@@ -188,7 +191,7 @@ def measure(server, token, stack, pages, changes: int) -> tuple[list[float], lis
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="20 clients, 6 changes")
+    parser.add_argument("--quick", action="store_true", help="20 clients, 10 changes")
     parser.add_argument("--clients", type=int)
     parser.add_argument("--changes", type=int)
     parser.add_argument("--threads", type=int, help="RSGO_THREADS, for HTTP requests (default: 60; the websockets "
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "(py-spy installed separately) into FILE, collapsed stacks")
     args = parser.parse_args(argv)
     clients = args.clients or (20 if args.quick else 200)
-    changes = args.changes or (6 if args.quick else 20)
+    changes = args.changes or (10 if args.quick else 100)
     threads = args.threads or 60
     common.terminate_on_sigterm()
 
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     server.env["RSGO_CONFIG"] = str(config)
     reader, pages = None, []
     try:
-        with common.time_limit(180 + changes * 30):
+        with common.time_limit(180 + changes * 10):
             token = server.create_token("operate")
             server.start()
             deployment_id = common.deployment_ids(server, token, {stack})[stack]
@@ -224,13 +227,16 @@ def main(argv: list[str] | None = None) -> dict:
                 pages.append(page)
 
             connect()
-            time.sleep(0.5)
+            # Registered with the hub once it has seen a change: a warm-up change, not measured, not a sleep.
+            change_and_wait(server, token, stack, "Migrating", pages)
+            change_and_wait(server, token, stack, "Normal", pages)
             baseline, baseline_puts, _ = measure(server, token, stack, pages, changes)
             print(f"  1 client: p50 {common.median(baseline) * 1000:.1f} ms, "
                   f"p99 {common.percentile(baseline, 99) * 1000:.1f} ms", flush=True)
             for _ in range(clients - 1):
                 connect()
-            time.sleep(1.0)
+            change_and_wait(server, token, stack, "Migrating", pages, timeout=60)  # every page registered
+            change_and_wait(server, token, stack, "Normal", pages)
             profiler = common.start_profiler(server.worker_pid(), args.py_spy) if args.py_spy else None
             latencies, puts, firsts = measure(server, token, stack, pages, changes)
             if profiler is not None:
@@ -247,18 +253,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     p50, p99 = common.median(latencies) * 1000, common.percentile(latencies, 99) * 1000
     base_p50, base_p99 = common.median(baseline) * 1000, common.percentile(baseline, 99) * 1000
+    slowest = common.spread([max(latencies[i * clients:(i + 1) * clients]) * 1000 for i in range(changes)])
     figures = [
-        common.figure(f"mode change → dashboard fragment at {clients} websocket clients, p99 ({changes} changes)",
-                      p99, "ms", "p99 ≤ 150 ms", p99 <= 150, base_p99, "1 client, p99", p99 / base_p99,
-                      note=f"p50 {p50:.1f} ms (1 client: {base_p50:.1f} ms); clock starts before the PUT "
-                           "(wait=true), so the API's own answer time is included"),
+        common.figure(f"mode change → dashboard fragment at {clients} websocket clients, p99 ({changes} isolated "
+                      "changes)", p99, "ms", "p99 ≤ 100 ms", p99 <= 100, base_p99, "1 client, p99", p99 / base_p99,
+                      note=f"p50 {p50:.1f} ms (1 client: {base_p50:.1f} ms); each change's slowest client: median "
+                           f"{slowest['median']:.1f} ms, IQR {slowest['p25']:.1f}–{slowest['p75']:.1f}, max "
+                           f"{slowest['max']:.1f}; the clock starts before the PUT (wait=true), so the API's own "
+                           "answer time is included"),
     ]
     details = {"clients": clients, "changes": changes, "rsgoThreads": threads,
                "p50Ms": p50, "p90Ms": common.percentile(latencies, 90) * 1000, "p99Ms": p99,
                "maxMs": max(latencies) * 1000, "baselineP50Ms": base_p50, "baselineP99Ms": base_p99,
                "firstClientMedianMs": common.median(firsts) * 1000,
-               "lastClientMedianMs": common.median([max(latencies[i * clients:(i + 1) * clients])
-                                                    for i in range(changes)]) * 1000,
+               "slowestClientPerChangeMs": slowest,
                "putMedianMs": common.median(puts) * 1000, "baselinePutMedianMs": common.median(baseline_puts) * 1000,
                "serverRssMbWithClients": rss_mb}
     # A profiled run is slowed by the profiler: it never replaces a real result.
