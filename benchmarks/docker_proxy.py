@@ -48,6 +48,9 @@ class CountingProxy:
         self.upstream_path = upstream_path
         self.calls: list[Call] = []
         self.events: list[tuple[float, str]] = []  # (arrival, container id) seen on the events stream
+        # Connections whose later requests went uncounted (a chunked request body): a figure built on the
+        # count is void if this is not 0.
+        self.unparsed_connections = 0
         self._lock = threading.Lock()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(listen_path):
@@ -150,7 +153,9 @@ class CountingProxy:
         if path == "/events":
             connection["events"] = True
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            return 0, False  # rsgo never streams a request body; stop parsing rather than guess
+            with self._lock:
+                self.unparsed_connections += 1
+            return 0, False  # rsgo never streams a request body; stop parsing rather than guess (and say so)
         return int(headers.get("content-length") or 0), True
 
     def _engine_to_client(self, upstream, client, connection) -> None:
