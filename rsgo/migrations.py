@@ -106,6 +106,12 @@ def _forgotten_deployments(database) -> None:
                                                                   models.Deployment.forgotten_at))
 
 
+def _alert_silences(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.AlertSilence], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
@@ -117,4 +123,5 @@ MIGRATIONS = [
     (8, "reminders of overdue Maintenance and Stopped stays", _maintenance_reminders),
     (9, "upgrades and the containers they recreate (their journal)", _upgrades),
     (10, "forgotten stacks: hidden, their history kept", _forgotten_deployments),
+    (11, "Alertmanager silences of stacks in Maintenance, Stopped or Migrating", _alert_silences),
 ]

@@ -331,6 +331,25 @@ class UpgradeContainer(BaseModel):
         table_name = "upgrade_containers"
 
 
+class AlertSilence(BaseModel):
+    """A stack's Alertmanager silence (README "Alertmanager"): what rsgo wants of it (``silence`` while
+    the stack is in Maintenance, Stopped or Migrating, else ``expire``) and how far it got."""
+
+    deployment = peewee.ForeignKeyField(Deployment, backref="silence", unique=True, on_delete="CASCADE")
+    transition = peewee.ForeignKeyField(Transition, null=True, on_delete="SET NULL")  # the one that entered the mode
+    want = peewee.CharField(default="silence")  # silence, expire
+    state = peewee.CharField(default="pending")  # pending, silenced, expired
+    silence_id = peewee.CharField(null=True)  # Alertmanager's
+    alertmanager = peewee.CharField(default="")  # its URL (no userinfo), where silence_id lives
+    ends_at = peewee.DateTimeField(null=True)
+    error = peewee.TextField(null=True)  # the last attempt's, while pending
+    failures = peewee.IntegerField(default=0)  # in a row; the backoff grows with them
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "alert_silences"
+
+
 ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
               SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression, Webhook, WebhookDelivery,
-              MaintenanceReminder, Upgrade, UpgradeContainer]
+              MaintenanceReminder, Upgrade, UpgradeContainer, AlertSilence]

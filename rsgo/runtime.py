@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from rsgo import events
+from rsgo.alertmanager import SilenceService
 from rsgo.db import keep_log_files_open, release_thread_connection, utcnow
 from rsgo.docker_ops import DockerError, DockerGateway
 from rsgo.enforcement import Enforcer
@@ -69,6 +70,9 @@ class Runtime:
             self.bus, settings, holds_maintenance=self.observers.holds_maintenance,
             window_active=lambda deployment: self.windows.active_until(deployment, self.windows.clock()) is not None)
         self.webhooks = WebhookDispatcher(self.bus, settings.environment, outbound=settings.outbound_deny)
+        # Alertmanager silences end with the window that holds the stack, when one does.
+        self.silences = SilenceService(self.bus, window_end=self._window_end, public_url=settings.public_url,
+                                       outbound=settings.outbound_deny)
         # Open websockets, capped overall and per user (each holds a request thread of its own).
         self.hub = Hub(max_connections=settings.max_live_connections,
                        max_per_user=settings.max_live_connections_per_user)
@@ -103,6 +107,10 @@ class Runtime:
         except DockerError:
             pass  # the events stream or the next resync will bring it
 
+    def _window_end(self, deployment_id: int) -> datetime.datetime | None:
+        active = self.windows.active_until(deployment_id, self.windows.clock())
+        return None if active is None else active[0].astimezone(datetime.UTC).replace(tzinfo=None)
+
     def reload_config(self) -> Config:
         """Read the stack config file again and apply it; observers keep their status if unchanged.
 
@@ -134,6 +142,7 @@ class Runtime:
             self._apply_windows(config)
             self.overdue.apply(config)
             self.webhooks.sync_config(config.webhooks, keep=config.kept_webhooks)
+            self.silences.apply(config)
             self.config = config
             self._config_file_seen = self._config_file_seen or os.path.exists(self.settings.config_path)
             self.reload_failure = None
@@ -173,6 +182,7 @@ class Runtime:
         # A transition whose record could not be written is written as soon as the database takes writes.
         self.scheduler.every("held-failures", HELD_FAILURE_RETRY_SECONDS, self._write_held_failures)
         self.scheduler.every("overdue", self.settings.overdue_check_interval, self.overdue.run_scheduled)
+        self.scheduler.every("silences", min(60.0, self.silences.horizon / 4), self.silences.renew_due)
         self.scheduler.start()
         self.scheduler.run_once("resume", "resuming interrupted transitions", self._resume)
         self.scheduler.run_once("recover-upgrades", "rolling back upgrades a restart interrupted",
@@ -182,6 +192,7 @@ class Runtime:
                                      self.settings.default_stop_timeout)
         self.environments.start()
         self.webhooks.start()
+        self.silences.start()
 
     def _evaluate_windows(self) -> None:
         try:
@@ -222,6 +233,7 @@ class Runtime:
         for hook in self._stop_hooks:
             hook()
         self.webhooks.stop()
+        self.silences.stop()
         self.environments.stop()
         if self.enforcer is not None:
             self.enforcer.close()

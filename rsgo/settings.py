@@ -111,6 +111,13 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _public_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if value and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"{text!r} is not an http:// or https:// address")
+    return value
+
+
 def _outbound_deny(text: str):
     from rsgo.outbound import parse_deny
 
@@ -196,6 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`auto`: session cookies are Secure when the request came over HTTPS; `true` or `false` to force.",
             _tri_state),
     Setting("RSGO_SESSION_LIFETIME", "12h", "How long a browser session lasts.", _positive_duration),
+    Setting("RSGO_PUBLIC_URL", "",
+            "The address people open rsgo at (`https://rsgo.example.com`): notifications and Alertmanager silences "
+            "link to the stack's page with it. Empty: no link.", _public_url),
     Setting("RSGO_OUTBOUND_DENY", "",
             "Comma-separated networks (CIDRs) and host names http observers and webhooks may not reach (checked at "
             "request time, every resolved address). Empty: no limit.", _outbound_deny),

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rsgo.alertmanager_config import AlertmanagerConfig, load_alertmanager
 from rsgo.bounded_yaml import UnusableFile, read_yaml
 from rsgo.config_values import ConfigProblem, InvalidValue, substitute, unknown_key_message
 from rsgo.environment_config import EnvironmentSpec, load_environments
@@ -25,8 +26,8 @@ from rsgo.windows import WindowError, WindowSpec, parse_window
 WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered", "maintenance.overdue",
                   "upgrade.finished")
 _WEBHOOK_KEYS = ("name", "url", "secret", "events")
-_STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows", "maintenanceReminder")
-_TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks")
+_STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows", "maintenanceReminder", "alertmanager")
+_TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks", "alertmanager")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class StackConfig:
     windows: list[WindowSpec] = field(default_factory=list)
     # maintenanceReminder: seconds (0: off for this stack); None: RSGO_MAINTENANCE_REMINDER.
     maintenance_reminder: float | None = None
+    # alertmanager: its own entry, False (off for this stack), or None: the top level's entry.
+    alertmanager: AlertmanagerConfig | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,18 @@ class Config:
     problems: list[ConfigProblem] = field(default_factory=list)
     # Config webhooks named by a broken entry: what is stored under the name stays as it is.
     kept_webhooks: set[str] = field(default_factory=set)
+    alertmanager: AlertmanagerConfig | None = None  # the top level's: every stack's unless it says otherwise
 
     def stack(self, environment: str, name: str) -> StackConfig | None:
         return next((s for s in self.stacks.values() if s.environment == environment and s.name == name), None)
+
+    def alertmanager_for(self, environment: str, name: str) -> AlertmanagerConfig | None:
+        """Where the stack's silences go: its own entry, else the top level's; None when off or unset."""
+        stack = self.stack(environment, name)
+        own = None if stack is None else stack.alertmanager
+        if own is False:
+            return None
+        return own or self.alertmanager
 
     @property
     def fatal(self) -> bool:
@@ -124,6 +136,10 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, required: b
     environments = sorted(config.environments) if config.environments is not None else [
         settings.environment if settings is not None else "local"]
     _load_webhooks(config, document.get("webhooks"), environ, boundaries)
+    if document.get("alertmanager") is not None:
+        config.alertmanager, problems = load_alertmanager(path, "alertmanager", document["alertmanager"], environ,
+                                                          boundaries.outbound, allow_false=False)
+        config.problems.extend(problems)
     stacks = document.get("stacks") or {}
     if not isinstance(stacks, dict):
         config.problems.append(ConfigProblem(path, "stacks", "must be a mapping of stack name to settings",
@@ -236,6 +252,11 @@ def _load_stack(config: Config, key: str, document, environ, boundaries: Boundar
             stack.maintenance_reminder = _reminder(substitute(document["maintenanceReminder"], environ))
         except InvalidValue as invalid:
             config.problems.append(ConfigProblem(config.path, f"{base}.maintenanceReminder", str(invalid)))
+    if document.get("alertmanager") is not None:
+        own, problems = load_alertmanager(config.path, f"{base}.alertmanager", document["alertmanager"], environ,
+                                          boundaries.outbound)
+        stack.alertmanager = False if own is None else own  # a broken entry silences nothing, not the default's
+        config.problems.extend(problems)
     if "maintenanceObserver" in document:
         stack.observer, problems = load_observer(config.path, key, document["maintenanceObserver"], environ,
                                                  boundaries)

@@ -119,6 +119,7 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
     ]
     body["stoppedSet"] = sorted(stopped_set)
     body["windows"] = [window_json(view) for view in windows]
+    body["silence"] = runtime.silences.status(deployment.id)  # README "Alertmanager"
     return body
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rsgo.audit import OUTCOMES
 from rsgo.db import MAX_ID
 from rsgo.modes import MODE_NAMES, TRIGGER_SOURCES
-from rsgo.web import openapi_stacks, openapi_upgrades, openapi_windows
+from rsgo.web import openapi_alerts, openapi_stacks, openapi_upgrades, openapi_windows
 from rsgo.web.http_input import MAX_REQUEST_TEXT
 
 
@@ -136,6 +136,7 @@ _SCHEMAS = {
             "allowedModes": {"type": "array", "items": _ref("Mode")},
             "observer": {"oneOf": [_ref("ObserverStatus"), {"type": "null"}]},
             "windows": {"type": "array", "items": _ref("Window")},
+            **openapi_alerts.DEPLOYMENT_PROPERTIES,
         },
     },
     "ContainerResult": {
@@ -369,7 +370,8 @@ def openapi_document() -> dict:
                                               "503": _json("not ready", {"type": "object"})}}},
         },
         "components": {
-            "schemas": {**_SCHEMAS, **openapi_upgrades.SCHEMAS, **openapi_stacks.SCHEMAS},
+            "schemas": {**_SCHEMAS, **openapi_upgrades.SCHEMAS, **openapi_stacks.SCHEMAS,
+                        **openapi_alerts.SCHEMAS},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer",
                                "description": "an API token (rsgo_...) with scope read, operate or admin"},

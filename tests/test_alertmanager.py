@@ -1,0 +1,133 @@
+"""Alertmanager silences (README "Alertmanager") against a real Alertmanager, with real mode changes on the
+real engine: a silence with the configured matchers while the stack is in Maintenance, expired when it
+leaves; an Alertmanager that is down never holds a transition, and the silence follows once it is back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import wait_for_deployment
+from prometheus_stack import Alertmanager
+from support import put_mode, wait_until
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    process = Alertmanager(tmp_path / "alertmanager")
+    yield process
+    process.stop()
+
+
+def silence_app(make_app, tmp_path, url: str, stacks: str = ""):
+    config = tmp_path / "rsgo.yml"
+    config.write_text(textwrap.dedent(f"""\
+        alertmanager:
+          url: {url}
+          matchers: {{deployment: "{{stack}}", env: "{{environment}}"}}
+        """) + stacks)
+    app = make_app(RSGO_CONFIG=str(config), RSGO_PUBLIC_URL="https://rsgo.example.com")
+    # The test's backoff: retries after 0.2 s, 0.4 s … at most 1 s apart (README: 1 s … 1 min).
+    app.extensions["rsgo"].silences.base_delay, app.extensions["rsgo"].silences.max_delay = 0.2, 1.0
+    return app
+
+
+def silence_of(client, deployment_id: int) -> dict | None:
+    return client.get(f"/api/deployments/{deployment_id}").json["silence"]
+
+
+def pending_metric(client, stack: str) -> float:
+    families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    return sum(sample.value for family in families if family.name == "rsgo_alertmanager_silence_pending"
+               for sample in family.samples if sample.labels.get("deployment") == stack)
+
+
+def test_maintenance_creates_a_silence_with_the_matchers_and_leaving_expires_it(make_app, make_stack, tmp_path,
+                                                                              alertmanager):
+    alertmanager.start()
+    stack = make_stack()
+    stack.add("api")
+    app = silence_app(make_app, tmp_path, alertmanager.url)
+    client = app.test_client()
+    deployment = wait_for_deployment(client, stack.name, 1)
+
+    assert put_mode(client, stack.name, "Maintenance", reason="nightly backup").status_code == 200
+
+    shown = wait_until(lambda: (s := silence_of(client, deployment["id"])) and s["state"] == "silenced" and s,
+                       timeout=30, message="the API to show the silence")
+    silence = alertmanager.silence(shown["id"])
+    assert silence["status"]["state"] == "active"
+    assert sorted((m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in silence["matchers"]) == [
+        ("deployment", stack.name, False, True), ("env", "local", False, True)]
+    assert silence["createdBy"] == app.config["TEST_ACTOR"]
+    assert "nightly backup" in silence["comment"]
+    assert f"https://rsgo.example.com/deployments/{deployment['id']}" in silence["comment"]
+    # No window holds the stack: the silence ends after the sliding horizon (1 h), which rsgo renews.
+    ends = dt.datetime.fromisoformat(silence["endsAt"].replace("Z", "+00:00"))
+    assert dt.timedelta(minutes=55) < ends - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=1)
+    assert shown["action"] == "silence" and shown["error"] is None and shown["transitionId"] is not None
+    page = client.get(f"/deployments/{deployment['id']}").get_data(as_text=True)
+    assert "🔕 silenced" in page and shown["id"] in page
+
+    assert put_mode(client, stack.name, "Normal").status_code == 200
+
+    wait_until(lambda: alertmanager.silence(shown["id"])["status"]["state"] == "expired", timeout=30,
+               message="Alertmanager to show the silence expired")
+    expired = wait_until(lambda: (s := silence_of(client, deployment["id"])) and s["state"] == "expired" and s,
+                         message="the API to show the silence expired")
+    assert expired["id"] == shown["id"] and expired["action"] == "expire"
+    assert [s["id"] for s in alertmanager.silences() if s["status"]["state"] == "active"] == []
+
+
+def test_a_stack_with_alertmanager_false_is_not_silenced(make_app, make_stack, tmp_path, alertmanager):
+    alertmanager.start()
+    quiet, loud = make_stack("q"), make_stack("l")
+    quiet.add("api")
+    loud.add("api")
+    app = silence_app(make_app, tmp_path, alertmanager.url, f"stacks:\n  {quiet.name}: {{alertmanager: false}}\n")
+    client = app.test_client()
+    quiet_id = wait_for_deployment(client, quiet.name, 1)["id"]
+    loud_id = wait_for_deployment(client, loud.name, 1)["id"]
+
+    assert put_mode(client, quiet.name, "Maintenance").status_code == 200
+    assert put_mode(client, loud.name, "Maintenance").status_code == 200
+
+    wait_until(lambda: (s := silence_of(client, loud_id)) and s["state"] == "silenced", timeout=30,
+               message="the other stack's silence")
+    assert silence_of(client, quiet_id) is None
+    assert [m["value"] for s in alertmanager.silences() for m in s["matchers"] if m["name"] == "deployment"] == [
+        loud.name]
+
+
+def test_alertmanager_down_never_holds_the_transition_and_the_silence_follows_when_it_is_back(
+        make_app, make_stack, tmp_path, alertmanager):
+    stack = make_stack()
+    stack.add("api")
+    app = silence_app(make_app, tmp_path, alertmanager.url)  # not started: its port refuses connections
+    client = app.test_client()
+    deployment = wait_for_deployment(client, stack.name, 1)
+
+    began = time.monotonic()
+    response = put_mode(client, stack.name, "Maintenance", reason="disk swap")
+    assert response.status_code == 200 and response.json["transition"]["outcome"] == "succeeded"
+    assert time.monotonic() - began < 15
+    assert not stack.is_running("api")
+
+    pending = wait_until(lambda: (s := silence_of(client, deployment["id"])) and s["state"] == "pending" and s,
+                         message="the silence shown pending")
+    assert pending["action"] == "silence" and pending["error"] == "connection refused" and pending["id"] is None
+    assert pending_metric(client, stack.name) == 1
+    page = client.get(f"/deployments/{deployment['id']}").get_data(as_text=True)
+    assert "silence pending" in page and "connection refused" in page
+
+    alertmanager.start()
+
+    shown = wait_until(lambda: (s := silence_of(client, deployment["id"])) and s["state"] == "silenced" and s,
+                       timeout=30, message="the silence created once Alertmanager is back")
+    assert alertmanager.silence(shown["id"])["status"]["state"] == "active"
+    assert "disk swap" in alertmanager.silence(shown["id"])["comment"]
+    assert pending_metric(client, stack.name) == 0
