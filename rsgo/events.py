@@ -51,7 +51,7 @@ CATALOGUE: dict[str, frozenset[str]] = {
     DEPLOYMENT_ENFORCED: frozenset({"deployment_id", "container", "error"}),
     CONTAINER_CHANGED: frozenset({"environment", "old", "new"}),  # ContainerInfo or None each
     OBSERVER_CHECKED: frozenset({"deployment_id"}),
-    OBSERVER_CHECK_FINISHED: frozenset({"deployment_id", "ok"}),
+    OBSERVER_CHECK_FINISHED: frozenset({"deployment_id", "stack", "ok"}),  # stack: its name, for the metric
     OBSERVER_FAILING: frozenset({"deployment_id", "observer", "failures", "error"}),
     # cause: "read" (a check read the source again), "removed" or "changed" (a config reload did)
     OBSERVER_RECOVERED: frozenset({"deployment_id", "observer", "cause"}),

@@ -1,10 +1,11 @@
 """Running observers: check a source, decide, act with ownership, keep status
 (docs/design.md#observers and #modes-and-ownership).
 
-Each deployment's observer is one scheduler job. A check's result lands in
-``ObserverStatus`` (the database), so a restart or a config reload keeps the failure
-count, the confirmation streak and a suppression. Acting goes through the transition
-service like every other caller, with trigger ``observer``.
+Each deployment's observer is one scheduler job. A check's result is kept in memory
+(``rsgo.observers.status_store``) and every change of it is written to ``ObserverStatus``, so a
+restart or a config reload keeps the failure count, the confirmation streak and a suppression,
+while a check that reads what the last one read touches no database. Acting goes through the
+transition service like every other caller, with trigger ``observer``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from rsgo import deployment_queries, events
 from rsgo.db import release_if_stale, utcnow
 from rsgo.events import EventBus
 from rsgo.mode_change import ModeChangeRefused
-from rsgo.models import Deployment, ObserverStatus
+from rsgo.models import Deployment
 from rsgo.modes import Mode
 from rsgo.observers import ObserverError
 from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
+from rsgo.observers.mode_memory import DeploymentModes
+from rsgo.observers.status_store import StatusRecord, StatusStore
 from rsgo.stack_config import Config, ObserverConfig
 from rsgo.transitions import TransitionService
 
@@ -33,7 +36,7 @@ class ObserverState:
     from it: ``rsgo.web.api_json.observer_json``)."""
 
     config: ObserverConfig
-    row: ObserverStatus | None
+    row: StatusRecord | None  # the ObserverStatus row as last written
     state: str  # ok, error, suppressed, disabled, pending
     error: str | None
     last_check_at: object  # datetime or None
@@ -63,15 +66,19 @@ class ObserverService:
         self._bus = bus
         self._scheduler = scheduler
         self._configs: dict[int, ObserverConfig] = {}  # deployment id → its observer
+        self._names: dict[int, str] = {}
         self._check_locks: dict[int, threading.Lock] = {}
         self._last_check_at: dict = {}  # newer than the database's when readings did not change
         self._guard = threading.Lock()
+        self._store = StatusStore()
+        self._modes = DeploymentModes(bus)
 
     # -- configuration ---------------------------------------------------------------------
 
     def apply(self, config: Config) -> None:
         """Take the observers of a (re)loaded config; unchanged ones keep their status."""
         wanted: dict[int, ObserverConfig] = {}
+        names: dict[int, str] = {}  # deployment id -> the deployment's name (the config's key may differ)
         for environment in {stack.environment for stack in config.stacks.values()}:
             deployment_queries.ensure_deployments(
                 environment, {stack.name for stack in config.stacks.values() if stack.environment == environment})
@@ -81,24 +88,26 @@ class ObserverService:
             deployment = Deployment.get((Deployment.environment == stack.environment)
                                         & (Deployment.name == stack.name))
             wanted[deployment.id] = stack.observer
+            names[deployment.id] = deployment.name
         with self._guard:
             previous = self._configs
             removed = set(self._configs) - set(wanted)
             self._configs = wanted
+            self._names = names
+        self._modes.forget_all()  # a reload is rare: read every mode afresh
         for deployment_id in removed:
-            old = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment_id)
-            ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
+            old = self._store.drop(deployment_id)
             if self._scheduler is not None:
                 self._scheduler.remove(_job_id(deployment_id))
             self._cleared_by_reload(old, previous[deployment_id], "removed")
             self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)  # its panel goes
+        self._store.load(wanted)
         for deployment_id, observer in wanted.items():
-            status = self._status_row(deployment_id)
+            status = self._store.get(deployment_id)
             unchanged = status.fingerprint == observer.fingerprint
             if not unchanged:
                 # A changed observer is a different observer: its old readings say nothing now.
-                ObserverStatus.delete().where(ObserverStatus.deployment == deployment_id).execute()
-                ObserverStatus.create(deployment=deployment_id, fingerprint=observer.fingerprint)
+                self._store.reset(deployment_id, observer.fingerprint)
                 if deployment_id in previous:
                     self._cleared_by_reload(status, previous[deployment_id], "changed")
             if self._scheduler is not None and not (unchanged and self._scheduler.next_run(_job_id(deployment_id))):
@@ -109,7 +118,7 @@ class ObserverService:
                                           deployment_id)
             self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)
 
-    def _cleared_by_reload(self, old: ObserverStatus | None, config: ObserverConfig, cause: str) -> None:
+    def _cleared_by_reload(self, old: StatusRecord | None, config: ObserverConfig, cause: str) -> None:
         """A reload that removed or changed a failing observer ends its failure, announced like a source
         that reads again (``observer.recovered``): whoever was told it failed is told it no longer does.
         If the changed one fails too, it is announced failing again at its threshold."""
@@ -123,25 +132,19 @@ class ObserverService:
         with self._guard:
             return self._configs.get(deployment_id)
 
-    def _status_row(self, deployment_id: int) -> ObserverStatus:
-        status = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment_id)
-        if status is None:
-            status = ObserverStatus.create(deployment=deployment_id, fingerprint="")
-        return status
-
     # -- ownership hooks for the transition service -----------------------------------------
 
     def holds_maintenance(self, deployment: Deployment) -> bool:
         """Does the observer that put this deployment into Maintenance still read "maintenance"?"""
         if self.observer_for(deployment.id) is None:
             return False  # removed from the config: nobody holds it any more
-        status = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment.id)
+        status = self._store.get(deployment.id)
         return status is None or status.last_decision != NORMAL
 
     def suppress(self, deployment: Deployment) -> None:
         """A person forced the deployment out of the observer's Maintenance: the observer
         must not put it straight back, until its source has read normal once."""
-        (ObserverStatus.update(suppressed=True).where(ObserverStatus.deployment == deployment.id).execute())
+        self._store.change(deployment.id, lambda status: None if status.suppressed else {"suppressed": True})
         self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment.id)
 
     # -- checking --------------------------------------------------------------------------
@@ -167,17 +170,17 @@ class ObserverService:
         if observer is None or observer.disabled:
             return
         with self._check_lock(deployment_id):
-            before = self._status_row(deployment_id)
             value, decision, error = None, None, None
             try:
                 value = observer.observer.check().value
                 decision = decide(value, observer.maintenance_value, observer.normal_value)
             except (ObserverError, UnexpectedValue) as failure:
                 error = str(failure)
-            changed, after = self._record(observer, before, value, decision, error)
-            if decision is not None:
+            changed, after = self._record(observer, deployment_id, value, decision, error)
+            if decision is not None and after is not None:
                 self._act(deployment_id, observer, value, decision, after)
-            self._bus.publish(events.OBSERVER_CHECK_FINISHED, deployment_id=deployment_id, ok=error is None)  # metrics
+            self._bus.publish(events.OBSERVER_CHECK_FINISHED, deployment_id=deployment_id,
+                              stack=self._names.get(deployment_id, observer.stack), ok=error is None)  # metrics
             if changed:
                 self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)
 
@@ -185,48 +188,63 @@ class ObserverService:
         with self._guard:
             return self._check_locks.setdefault(deployment_id, threading.Lock())
 
-    def _record(self, observer: ObserverConfig, status: ObserverStatus, value, decision, error) -> tuple[bool, dict]:
-        """Store the result. Returns whether anything but the check time changed, and the new fields.
+    def _record(self, observer: ObserverConfig, deployment_id: int, value, decision,
+                error) -> tuple[bool, StatusRecord | None]:
+        """Keep the result. Returns whether anything but the check time changed, and the status now
+        (None: the observer went away meanwhile).
 
         A source that keeps reading the same is the common case: then only the in-memory check time
-        moves, and nothing is written (hundreds of observers at 1 s must not queue up on the database).
+        moves, and nothing is read or written (hundreds of observers at 1 s must not queue up on the
+        database).
         """
         now = utcnow()
-        self._last_check_at[status.deployment_id] = now
+        self._last_check_at[deployment_id] = now
+
+        def compute(status: StatusRecord) -> dict | None:
+            if error is not None:
+                failures = status.failures + 1
+                after = {"last_error": error, "failures": failures, "failing": failures >= observer.failure_threshold}
+            else:
+                # The streak only needs to reach the number of confirmations; counting further changes nothing.
+                streak = (min(status.streak_count + 1, observer.confirmations) if status.streak_decision == decision
+                          else 1)
+                after = {"last_value": value, "last_decision": decision, "last_error": None, "failures": 0,
+                         "failing": False, "streak_decision": decision, "streak_count": streak,
+                         # Reading normal once ends a suppression: the next "maintenance" is a new one.
+                         "suppressed": status.suppressed and decision != NORMAL}
+            if status.last_check_at is not None and all(getattr(status, key) == new for key, new in after.items()):
+                return None
+            return {**after, "last_check_at": now}
+
+        stored = self._store.change(deployment_id, compute)
         if error is not None:
-            failures = status.failures + 1
-            after = {"last_error": error, "failures": failures, "failing": failures >= observer.failure_threshold,
-                     "streak_decision": status.streak_decision, "streak_count": status.streak_count,
-                     "suppressed": status.suppressed}
-            log.warning("observer %s of %s failed (%d in a row): %s", observer.name, observer.stack, failures, error)
-        else:
-            # The streak only needs to reach the number of confirmations; counting further changes nothing.
-            streak = min(status.streak_count + 1, observer.confirmations) if status.streak_decision == decision else 1
-            after = {"last_value": value, "last_decision": decision, "last_error": None, "failures": 0,
-                     "failing": False, "streak_decision": decision, "streak_count": streak,
-                     # Reading normal once ends a suppression: the next "maintenance" is a new one.
-                     "suppressed": status.suppressed and decision != NORMAL}
-        changed = status.last_check_at is None or any(getattr(status, key) != value for key, value in after.items())
-        if changed:
-            ObserverStatus.update(last_check_at=now, **after).where(ObserverStatus.id == status.id).execute()
+            failures = stored[1].failures if stored else "?"
+            log.warning("observer %s of %s failed (%s in a row): %s", observer.name, observer.stack, failures, error)
+        if stored is None:
+            return False, self._store.get(deployment_id)
+        status, after = stored
         # Announced once stored, so listeners (webhooks) read the new status.
-        if after["failing"] and not status.failing:
-            self._bus.publish(events.OBSERVER_FAILING, deployment_id=status.deployment_id, observer=observer.name,
-                              failures=after["failures"], error=error)
-        elif status.failing and not after["failing"]:
-            self._bus.publish(events.OBSERVER_RECOVERED, deployment_id=status.deployment_id, observer=observer.name,
+        if after.failing and not status.failing:
+            self._bus.publish(events.OBSERVER_FAILING, deployment_id=deployment_id, observer=observer.name,
+                              failures=after.failures, error=error)
+        elif status.failing and not after.failing:
+            self._bus.publish(events.OBSERVER_RECOVERED, deployment_id=deployment_id, observer=observer.name,
                               cause="read")
             log.info("observer %s of %s recovered: it read %r", observer.name, observer.stack, value)
-        return changed, after
+        return True, after
 
-    def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str, status: dict) -> None:
-        if status["streak_count"] < observer.confirmations or status["suppressed"]:
+    def _act(self, deployment_id: int, observer: ObserverConfig, value, decision: str, status: StatusRecord) -> None:
+        if status.streak_count < observer.confirmations or status.suppressed:
             return
-        deployment = Deployment.get_by_id(deployment_id)
-        mode = Mode(deployment.mode)
+        # The mode as last read (``rsgo.observers.mode_memory``): most checks find nothing to do, and
+        # must not read the deployment to find that out.
+        known = self._modes.get(deployment_id)
+        if known is None:
+            return
+        mode, trigger_source = Mode(known[0]), known[1]
         if decision == MAINTENANCE and mode is Mode.NORMAL:
             target, reason = Mode.MAINTENANCE, f"{observer.name} read {value!r}: maintenance"
-        elif decision == NORMAL and mode is Mode.MAINTENANCE and deployment.trigger_source == "observer":
+        elif decision == NORMAL and mode is Mode.MAINTENANCE and trigger_source == "observer":
             # Level-triggered, but only ever ending the observer's own Maintenance.
             target, reason = Mode.NORMAL, f"{observer.name} read {value!r}: normal"
         else:
@@ -244,7 +262,7 @@ class ObserverService:
         observer = self.observer_for(deployment_id)
         if observer is None:
             return None
-        row = ObserverStatus.get_or_none(ObserverStatus.deployment == deployment_id)
+        row = self._store.get(deployment_id)
         next_run = self._scheduler.next_run(_job_id(deployment_id)) if self._scheduler is not None else None
         if observer.disabled:
             state = "disabled"
