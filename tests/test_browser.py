@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -149,7 +149,7 @@ def test_progress_shows_live_while_containers_stop(make_stack, make_server, watc
     expect(page.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance")
 
 
-def test_a_second_browser_sees_the_change_within_a_second(shop, watched):
+def test_a_second_browser_sees_a_change_within_seconds_of_the_server_recording_it(shop, watched):
     stack, server, deployment_id = shop
     first = watched().open(server.url + "/")
     second = watched().open(server.url + "/")
@@ -157,11 +157,15 @@ def test_a_second_browser_sees_the_change_within_a_second(shop, watched):
     form = _enter_maintenance_by_click(first, stack.name, "x")
     form.get_by_label("Reason").fill("seen elsewhere")
     form.get_by_role("button", name="Change to Maintenance").click()
-    expect(first.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=15_000)
-    changed_at = time.monotonic()
 
-    expect(second.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
-    assert time.monotonic() - changed_at < 1.0
+    # The clock starts when the server records the new mode (the transition's end), not when the first
+    # browser shows it: both get the same push, so that would time only their skew. Deadlines are
+    # generous for Chromium on a loaded machine (render, push, swap); the one-second promise of the
+    # README is measured at the websocket, PUT to fragment, in tests/test_live_push.py.
+    expect(second.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=30_000)
+    seen_at = dt.datetime.now(dt.UTC)
+    changed_at = dt.datetime.fromisoformat(_deployment(server, stack.name)["modeChangedAt"].replace("Z", "+00:00"))
+    assert dt.timedelta(0) <= seen_at - changed_at < dt.timedelta(seconds=5), (changed_at, seen_at)
     expect(second.locator(f"#deployment-{deployment_id}")).to_contain_text("seen elsewhere")
 
 
@@ -172,8 +176,9 @@ def test_a_change_through_the_api_appears_in_both_browsers(shop, watched):
 
     assert put_mode(server, stack.name, "Maintenance", reason="scripted backup").status_code == 200
 
-    expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
-    expect(detail.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=1_000)
+    # Generous deadlines: the latency bound is test_live_push's, at the websocket.
+    expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=5_000)
+    expect(detail.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=5_000)
     expect(detail.locator(f"#history-rows-{deployment_id} tr").first).to_contain_text("scripted backup")
     expect(detail.locator(f"#containers-{deployment_id}")).to_contain_text("exited")
     # Only the allowed transitions are offered now.
@@ -225,6 +230,8 @@ def test_a_script_in_a_reason_stays_text_everywhere(shop, watched):
     for p in (page, live_page):
         assert p.locator("img[src='x']").count() == 0
     assert not watcher.dialogs and not actor.dialogs, "a script from the reason ran"
+    # Not vacuous: the change's own answer at least was captured.
+    assert htmx_answers, "no htmx answer was captured"
     assert all(XSS not in answer for answer in htmx_answers)
 
 
@@ -257,9 +264,28 @@ def test_after_a_restart_the_page_reconnects_and_shows_the_current_state(shop, w
     expect(page.locator("#live-status")).to_have_text("Live", timeout=10_000)
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (bytes 16-24)."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _shoot(page, path: Path, viewport: dict) -> None:
+    """Saves a full-page screenshot and asserts it is the whole page and no wider than the window: a
+    picture cut off at the fold, or of a page that scrolls sideways, would mislead the README."""
+    page_height = page.evaluate("document.documentElement.scrollHeight")
+    page.screenshot(path=str(path), full_page=True)
+    width, height = _png_size(path)
+    assert width == viewport["width"], f"{path.name} is {width} px wide in a {viewport['width']} px window"
+    assert height == page_height >= viewport["height"] // 2, (path.name, height, page_height)
+
+
+# A docs generator as much as a test: the README shows these pictures from docs/, so every run writes them
+# there (from this tree's code); what it asserts is what the pictures must show.
 @pytest.mark.parametrize("name, viewport", [("desktop", {"width": 1280, "height": 800}),
                                             ("phone", {"width": 390, "height": 844})])
-def test_screenshots_for_the_readme(shop, watched, name, viewport):
+def test_readme_screenshots_show_the_maintenance_whole_and_no_wider_than_the_window(shop, watched, name, viewport):
     stack, server, deployment_id = shop
     assert put_mode(server, stack.name, "Maintenance", reason="Weekly backup").status_code == 200
     docs = ROOT / "docs"
@@ -269,10 +295,10 @@ def test_screenshots_for_the_readme(shop, watched, name, viewport):
         shot.page.emulate_media(color_scheme=color_scheme)
         page = shot.open(server.url + "/")
         expect(page.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance")
+        expect(page.locator(f"#deployment-{deployment_id}")).to_contain_text("Weekly backup")
         suffix = "" if color_scheme == "light" else "-dark"
-        page.screenshot(path=str(docs / f"dashboard-{name}{suffix}.png"), full_page=True)
+        _shoot(page, docs / f"dashboard-{name}{suffix}.png", viewport)
         page = shot.open(f"{server.url}/deployments/{deployment_id}")
         expect(page.locator(f"#progress-{deployment_id}")).to_contain_text("2 of 2 stopped")
-        page.screenshot(path=str(docs / f"deployment-{name}{suffix}.png"), full_page=True)
+        _shoot(page, docs / f"deployment-{name}{suffix}.png", viewport)
         assert not shot.errors, shot.errors
-    assert Path(docs / f"dashboard-{name}.png").stat().st_size > 10_000
