@@ -112,6 +112,12 @@ def _alert_silences(database) -> None:
     database.create_tables([models.AlertSilence], safe=True)
 
 
+def _notification_deliveries(database) -> None:
+    from rsgo import models
+
+    database.create_tables([models.NotificationDelivery], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _initial_schema),
     (2, "observer status", _observer_status),
@@ -124,4 +130,5 @@ MIGRATIONS = [
     (9, "upgrades and the containers they recreate (their journal)", _upgrades),
     (10, "forgotten stacks: hidden, their history kept", _forgotten_deployments),
     (11, "Alertmanager silences of stacks in Maintenance, Stopped or Migrating", _alert_silences),
+    (12, "notifications through Apprise and their deliveries", _notification_deliveries),
 ]

@@ -350,6 +350,28 @@ class AlertSilence(BaseModel):
         table_name = "alert_silences"
 
 
+class NotificationDelivery(BaseModel):
+    """One message to one ``notifications:`` entry (README "Notifications"), and every attempt at sending it.
+    The entry's URL is never stored (it carries the secrets): the entry is named, its masked URL kept."""
+
+    notification = peewee.CharField(index=True)  # the entry's name in the config file
+    target = peewee.TextField()  # its URL, masked
+    event = peewee.CharField()  # one of the notification events, or notification.test
+    deployment = peewee.ForeignKeyField(Deployment, null=True, on_delete="CASCADE")
+    title = peewee.TextField(default="")
+    message = peewee.TextField()
+    status = peewee.CharField(default="pending", index=True)  # pending, delivered, failed
+    attempts = peewee.IntegerField(default=0)
+    attempt_log = peewee.TextField(default="[]")  # JSON list: {at, error, durationMs}
+    last_error = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    delivered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "notification_deliveries"
+
+
 ALL_MODELS = [Deployment, Transition, TransitionAction, StoppedSetEntry, AuditEntry, ObserverStatus, User, ApiToken,
               SetupToken, SecurityEvent, MaintenanceWindow, ScheduleSuppression, Webhook, WebhookDelivery,
-              MaintenanceReminder, Upgrade, UpgradeContainer, AlertSilence]
+              MaintenanceReminder, Upgrade, UpgradeContainer, AlertSilence,
+              NotificationDelivery]

@@ -17,6 +17,7 @@ from rsgo.enforcement import Enforcer
 from rsgo.environments import Environments
 from rsgo.events import EventBus
 from rsgo.jobs import Scheduler
+from rsgo.notifications import NotificationDispatcher
 from rsgo.observers.service import ObserverService
 from rsgo.overdue import OverdueService
 from rsgo.security.rate_limit import FailureWindow
@@ -56,7 +57,7 @@ class Runtime:
         self.upgrades = UpgradeService(self.environments, self.transitions, self.bus, settings, self.scheduler)
         # While an upgrade owns a stack (or a restart left one unfinished), mode changes are refused.
         self.transitions.upgrade_in_progress = self.upgrades.in_progress
-        self.observers = ObserverService(self.transitions, self.bus, self.scheduler)
+        self.observers = ObserverService(self.transitions, self.bus, settings.observer_threads)
         self.windows = WindowService(self.transitions, self.bus)
         # Every stack's recent mode changes, for the dashboard's timelines without a query per request.
         self.timelines = RecentModeChanges(self.bus)
@@ -73,6 +74,7 @@ class Runtime:
         # Alertmanager silences end with the window that holds the stack, when one does.
         self.silences = SilenceService(self.bus, window_end=self._window_end, public_url=settings.public_url,
                                        outbound=settings.outbound_deny)
+        self.notifications = NotificationDispatcher(self.bus, public_url=settings.public_url)
         # Open websockets, capped overall and per user (each holds a request thread of its own).
         self.hub = Hub(max_connections=settings.max_live_connections,
                        max_per_user=settings.max_live_connections_per_user)
@@ -143,6 +145,7 @@ class Runtime:
             self.overdue.apply(config)
             self.webhooks.sync_config(config.webhooks, keep=config.kept_webhooks)
             self.silences.apply(config)
+            self.notifications.apply(config)
             self.config = config
             self._config_file_seen = self._config_file_seen or os.path.exists(self.settings.config_path)
             self.reload_failure = None
@@ -184,6 +187,7 @@ class Runtime:
         self.scheduler.every("overdue", self.settings.overdue_check_interval, self.overdue.run_scheduled)
         self.scheduler.every("silences", min(60.0, self.silences.horizon / 4), self.silences.renew_due)
         self.scheduler.start()
+        self.observers.start()  # after the scheduler: its start refuses a second one in this process
         self.scheduler.run_once("resume", "resuming interrupted transitions", self._resume)
         self.scheduler.run_once("recover-upgrades", "rolling back upgrades a restart interrupted",
                                 self._recover_upgrades)
@@ -193,6 +197,7 @@ class Runtime:
         self.environments.start()
         self.webhooks.start()
         self.silences.start()
+        self.notifications.start()
 
     def _evaluate_windows(self) -> None:
         try:
@@ -225,15 +230,18 @@ class Runtime:
 
     def stop(self, timeout: float = 30) -> None:
         self._stopping.set()
-        self.scheduler.pause()  # no new observer checks or window evaluations; running transitions go on
+        self.scheduler.pause()  # no new window evaluations; running transitions go on
+        self.observers.pause()  # no new observer checks
         if not self.transitions.wait_idle(timeout):
             log.warning("stopping with transitions still running (%s); they resume at the next start",
                         ", ".join(self.scheduler.one_off_jobs().values()))
         self.scheduler.shutdown()
+        self.observers.stop()
         for hook in self._stop_hooks:
             hook()
         self.webhooks.stop()
         self.silences.stop()
+        self.notifications.stop()
         self.environments.stop()
         if self.enforcer is not None:
             self.enforcer.close()

@@ -18,6 +18,7 @@ from rsgo.alertmanager_config import AlertmanagerConfig, load_alertmanager
 from rsgo.bounded_yaml import UnusableFile, read_yaml
 from rsgo.config_values import ConfigProblem, InvalidValue, substitute, unknown_key_message
 from rsgo.environment_config import EnvironmentSpec, load_environments
+from rsgo.notification_config import NotificationConfig, load_notifications
 from rsgo.observers.base import Boundaries
 from rsgo.observers.config import ObserverConfig, load_observer
 from rsgo.settings import SETTINGS, parse_duration
@@ -27,7 +28,7 @@ WEBHOOK_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "obse
                   "upgrade.finished")
 _WEBHOOK_KEYS = ("name", "url", "secret", "events")
 _STACK_KEYS = ("name", "environment", "maintenanceObserver", "windows", "maintenanceReminder", "alertmanager")
-_TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks", "alertmanager")
+_TOP_LEVEL_KEYS = ("environments", "stacks", "webhooks", "alertmanager", "notifications")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Config:
     # Config webhooks named by a broken entry: what is stored under the name stays as it is.
     kept_webhooks: set[str] = field(default_factory=set)
     alertmanager: AlertmanagerConfig | None = None  # the top level's: every stack's unless it says otherwise
+    notifications: list[NotificationConfig] = field(default_factory=list)
 
     def stack(self, environment: str, name: str) -> StackConfig | None:
         return next((s for s in self.stacks.values() if s.environment == environment and s.name == name), None)
@@ -136,6 +138,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, required: b
     environments = sorted(config.environments) if config.environments is not None else [
         settings.environment if settings is not None else "local"]
     _load_webhooks(config, document.get("webhooks"), environ, boundaries)
+    config.notifications, problems = load_notifications(path, document.get("notifications"), environ)
+    config.problems.extend(problems)
     if document.get("alertmanager") is not None:
         config.alertmanager, problems = load_alertmanager(path, "alertmanager", document["alertmanager"], environ,
                                                           boundaries.outbound, allow_false=False)

@@ -131,3 +131,24 @@ def test_alertmanager_down_never_holds_the_transition_and_the_silence_follows_wh
     assert alertmanager.silence(shown["id"])["status"]["state"] == "active"
     assert "disk swap" in alertmanager.silence(shown["id"])["comment"]
     assert pending_metric(client, stack.name) == 0
+
+
+def test_config_problems_name_the_key_path(tmp_path):
+    from rsgo.stack_config import load_config
+
+    config = tmp_path / "rsgo.yml"
+    config.write_text(textwrap.dedent("""\
+        alertmanager: {url: "ftp://am:9093", matchers: {deployment: "{stak}"}}
+        stacks:
+          shop: {alertmanager: {url: "http://am:9093", basicAuth: {username: rsgo}, tls: {cert: /nowhere}}}
+          quiet: {alertmanager: false}
+        """))
+
+    loaded = load_config(str(config), environ={})
+
+    assert sorted(p.path for p in loaded.problems) == ["alertmanager.matchers", "alertmanager.url",
+                                                       "stacks.shop.alertmanager.basicAuth",
+                                                       "stacks.shop.alertmanager.tls",
+                                                       "stacks.shop.alertmanager.tls.cert"]
+    # A broken stack entry silences nothing rather than falling back to the default.
+    assert loaded.alertmanager_for("local", "shop") is None and loaded.stacks["quiet"].alertmanager is False

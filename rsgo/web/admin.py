@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from rsgo import notifications as notification_service
 from rsgo import webhook_trial
 from rsgo import webhooks as webhook_service
-from rsgo.models import ApiToken, User, Webhook, WebhookDelivery
+from rsgo.models import ApiToken, NotificationDelivery, User, Webhook, WebhookDelivery
 from rsgo.observers.http import mask_url
 from rsgo.security import accounts, event_log
 from rsgo.security import tokens as api_tokens  # the module; ``tokens`` is the Tokens page's view
@@ -120,9 +121,15 @@ def webhooks(error: str | None = None, status: int = 200):
     deliveries = [{"row": row, "webhook": row.webhook.name, "attempts": webhook_service.attempts_of(row)}
                   for row in WebhookDelivery.select(WebhookDelivery, Webhook).join(Webhook)
                   .order_by(WebhookDelivery.id.desc()).limit(DELIVERIES_SHOWN)]
+    runtime = current_runtime()
+    notifications = [{"name": entry.name, "url": entry.shown_url, "events": entry.events, "stacks": entry.stacks}
+                     for entry in runtime.notifications.entries.values()]
+    sent = [{"row": row, "attempts": notification_service.attempts_of(row)}
+            for row in NotificationDelivery.select().order_by(NotificationDelivery.id.desc()).limit(DELIVERIES_SHOWN)]
     return render_template("admin/webhooks.html", webhooks=hooks, deliveries=deliveries, events=WEBHOOK_EVENTS,
                            secret_mask=webhook_service.SECRET_MASK, test_event=webhook_trial.TEST_EVENT,
-                           error=error), status
+                           notifications=notifications, notification_deliveries=sent,
+                           notification_test_event=notification_service.TEST_EVENT, error=error), status
 
 
 @blueprint.post("/webhooks")
@@ -164,3 +171,14 @@ def test_webhook(webhook_id: int):
     result = webhook_trial.send_test(runtime.webhooks, hook, actor=current().name,
                                      environment=runtime.settings.environment)
     return render_template("admin/_webhook_test_result.html", result=result, hook=hook)
+
+
+@blueprint.post("/notifications/test")
+@requires("admin")
+def test_notification():
+    """"Send test" of one ``notifications:`` entry (form field ``name``): sent now, its result in place."""
+    entry = current_runtime().notifications.entries.get(request.form.get("name", ""))
+    if entry is None:
+        return render_template("admin/_notification_test_result.html", missing=True), 404
+    row = current_runtime().notifications.send_test(entry, current().name)
+    return render_template("admin/_notification_test_result.html", row=row)

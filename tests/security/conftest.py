@@ -57,7 +57,7 @@ NEEDS = {
     "admin.users": "admin", "admin.create_user": "admin", "admin.change_role": "admin", "admin.delete_user": "admin",
     "admin.tokens": "admin", "admin.create_token": "admin", "admin.revoke_token": "admin", "admin.security": "admin",
     "admin.webhooks": "admin", "admin.add_webhook": "admin", "admin.delete_webhook": "admin",
-    "admin.test_webhook": "admin",
+    "admin.test_webhook": "admin", "admin.test_notification": "admin",
     "metrics.scrape": "read",
     "api_upgrades.start_upgrade": "operate", "api_upgrades.start_rollback": "operate",
     "api_upgrades.show_upgrade": "read", "api_upgrades.list_upgrades": "read",
