@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -48,6 +49,8 @@ class Scheduler:
                 raise SchedulerAlreadyRunning("a scheduler already runs in this process; rsgo starts exactly one")
             _running = self
         self._scheduler.start()
+        # One line per start: it shows (and the serve test counts) one scheduler per rsgo process.
+        log.info("scheduler started in process %d", os.getpid())
 
     def pause(self) -> None:
         """Start no more runs (those under way go on): the first step of shutting down."""

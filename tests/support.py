@@ -121,7 +121,7 @@ class ServerProcess:
     Its first start creates the admin from RSGO_ADMIN_PASSWORD. With ``admin_token`` (the tests'
     default) the first ``start()`` also makes an admin API token with ``rsgo token create``: ``token``,
     and ``headers`` that carry it. ``login()`` signs a browser-like session in. The log (stdout and
-    stderr) goes to ``log_path``, by default next to the data dir.
+    stderr) goes to ``log_path``, by default next to the data dir; set ``stderr_path`` to keep stderr apart.
     """
 
     DEFAULTS = {"RSGO_RESYNC_INTERVAL": "2s"}  # settings a subclass may replace; ``environ`` wins over both
@@ -137,6 +137,7 @@ class ServerProcess:
         self.admin_token = admin_token
         self.process: subprocess.Popen | None = None
         self.token: str | None = None
+        self.stderr_path: Path | None = None
 
     @property
     def headers(self) -> dict:
@@ -176,8 +177,13 @@ class ServerProcess:
         if self.admin_token and self.token is None:
             self.token = self.create_token("admin")
         with open(self.log_path, "ab") as log:  # the child writes to its own copy of the descriptor
-            self.process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", "serve"], env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+            errors = open(self.stderr_path, "ab") if self.stderr_path else None  # closed below
+            try:
+                self.process = subprocess.Popen([sys.executable, "-m", "rsgo.cli", "serve"], env=self.env, stdout=log,
+                                                stderr=errors or subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+            finally:
+                if errors:
+                    errors.close()
 
         def healthy():
             if self.process.poll() is not None:

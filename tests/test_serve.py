@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import requests
@@ -34,10 +35,16 @@ def test_sigterm_lets_a_running_transition_finish_before_the_process_exits(make_
     assert "transition" in log and f"(id {transition['deploymentId']})" in log
 
 
-def test_the_server_runs_one_scheduler_and_logs_to_stdout(make_server):
-    server = make_server().start()
-    log = server.log()
-    assert log.count("Booting worker") == 1
-    assert "rsgo serving on http://127.0.0.1:" in log
+def test_the_server_runs_one_scheduler_and_logs_to_stdout(make_server, tmp_path):
+    server = make_server()
+    server.stderr_path = tmp_path / "stderr.log"
+    server.start()
+    stdout, stderr = server.log(), server.stderr_path.read_text(errors="replace")
+    # gunicorn's one worker (its own lines go to stderr) runs the one scheduler: exactly one start, in it.
+    [worker_pid] = re.findall(r"Booting worker with pid: (\d+)", stderr)
+    assert re.findall(r"INFO rsgo\.jobs: scheduler started in process (\d+)", stdout) == [worker_pid]
+    # rsgo's own lines are on stdout, and only there.
+    assert "rsgo serving on http://127.0.0.1:" in stdout
+    assert not re.search(r" (INFO|WARNING|ERROR) rsgo[.:]", stderr), stderr
     # No config file in its data dir: said as such (not "loaded: 0 stacks").
-    assert "INFO rsgo.runtime: config file not found: " in log and " loaded: " not in log
+    assert "INFO rsgo.runtime: config file not found: " in stdout and " loaded: " not in stdout
