@@ -152,3 +152,43 @@ def test_config_problems_name_the_key_path(tmp_path):
                                                        "stacks.shop.alertmanager.tls.cert"]
     # A broken stack entry silences nothing rather than falling back to the default.
     assert loaded.alertmanager_for("local", "shop") is None and loaded.stacks["quiet"].alertmanager is False
+
+
+def test_a_window_ends_the_silence_at_its_end_and_a_horizon_silence_is_renewed_in_place(make_app, make_stack,
+                                                                                        tmp_path, alertmanager):
+    alertmanager.start()
+    windowed, open_ended = make_stack("w"), make_stack("o")
+    windowed.add("api")
+    open_ended.add("api")
+    app = silence_app(make_app, tmp_path, alertmanager.url)
+    client = app.test_client()
+    windowed_id = wait_for_deployment(client, windowed.name, 1)["id"]
+    open_id = wait_for_deployment(client, open_ended.name, 1)["id"]
+
+    window = client.post(f"/api/deployments/{windowed_id}/windows", json={"duration": "30m", "reason": "patching"})
+    assert window.status_code == 201
+    app.extensions["rsgo"].windows.evaluate()  # now, rather than at the next check
+    shown = wait_until(lambda: (s := silence_of(client, windowed_id)) and s["state"] == "silenced" and s,
+                       timeout=30, message="the window's silence")
+    window_end = dt.datetime.fromisoformat(window.json["end"].replace("Z", "+00:00"))
+    silence_end = dt.datetime.fromisoformat(alertmanager.silence(shown["id"])["endsAt"].replace("Z", "+00:00"))
+    assert abs(silence_end - window_end) < dt.timedelta(seconds=1)
+
+    silences = app.extensions["rsgo"].silences
+    silences.horizon = 4.0  # seconds: half of it passes quickly
+    assert put_mode(client, open_ended.name, "Maintenance").status_code == 200
+    first = wait_until(lambda: (s := silence_of(client, open_id)) and s["state"] == "silenced" and s, timeout=30,
+                       message="the open-ended stay's silence")
+    wait_until(lambda: dt.datetime.fromisoformat(first["endsAt"].replace("Z", "+00:00")) - dt.datetime.now(dt.UTC)
+               < dt.timedelta(seconds=2), timeout=10, message="half the horizon to pass")
+
+    silences.renew_due()  # the scheduler job's work
+
+    renewed = wait_until(lambda: (s := silence_of(client, open_id)) and s["endsAt"] != first["endsAt"] and s,
+                         timeout=30, message="the silence renewed")
+    assert renewed["id"] == first["id"]  # the same silence, with a later end
+    in_alertmanager = alertmanager.silence(first["id"])
+    assert in_alertmanager["status"]["state"] == "active"
+    assert dt.datetime.fromisoformat(in_alertmanager["endsAt"].replace("Z", "+00:00")) > dt.datetime.now(
+        dt.UTC) + dt.timedelta(seconds=2)
+    assert sum(1 for s in alertmanager.silences() if any(m["value"] == open_ended.name for m in s["matchers"])) == 1
