@@ -214,3 +214,28 @@ def test_a_finished_upgrade_reaches_webhooks_and_metrics(make_app, docker_client
     finally:
         receiver.close()
         stack.remove()
+
+
+def test_an_unexpected_error_mid_upgrade_is_rolled_back_at_once_not_at_the_next_start(client, shop, images,
+                                                                                      monkeypatch):
+    """A bug or a failing database inside the sequence (not a Docker error, which has its own path): the
+    stack must not wait in Migrating, half-upgraded, for rsgo's next start."""
+    from rsgo.upgrades.procedure import Procedure
+
+    def broken(self):
+        raise RuntimeError("a fault nobody planned for")
+
+    # The one seam: the last step, after the new containers were started (a rollback does not use it).
+    monkeypatch.setattr(Procedure, "verify", broken)
+    old_api = shop.inspect("api")
+
+    answer = upgrade(client, shop, images={"api": ref("2")})
+
+    assert answer.status_code == 502 and answer.json["code"] == "upgrade_failed", answer.json
+    body = answer.json["upgrade"]
+    assert body["status"] == "rolled-back" and "a fault nobody planned for" in body["error"], body
+    api = shop.inspect("api")
+    assert api["Id"] == old_api["Id"] and api["State"]["Running"] and api["Image"] == images["1"]
+    assert shop.inspect("worker")["State"]["Running"]
+    assert mode(client, shop) == "Normal"
+    assert client.get(f"/api/deployments/{shop.name}/upgrades").json["items"][0]["status"] == "rolled-back"

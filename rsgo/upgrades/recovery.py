@@ -47,46 +47,66 @@ def _recover_one(service, upgrade: Upgrade, stopping: threading.Event) -> bool:
         gateway = _gateway_when_reachable(service.environments, deployment, stopping)
         if gateway is None:
             return False
-        settings = json.loads(upgrade.request)
-        procedure = procedure_for(gateway, upgrade.id, journal.as_plan(journal.containers(upgrade.id)), units={},
-                                  default_stop_timeout=service.settings.default_stop_timeout,
-                                  health_timeout=settings.get("healthTimeout", DEFAULT_HEALTH_TIMEOUT),
-                                  stable_for=settings.get("stableFor", DEFAULT_STABLE_FOR))
-        request = ModeChangeRequest(target=Mode.MIGRATING, source=upgrade.source, actor=upgrade.actor,
-                                    requested_at=upgrade.requested_at, reason=upgrade.reason, address=upgrade.address)
         why = f"rsgo stopped during {upgrade.kind} {upgrade.id} (while {upgrade.status})"
-        log.warning("%s; settling it now", why)
-        if upgrade.status == "pulling":
-            # Nothing was stopped yet (the mode may already say Migrating): only the records are settled.
-            if Mode(deployment.mode) is Mode.MIGRATING:
-                service.transitions.announce(transition_records.record_mode_step(
-                    deployment.id, target=Mode.NORMAL, outcome="failed", source="system", actor="system",
-                    reason=f"{why}; nothing had been stopped", requested_at=upgrade.requested_at, error=why))
-            service.announce_finished(deployment.id, journal.finish(
-                upgrade.id, "failed", f"{why}; nothing had been stopped", recovered=True))
-            return True
-        if Mode(deployment.mode) is not Mode.MIGRATING:
-            service.enter_migrating(deployment, upgrade.id, f"recovery of {upgrade.kind}", request, "")
-        if upgrade.kind == "rollback":
-            _finish_rollback(service, deployment, upgrade, procedure, request, why)
-        else:
-            service.roll_back(deployment, procedure, request, why, "", recovered=True)
+        settle(service, upgrade, gateway, why, recovered=True)
         return True
 
 
+def settle_after_error(service, upgrade_id: int, error: BaseException) -> None:
+    """An upgrade (or rollback) whose own thread raised what it did not expect (a bug, a database that
+    failed mid-way): settle it now, as a restart would, instead of leaving the stack in Migrating with
+    half-done containers until then. The caller holds the deployment's transition lock. If settling
+    fails too, the next start does it (the journal still says unfinished)."""
+    upgrade = Upgrade.get_by_id(upgrade_id)
+    deployment = Deployment.get_by_id(upgrade.deployment_id)
+    if upgrade.finished_at is not None:
+        return  # it had ended; what raised came after
+    gateway = service.environments.usable(deployment.environment, known_unreachable_fails=False).gateway
+    why = f"{upgrade.kind} {upgrade.id} stopped on an unexpected error while {upgrade.status}: {error!r}"
+    settle(service, upgrade, gateway, why, recovered=False)
+
+
+def settle(service, upgrade: Upgrade, gateway, why: str, *, recovered: bool) -> None:
+    """Roll back an unfinished upgrade from its journal (or finish an unfinished rollback)."""
+    deployment = Deployment.get_by_id(upgrade.deployment_id)
+    settings = json.loads(upgrade.request)
+    procedure = procedure_for(gateway, upgrade.id, journal.as_plan(journal.containers(upgrade.id)), units={},
+                              default_stop_timeout=service.settings.default_stop_timeout,
+                              health_timeout=settings.get("healthTimeout", DEFAULT_HEALTH_TIMEOUT),
+                              stable_for=settings.get("stableFor", DEFAULT_STABLE_FOR))
+    request = ModeChangeRequest(target=Mode.MIGRATING, source=upgrade.source, actor=upgrade.actor,
+                                requested_at=upgrade.requested_at, reason=upgrade.reason, address=upgrade.address)
+    log.warning("%s; settling it now", why)
+    if upgrade.status == "pulling":
+        # Nothing was stopped yet (the mode may already say Migrating): only the records are settled.
+        if Mode(deployment.mode) is Mode.MIGRATING:
+            service.transitions.announce(transition_records.record_mode_step(
+                deployment.id, target=Mode.NORMAL, outcome="failed", source="system", actor="system",
+                reason=f"{why}; nothing had been stopped", requested_at=upgrade.requested_at, error=why))
+        service.announce_finished(deployment.id, journal.finish(
+            upgrade.id, "failed", f"{why}; nothing had been stopped", recovered=recovered))
+        return
+    if Mode(deployment.mode) is not Mode.MIGRATING:
+        service.enter_migrating(deployment, upgrade.id, f"recovery of {upgrade.kind}", request, "")
+    if upgrade.kind == "rollback":
+        _finish_rollback(service, deployment, upgrade, procedure, request, why, recovered)
+    else:
+        service.roll_back(deployment, procedure, request, why, "", recovered=recovered)
+
+
 def _finish_rollback(service, deployment: Deployment, upgrade: Upgrade, procedure: Procedure,
-                     request: ModeChangeRequest, why: str) -> None:
+                     request: ModeChangeRequest, why: str, recovered: bool) -> None:
     service.set_status(upgrade.id, deployment.id, "starting")
     problems = procedure.restore()
     if problems:
         service.fail(deployment, upgrade.id, request, f"{why}; finishing it failed: {'; '.join(problems)}",
-                     recovered=True)
+                     recovered=recovered)
         return
     journal.mark_aside_removed(upgrade.rollback_of, rolled_back_by=upgrade.id)
     service.transitions.announce(transition_records.record_mode_step(
         deployment.id, target=Mode.NORMAL, outcome="succeeded", source="system", actor="system",
-        reason=f"{why}; finished after the restart", requested_at=upgrade.requested_at))
-    service.announce_finished(deployment.id, journal.finish(upgrade.id, "succeeded", recovered=True))
+        reason=f"{why}; finished {'after the restart' if recovered else 'at once'}", requested_at=upgrade.requested_at))
+    service.announce_finished(deployment.id, journal.finish(upgrade.id, "succeeded", recovered=recovered))
 
 
 def _gateway_when_reachable(environments, deployment: Deployment, stopping: threading.Event):

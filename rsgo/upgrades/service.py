@@ -159,9 +159,13 @@ class UpgradeService:
         try:
             function, *arguments = run
             function(*arguments)
-        except Exception:
-            # The journal keeps what happened; the next start rolls back what is not finished.
-            log.exception("upgrade %s stopped unexpectedly; it is rolled back at the next start", upgrade_id)
+        except Exception as error:
+            # Settled now, as the next start would (the journal keeps what happened): nothing stays half-done.
+            log.exception("upgrade %s stopped unexpectedly; rolling it back now", upgrade_id)
+            try:
+                recovery.settle_after_error(self, upgrade_id, error)
+            except Exception:
+                log.exception("upgrade %s could not be rolled back now; it is at the next start", upgrade_id)
         finally:
             with self._guard:
                 self._active.pop(deployment_id, None)
