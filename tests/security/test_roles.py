@@ -108,8 +108,9 @@ def test_a_viewer_reads_every_page_and_route_but_sees_no_controls_and_is_refused
     assert role_of(server, name) == "viewer" and role_of(server, ADMIN_USER) == "admin"
     assert role_of(server, "made-by-viewer") is None
     assert database_rows(server, "SELECT count(*) FROM api_tokens WHERE name = 'made-by-viewer'") == [(0,)]
-    if "admin.add_webhook" in {endpoint for endpoint, _, _ in routes}:
-        assert database_rows(server, "SELECT name FROM webhooks") == [("estate hook",)]  # none made, none removed
+    # The webhook form was among the refused routes (asserted, so a rename cannot drop this check silently).
+    assert "admin.add_webhook" in {endpoint for endpoint, _, _ in routes}
+    assert database_rows(server, "SELECT name FROM webhooks") == [("estate hook",)]  # none made, none removed
     assert requests.get(f"{server.url}/api/deployments", headers=server.headers, timeout=10).status_code == 200
     windows = requests.get(f"{server.url}/api/deployments/{estate.a_id}/windows", headers=server.headers, timeout=10)
     assert [w["id"] for w in windows.json()["items"]] == [estate.window_id]

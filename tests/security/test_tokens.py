@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -101,19 +102,26 @@ def test_a_token_limited_to_stack_a_can_neither_see_nor_touch_stack_b(estate, ma
 
 def test_expired_and_revoked_tokens_are_refused_and_the_database_keeps_no_token_in_clear(estate):
     server = estate.server
-    expiring_name, expiring = create_token(server, "read", "--expires-in", "1s")
+    expiring_name, expiring = create_token(server, "read", "--expires-in", "5s")
     revoked_name, revoked = create_token(server, "operate")
     fresh_name, fresh = create_token(server, "read", "--stacks", estate.a.name, "--expires-in", "1h")
 
     def status(token):
         return requests.get(f"{server.url}/api/deployments", headers=bearer(token), timeout=10).status_code
 
-    # Expired: refused once its second has passed (the deadline only bounds the wait).
-    wait_until(lambda: status(expiring) == 401, 10, interval=0.2, message="the token to expire")
+    # It works until it expires (the positive control: a token refused from the start would pass the rest),
+    # then is refused once its 5 s have passed (the deadline only bounds the wait).
+    assert status(expiring) == 200
+    wait_until(lambda: status(expiring) == 401, 15, interval=0.2, message="the token to expire")
     body = assert_problem(requests.get(f"{server.url}/api/deployments", headers=bearer(expiring), timeout=10),
                           401, "unauthorized")
     assert "expired" in body["detail"]
-    assert token_row(server, expiring_name)[3] != "never"
+    # Stored 5 s after its creation, and shown as that minute on the admin page.
+    [(created, expires)] = database_rows(server, "SELECT created_at, expires_at FROM api_tokens WHERE name = ?",
+                                         expiring_name)
+    created, expires = (dt.datetime.fromisoformat(str(value)) for value in (created, expires))
+    assert dt.timedelta(seconds=4) <= expires - created <= dt.timedelta(seconds=6), (created, expires)
+    assert token_row(server, expiring_name)[3] == expires.strftime("%Y-%m-%d %H:%M UTC")
 
     # Last used: "never" until the token is used, then a time.
     assert token_row(server, fresh_name)[4] == "never"
