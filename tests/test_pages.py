@@ -109,6 +109,10 @@ def test_a_new_stacks_timelines_begin_when_rsgo_first_saw_it(client, make_stack)
     for span in ("24 h", "7 d"):
         normal = re.search(r"Normal ([^,]*)", summaries[span]).group(1)
         assert normal.endswith(" s"), (span, summaries[span])
+    dashboard = client.get("/").get_data(as_text=True)
+    row = dashboard[dashboard.index(f'id="deployment-{deployment_id}"'):]
+    row_summary = re.search(r'aria-label="Modes over the last 24 h: ([^"]*)"', row).group(1)
+    assert re.search(r"Normal ([^,]*)", row_summary).group(1).endswith(" s"), row_summary
 
 
 def test_pages_have_no_inline_script_and_load_only_local_assets(client):

@@ -65,14 +65,24 @@ def stay(summary: dict, runtime, now: dt.datetime) -> dict | None:
             "lasted": duration_text((now - since).total_seconds()), "endsAt": ends}
 
 
+def discovered_at(deployment_ids: list[int] | None = None) -> dict[int, dt.datetime]:
+    """When rsgo first saw each stack (one query for all): a timeline shows nothing before it."""
+    query = Deployment.select(Deployment.id, Deployment.discovered_at)
+    if deployment_ids is not None:
+        query = query.where(Deployment.id.in_(deployment_ids))
+    return {row.id: row.discovered_at for row in query}
+
+
 def add_to_row(summary: dict, runtime, changes: list[timeline.Change] | None = None,
-               now: dt.datetime | None = None) -> dict:
+               now: dt.datetime | None = None, known_from: dt.datetime | None = None) -> dict:
     """A dashboard row's timeline of the last 24 h and its stay line. ``changes`` are the deployment's
     (from ``RecentModeChanges``); None reads them (one deployment: a push, an HTMX answer)."""
     now = now or utcnow()
     if changes is None:
         changes = timeline_store.read_changes(now - timeline.DAY, [summary["id"]]).get(summary["id"], [])
-    summary["timeline"] = timeline.build(changes, present_of(summary), now=now, span=timeline.DAY)
+    if known_from is None:
+        known_from = discovered_at([summary["id"]]).get(summary["id"])
+    summary["timeline"] = timeline.build(changes, present_of(summary, known_from), now=now, span=timeline.DAY)
     summary["stay"] = stay(summary, runtime, now)
     return summary
 
@@ -82,8 +92,9 @@ def add_to_rows(items: list[dict], runtime) -> list[dict]:
     now = utcnow()
     store = getattr(runtime, "timelines", None)
     changes = store.changes() if store is not None else timeline_store.read_changes(now - timeline.DAY)
+    seen = discovered_at()
     for item in items:
-        add_to_row(item, runtime, changes.get(item["id"], []), now)
+        add_to_row(item, runtime, changes.get(item["id"], []), now, known_from=seen.get(item["id"]))
     return items
 
 
@@ -92,8 +103,7 @@ def add_to_detail(body: dict, runtime) -> dict:
     now = utcnow()
     changes = timeline_store.read_changes(now - timeline.WEEK, [body["id"]]).get(body["id"], [])
     # A stack seen an hour ago has no week of Normal behind it: the bars start where rsgo began to watch.
-    discovered = Deployment.select(Deployment.discovered_at).where(Deployment.id == body["id"]).scalar()
-    present = present_of(body, known_from=discovered)
+    present = present_of(body, known_from=discovered_at([body["id"]]).get(body["id"]))
     body["timelines"] = [timeline.build(changes, present, now=now, span=span)
                          for span in (timeline.DAY, timeline.WEEK)]
     body["stay"] = stay(body, runtime, now)
