@@ -23,7 +23,7 @@ import requests
 
 from rsgo.alertmanager_config import AlertmanagerConfig
 from rsgo.db import release_thread_connection, timestamp, utcnow
-from rsgo.events import MODE_CHANGED, EventBus
+from rsgo.events import MODE_CHANGED, SILENCE_CHANGED, EventBus
 from rsgo.http_errors import describe
 from rsgo.models import AlertSilence, Deployment, Transition
 from rsgo.outbound import NO_POLICY, OutboundDenied, OutboundPolicy, guard
@@ -43,6 +43,7 @@ class SilenceService:
     def __init__(self, bus: EventBus, *, window_end=lambda deployment_id: None, public_url: str = "",
                  outbound: OutboundPolicy = NO_POLICY, horizon: float = HORIZON_SECONDS, base_delay: float = 1.0,
                  max_delay: float = 60.0):
+        self._bus = bus
         self._window_end = window_end  # deployment id -> naive UTC end of the window holding it, or None
         self.public_url = public_url.rstrip("/")
         self.outbound = outbound
@@ -242,12 +243,15 @@ class SilenceService:
                     deployment.name if deployment else row.deployment_id, error, delay)
         return delay
 
-    @staticmethod
-    def _save(row: AlertSilence, **fields) -> None:
+    def _save(self, row: AlertSilence, **fields) -> None:
+        shown = ("state", "want", "silence_id", "ends_at", "error", "failures")
+        before = tuple(getattr(row, name) for name in shown)
         fields["updated_at"] = utcnow()
         AlertSilence.update(**fields).where(AlertSilence.id == row.id).execute()
         for name, value in fields.items():
             setattr(row, name, value)
+        if tuple(getattr(row, name) for name in shown) != before:  # the page shows it: push it
+            self._bus.publish(SILENCE_CHANGED, deployment_id=row.deployment_id, state=row.state)
 
     def _request(self, config: AlertmanagerConfig, method: str, path: str, body: dict | None = None, *,
                  accept_missing: bool = False) -> dict | None:

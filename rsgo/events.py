@@ -38,6 +38,7 @@ MAINTENANCE_OVERDUE = "maintenance.overdue"  # a stay in Maintenance/Stopped out
 MAINTENANCE_OVERDUE_ENDED = "maintenance.overdue.ended"  # no longer overdue without leaving (held again, turned off)
 UPGRADE_PROGRESS = "upgrade.progress"  # an upgrade's status or one of its steps changed
 UPGRADE_FINISHED = "upgrade.finished"  # outcome: succeeded, rolled-back, failed
+SILENCE_CHANGED = "alertmanager.silence.changed"  # a stack's silence: created, renewed, pending, expired
 
 CATALOGUE: dict[str, frozenset[str]] = {
     TRANSITION_STARTED: frozenset({"deployment_id", "transition_id"}),
@@ -63,12 +64,14 @@ CATALOGUE: dict[str, frozenset[str]] = {
     MAINTENANCE_OVERDUE_ENDED: frozenset({"deployment_id"}),
     UPGRADE_PROGRESS: frozenset({"deployment_id", "upgrade_id", "status"}),
     UPGRADE_FINISHED: frozenset({"deployment_id", "upgrade_id", "outcome"}),
+    SILENCE_CHANGED: frozenset({"deployment_id", "state"}),
 }
 
 # The events whose deployment's page regions change (the live push renders them again).
 DEPLOYMENT_PAGE_EVENTS = frozenset({TRANSITION_STARTED, TRANSITION_PROGRESS, TRANSITION_FINISHED, MODE_CHANGED,
                                     DEPLOYMENT_ENFORCED, OBSERVER_CHECKED, OBSERVER_FAILING, OBSERVER_RECOVERED,
-                                    WINDOWS_CHANGED, MAINTENANCE_OVERDUE, MAINTENANCE_OVERDUE_ENDED})
+                                    WINDOWS_CHANGED, MAINTENANCE_OVERDUE, MAINTENANCE_OVERDUE_ENDED,
+                                    SILENCE_CHANGED})
 
 Subscriber = Callable[[str, dict], Any]
 

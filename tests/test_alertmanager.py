@@ -9,11 +9,12 @@ import textwrap
 import time
 
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_for_deployment
 from prometheus_stack import Alertmanager
-from support import put_mode, wait_until
+from support import LiveSocket, put_mode, wait_until
 
 
 @pytest.fixture
@@ -192,3 +193,27 @@ def test_a_window_ends_the_silence_at_its_end_and_a_horizon_silence_is_renewed_i
     assert dt.datetime.fromisoformat(in_alertmanager["endsAt"].replace("Z", "+00:00")) > dt.datetime.now(
         dt.UTC) + dt.timedelta(seconds=2)
     assert sum(1 for s in alertmanager.silences() if any(m["value"] == open_ended.name for m in s["matchers"])) == 1
+
+
+def test_the_deployment_page_is_pushed_each_change_of_the_silence(make_server, make_stack, tmp_path, alertmanager):
+    stack = make_stack()
+    stack.add("api")
+    config = tmp_path / "rsgo.yml"
+    config.write_text(f"alertmanager: {{url: {alertmanager.url}}}\n")  # not started yet
+    server = make_server(RSGO_CONFIG=str(config)).start()
+    deployment_id = wait_until(lambda: (r := requests.get(f"{server.url}/api/deployments/{stack.name}",
+                                                          headers=server.headers, timeout=5)).ok and r.json()["id"],
+                               message="rsgo to know the stack")
+    page = LiveSocket(server, f"deployment:{deployment_id}", session=server.login())
+    region = f'id="silence-{deployment_id}"'
+    try:
+        assert put_mode(server, stack.name, "Maintenance").status_code == 200
+        pending = page.wait_for(lambda m: region in m and "silence pending" in m, timeout=30,
+                                what="the silence pushed as pending")
+        assert "connection refused" in pending and 'hx-swap-oob="true"' in pending
+
+        alertmanager.start()  # rsgo's own backoff (1 s, 2 s, 4 s …) brings it there
+
+        page.wait_for(lambda m: region in m and "🔕 silenced" in m, timeout=30, what="the silence pushed as silenced")
+    finally:
+        page.close()

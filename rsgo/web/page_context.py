@@ -32,6 +32,7 @@ DEPLOYMENT_REGIONS = {
     "progress": "deployments/_progress.html",
     "containers": "deployments/_containers.html",
     "observer": "deployments/_observer.html",
+    "silence": "deployments/_silence.html",
     "windows": "deployments/_windows.html",
     "upgrades": "deployments/_upgrade_status.html",
 }
