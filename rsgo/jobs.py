@@ -1,8 +1,9 @@
 """The in-process scheduler (APScheduler) and all of rsgo's background work on it
-(docs/design.md#transitions): interval jobs (one per observer, the window check, the retry of
-failures not yet written) in the default executor, and one-off long jobs (background transitions,
-the resumption of interrupted ones) in an executor of their own, so a burst of transitions never
-waits for observer threads and the other way round. Shutdown and "what runs now" live here.
+(docs/design.md#transitions): interval jobs (the window check, the retry of failures not yet
+written) in the default executor, and one-off long jobs (background transitions, the resumption of
+interrupted ones) in an executor of their own, so a burst of transitions never waits for the others
+and the other way round. Observers run on a timer of their own (``rsgo.observers.timer``), started
+after this one. Shutdown and "what runs now" live here.
 
 One scheduler per process: starting a second one while the first runs is an error,
 so a reloader or a second app can never poll every source twice.

@@ -1,11 +1,11 @@
 """Running observers: check a source, decide, act with ownership, keep status
 (docs/design.md#observers and #modes-and-ownership).
 
-Each deployment's observer is one scheduler job. A check's result is kept in memory
-(``rsgo.observers.status_store``) and every change of it is written to ``ObserverStatus``, so a
-restart or a config reload keeps the failure count, the confirmation streak and a suppression,
-while a check that reads what the last one read touches no database. Acting goes through the
-transition service like every other caller, with trigger ``observer``.
+Each deployment's observer is one job of the service's own timer (``rsgo.observers.timer``). A
+check's result is kept in memory (``rsgo.observers.status_store``) and every change of it is written
+to ``ObserverStatus``, so a restart or a config reload keeps the failure count, the confirmation
+streak and a suppression, while a check that reads what the last one read touches no database.
+Acting goes through the transition service like every other caller, with trigger ``observer``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rsgo.observers import ObserverError
 from rsgo.observers.decision import MAINTENANCE, NORMAL, UnexpectedValue, decide
 from rsgo.observers.mode_memory import DeploymentModes
 from rsgo.observers.status_store import StatusRecord, StatusStore
+from rsgo.observers.timer import CheckTimer
 from rsgo.stack_config import Config, ObserverConfig
 from rsgo.transitions import TransitionService
 
@@ -61,10 +62,10 @@ def _job_id(deployment_id: int) -> str:
 
 
 class ObserverService:
-    def __init__(self, transitions: TransitionService, bus: EventBus, scheduler=None):
+    def __init__(self, transitions: TransitionService, bus: EventBus, threads: int):
         self._transitions = transitions
         self._bus = bus
-        self._scheduler = scheduler
+        self._timer = CheckTimer(threads)  # runs checks once started (``start``)
         self._configs: dict[int, ObserverConfig] = {}  # deployment id → its observer
         self._names: dict[int, str] = {}
         self._check_locks: dict[int, threading.Lock] = {}
@@ -72,6 +73,20 @@ class ObserverService:
         self._guard = threading.Lock()
         self._store = StatusStore()
         self._modes = DeploymentModes(bus)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin checking (the runtime calls it after the scheduler started: one per process)."""
+        self._timer.start()
+
+    def pause(self) -> None:
+        """Start no more checks (those under way go on): the first step of shutting down."""
+        self._timer.pause()
+
+    def stop(self) -> None:
+        self._timer.shutdown()
+        self._modes.close()
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -97,8 +112,7 @@ class ObserverService:
         self._modes.forget_all()  # a reload is rare: read every mode afresh
         for deployment_id in removed:
             old = self._store.drop(deployment_id)
-            if self._scheduler is not None:
-                self._scheduler.remove(_job_id(deployment_id))
+            self._timer.remove(_job_id(deployment_id))
             self._cleared_by_reload(old, previous[deployment_id], "removed")
             self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)  # its panel goes
         self._store.load(wanted)
@@ -110,11 +124,11 @@ class ObserverService:
                 self._store.reset(deployment_id, observer.fingerprint)
                 if deployment_id in previous:
                     self._cleared_by_reload(status, previous[deployment_id], "changed")
-            if self._scheduler is not None and not (unchanged and self._scheduler.next_run(_job_id(deployment_id))):
+            if not (unchanged and self._timer.next_run(_job_id(deployment_id))):
                 if observer.disabled:
-                    self._scheduler.remove(_job_id(deployment_id))
+                    self._timer.remove(_job_id(deployment_id))
                 else:
-                    self._scheduler.every(_job_id(deployment_id), observer.interval, self.run_scheduled_check,
+                    self._timer.every(_job_id(deployment_id), observer.interval, self.run_scheduled_check,
                                           deployment_id)
             self._bus.publish(events.OBSERVER_CHECKED, deployment_id=deployment_id)
 
@@ -263,7 +277,7 @@ class ObserverService:
         if observer is None:
             return None
         row = self._store.get(deployment_id)
-        next_run = self._scheduler.next_run(_job_id(deployment_id)) if self._scheduler is not None else None
+        next_run = self._timer.next_run(_job_id(deployment_id))
         if observer.disabled:
             state = "disabled"
         elif row is None or row.last_check_at is None:

@@ -1,0 +1,146 @@
+"""When each observer checks next: one heap, one thread that hands due checks to a small pool
+(docs/design.md#observers).
+
+Hundreds of observers at 1 s were hundreds of APScheduler jobs, and its bookkeeping per run (trigger
+arithmetic on aware datetimes, a job store kept sorted, a Future and events per submission) cost more
+than most checks. Here a run costs a heap pop, a queue hand-over and a heap push.
+
+The rules are APScheduler's as rsgo used them: a job runs every ``seconds`` on a fixed grid from its
+first run; one run of a job at a time (the next is scheduled only when the run ended); runs missed
+while one took long are merged into one, run at once. A hung source holds one pool thread until its
+own timeout; the others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Job:
+    id: str
+    function: object
+    args: tuple
+    seconds: float
+    due: float  # time.monotonic() of the next run, or of the one under way
+    running: bool = False
+    removed: bool = False  # replaced or removed: its heap entry is skipped, its run not rescheduled
+
+
+class CheckTimer:
+    def __init__(self, threads: int, clock=time.monotonic):
+        self._threads = threads
+        self._clock = clock
+        self._jobs: dict[str, _Job] = {}
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._order = itertools.count()  # ties in the heap go by insertion, never by comparing jobs
+        self._changed = threading.Condition()
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._started = self._paused = self._stopping = False
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def every(self, job_id: str, seconds: float, function, *args) -> None:
+        """Run ``function(*args)`` now and then every ``seconds`` (replacing a job of the same id)."""
+        with self._changed:
+            old = self._jobs.get(job_id)
+            if old is not None:
+                old.removed = True
+            job = _Job(job_id, function, args, float(seconds), self._clock())
+            self._jobs[job_id] = job
+            self._push(job)
+
+    def remove(self, job_id: str) -> None:
+        with self._changed:
+            job = self._jobs.pop(job_id, None)
+            if job is not None:
+                job.removed = True
+
+    def next_run(self, job_id: str) -> dt.datetime | None:
+        """When the job runs next (UTC), None if there is no such job."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        due = job.due + job.seconds if job.running else job.due
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=due - self._clock())
+
+    def _push(self, job: _Job) -> None:
+        heapq.heappush(self._heap, (job.due, next(self._order), job))
+        if self._heap[0][2] is job:
+            self._changed.notify()  # the dispatcher may be waiting for a later one
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._changed:
+            if self._started:
+                return
+            self._started = True
+        for index in range(self._threads):
+            worker = threading.Thread(target=self._work, name=f"rsgo-observer-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        threading.Thread(target=self._dispatch, name="rsgo-observer-timer", daemon=True).start()
+
+    def pause(self) -> None:
+        """Start no more runs (those under way go on)."""
+        with self._changed:
+            self._paused = True
+
+    def shutdown(self) -> None:
+        """Stop the threads once their runs end; never waits for a hung one."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        for _ in self._workers:
+            self._ready.put(None)
+
+    def _dispatch(self) -> None:
+        with self._changed:
+            while not self._stopping:
+                if self._paused or not self._heap:
+                    self._changed.wait()
+                    continue
+                due, _, job = self._heap[0]
+                if job.removed:
+                    heapq.heappop(self._heap)
+                    continue
+                wait = due - self._clock()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                job.running = True
+                self._ready.put(job)
+
+    def _work(self) -> None:
+        while (job := self._ready.get()) is not None:
+            try:
+                job.function(*job.args)
+            except Exception:
+                log.exception("observer job %s failed", job.id)
+            finally:
+                self._reschedule(job)
+
+    def _reschedule(self, job: _Job) -> None:
+        with self._changed:
+            job.running = False
+            if job.removed:
+                return
+            due, now = job.due + job.seconds, self._clock()
+            if due <= now:
+                # Missed runs are merged into one, at once, and the grid stays where it was.
+                due += math.floor((now - due) / job.seconds) * job.seconds
+            job.due = due
+            self._push(job)
