@@ -181,3 +181,35 @@ def test_config_problems_name_the_key_and_never_the_url(tmp_path):
     # Masked: Apprise's own privacy form, and a token in the path cut to its first character.
     assert mask(f"json://user:pw@127.0.0.1:8080/hooks/{TOKEN}?x=1") == "json://user:***@127.0.0.1:8080/h***/t***"
     assert TOKEN[4:] not in mask(f"slack://T1JJ3T3L2/A1BRTD4JD/{TOKEN}")
+
+
+def test_a_failing_observer_and_its_recovery_are_told_in_a_line_each(make_app, make_stack, tmp_path, receivers):
+    stack = make_stack()
+    stack.add("api")
+    chat = receivers()
+    config = tmp_path / "rsgo.yml"
+    # The observer reads a file; a directory in its place is an error at each check, until a file replaces it.
+    config.write_text(textwrap.dedent(f"""\
+        notifications:
+          - url: {chat.url('/chat')}
+            events: [observer.failing, observer.recovered]
+        stacks:
+          {stack.name}:
+            maintenanceObserver: {{type: file, path: {tmp_path / 'state'}, mode: content, maintenanceValue: "on",
+                                  pollingInterval: 1s, failureThreshold: 2}}
+        """))
+    (tmp_path / "state").mkdir()
+    app = make_app(RSGO_CONFIG=str(config))
+    client = app.test_client()
+    wait_for_deployment(client, stack.name, 1)
+
+    [failing] = wait_until(lambda: chat.messages, timeout=20, message="the observer.failing message")
+    assert failing["message"].startswith(f"⚠️ {stack.name}: observer ") and "failing (2 in a row): " in failing[
+        "message"]
+
+    (tmp_path / "state").rmdir()
+    (tmp_path / "state").write_text("off")
+
+    wait_until(lambda: len(chat.messages) == 2, timeout=20, message="the observer.recovered message")
+    assert chat.messages[1]["message"] == f"✔️ {stack.name}: observer {failing['message'].split()[3]} works again " \
+                                          "(reads “off”)"
