@@ -404,7 +404,8 @@ def test_each_observer_runs_once_per_interval_and_a_hung_source_delays_no_other(
         hung.close()
 
 
-def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_stack, tmp_path, capfd, caplog):
+def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_stack, tmp_path, capfd, caplog,
+                                                                  monkeypatch):
     stack = make_stack()
     stack.add("api")
     connection = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=1;UID=rsgo;PWD=${TEST_DB_PASSWORD}"
@@ -419,18 +420,14 @@ def test_secrets_in_observer_targets_are_masked_in_api_and_pages(make_app, make_
               timeout: 2s
         """)
     app = make_app(RSGO_CONFIG=str(config), background=False)
-    import os
-    os.environ["TEST_DB_PASSWORD"] = "hunter2-secret"
-    try:
-        app.extensions["rsgo"].reload_config()
-        app.extensions["rsgo"].environments.resync_all()
-        client = app.test_client()
-        checked = client.post(f"/api/deployments/{stack.name}/observer/check").json
-        responses = [checked, observer_status(client, stack.name), client.get(f"/api/deployments/{stack.name}").json]
-        pages = [client.get(f"/deployments/{stack.name}").get_data(as_text=True),
-                 client.get("/").get_data(as_text=True)]
-    finally:
-        del os.environ["TEST_DB_PASSWORD"]
+    monkeypatch.setenv("TEST_DB_PASSWORD", "hunter2-secret")  # restored by pytest, whatever fails below
+    app.extensions["rsgo"].reload_config()
+    app.extensions["rsgo"].environments.resync_all()
+    client = app.test_client()
+    checked = client.post(f"/api/deployments/{stack.name}/observer/check").json
+    responses = [checked, observer_status(client, stack.name), client.get(f"/api/deployments/{stack.name}").json]
+    pages = [client.get(f"/deployments/{stack.name}").get_data(as_text=True),
+             client.get("/").get_data(as_text=True)]
     assert checked["state"] == "error" and "PWD=***" in checked["target"]
     assert "failed" in caplog.text  # the failing check was logged...
     for text in [str(r) for r in responses] + pages + list(capfd.readouterr()) + [caplog.text]:  # ...without it

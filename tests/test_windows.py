@@ -123,6 +123,7 @@ def test_rsgo_started_inside_a_window_enters_at_once(stack_app):
     wait_until(lambda: mode_of(client, stack.name)["operationMode"] == "Maintenance", 10,
                message="the window to take effect at start")
     assert mode_of(client, stack.name)["trigger"]["source"] == "schedule"
+    assert not stack.is_running("api") and stack.is_running("db")
 
 
 def test_a_window_that_ended_while_rsgo_was_down_does_nothing(stack_app):
@@ -159,6 +160,7 @@ def test_a_person_ends_schedule_maintenance_and_the_window_does_not_re_enter_it(
     windows.clock = lambda: at("2026-06-01T03:05:00+00:00")
     windows.evaluate()
     assert mode_of(client, stack.name)["operationMode"] == "Maintenance"
+    assert not stack.is_running("api")
 
     response = put_mode(client, stack.name, "Normal", reason="customer demo")
 
@@ -166,8 +168,10 @@ def test_a_person_ends_schedule_maintenance_and_the_window_does_not_re_enter_it(
     for minute in (6, 15, 29):
         windows.evaluate(now=at(f"2026-06-01T03:{minute:02d}:00+00:00"))
         assert mode_of(client, stack.name)["operationMode"] == "Normal", f"re-entered at 03:{minute}"
+        assert stack.is_running("api"), f"stopped again at 03:{minute}"
     windows.evaluate(now=at("2026-06-02T03:01:00+00:00"))  # the next night's window is a new one
     assert mode_of(client, stack.name)["operationMode"] == "Maintenance"
+    assert not stack.is_running("api") and stack.is_running("db")
 
 
 def test_overlapping_windows_behave_as_one(stack_app):
@@ -180,9 +184,11 @@ def test_overlapping_windows_behave_as_one(stack_app):
     for now in ("10:05", "11:00", "11:59"):
         windows.evaluate(now=at(f"2026-06-01T{now}:00+00:00"))
         assert mode_of(client, stack.name)["operationMode"] == "Maintenance", now
+        assert not stack.is_running("api"), now
     windows.evaluate(now=at("2026-06-01T12:00:00+00:00"))
 
     assert mode_of(client, stack.name)["operationMode"] == "Normal"
+    assert stack.is_running("api") and stack.is_running("db")
     entries = client.get(f"/api/deployments/{stack.name}/history").json["items"]
     assert [e["newMode"] for e in entries] == ["Normal", "Maintenance"], "one entry and one exit, no flapping"
 
@@ -223,13 +229,16 @@ def test_the_ui_starts_ad_hoc_maintenance_and_removes_the_window(stack_app):
 
     assert 'id="windows-' in html and "active now" in html and "quick fix" in html
     assert mode_of(client, stack.name)["operationMode"] == "Maintenance"
+    assert not stack.is_running("api") and stack.is_running("db")
     window = MaintenanceWindow.get(MaintenanceWindow.deployment == deployment_id)
     delete = f"/deployments/{deployment_id}/windows/{window.id}/delete"
     # Removing it ends the Maintenance: a reason is required, as for any change by hand.
     assert client.post(delete, headers={"HX-Request": "true"}).status_code == 400
     html = client.post(delete, data={"reason": "fixed early"}, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "No windows" in html
+    # Removing the active window ended its Maintenance: the stack runs again, as the remover's change.
     wait_until(lambda: mode_of(client, stack.name)["operationMode"] == "Normal", 30, message="Normal")
+    assert stack.is_running("api") and stack.is_running("db")
     latest = client.get(f"/api/deployments/{stack.name}/history").json["items"][0]
     assert (latest["newMode"], latest["source"], latest["actor"], latest["reason"]) == (
         "Normal", "ui", app.config["TEST_ACTOR"], "fixed early")
