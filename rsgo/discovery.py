@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from dataclasses import replace
 
 from rsgo import audit, deployment_queries, events
 from rsgo.db import release_thread_connection
@@ -158,6 +159,10 @@ class DiscoveryService:
         self._stream = None
         self._threads: list[threading.Thread] = []
         self.first_sync = threading.Event()
+        # Containers asked to stop (a kill or stop event) since they last started: Docker keeps no trace of
+        # it, so a hand-stopped service that exits 0 would pass for a finished job (rsgo.health.completed).
+        # Known from this process's events only: after a restart, the exit code alone decides.
+        self._stop_requested: set[str] = set()
 
     def start(self) -> None:
         for target, name in ((self._follow_events, "rsgo-docker-events"), (self._resync_loop, "rsgo-resync")):
@@ -185,7 +190,7 @@ class DiscoveryService:
             if self._inventory.facts is None:
                 self._inventory.note_facts(self._gateway.engine_facts())
             self._refuse_conflict()
-            units: list[Unit] = list(self._gateway.list_stack_containers())
+            units: list[Unit] = [self._with_stop_request(c) for c in self._gateway.list_stack_containers()]
             if self._swarm:
                 units += self._gateway.list_stack_services()
             self._inventory.replace_all(units)
@@ -241,12 +246,20 @@ class DiscoveryService:
         elif event.get("type", "container") == "container" and (STACK_LABEL in labels or not self._swarm):
             self._refresh_container(event)
 
+    def _with_stop_request(self, container: ContainerInfo) -> ContainerInfo:
+        return replace(container, stop_requested=container.id in self._stop_requested)
+
     def _refresh_container(self, event: dict) -> None:
-        if event["action"] == "destroy":
+        action = event["action"]
+        if action in ("kill", "stop"):
+            self._stop_requested.add(event["id"])
+        elif action in ("start", "destroy"):
+            self._stop_requested.discard(event["id"])
+        if action == "destroy":
             self._inventory.remove(event["name"], event["id"])
             return
         try:
-            container = self._gateway.inspect(event["id"])
+            container = self._with_stop_request(self._gateway.inspect(event["id"]))
             if ASIDE_MARK in container.name:
                 # Kept aside by an upgrade (renamed): no longer the stack's; its old name's entry stays
                 # until the container that replaces it (or the one put back) takes the name.

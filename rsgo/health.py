@@ -17,10 +17,11 @@ class DeploymentHealth:
 
 
 def completed(container: ContainerInfo, stopped_set: set[str]) -> bool:
-    """A one-shot job that finished: it exited with 0 by itself (rsgo did not stop it). That is its
-    purpose, not a fault; any other exit code still needs a person."""
+    """A one-shot job that finished: it exited with 0 by itself (rsgo did not stop it, and nobody asked it
+    to stop: a service stopped by hand that exits 0 is down, not done). That is its purpose, not a
+    fault; any other exit code still needs a person."""
     return (container.kind == "container" and container.state == "exited" and container.exit_code == 0
-            and container.name not in stopped_set)
+            and container.name not in stopped_set and not container.stop_requested)
 
 
 def _is_sick(container: ContainerInfo, stopped_set: set[str]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rsgo.docker_ops import ContainerInfo
 from rsgo.docker_ops.containers import _from_inspect, _from_summary
 from rsgo.health import assess, completed
@@ -33,6 +35,14 @@ def test_a_container_rsgo_stopped_is_not_a_finished_job():
     assert not completed(api, {"api"})
     health = assess(Mode.NORMAL, [api, _container("db")], stopped_set={"api"}, engine_problem=None)
     assert (health.status, health.needs_attention, health.problems) == ("Degraded", True, ("api exited with code 0",))
+
+
+def test_a_service_stopped_by_hand_that_exited_0_is_down_not_done():
+    # docker stop: the app ended cleanly on SIGTERM (0), but someone asked it to stop (rsgo saw the event).
+    web = replace(_container("web", "exited", 0), stop_requested=True)
+    assert not completed(web, set())
+    health = assess(Mode.NORMAL, [web, _container("db")], stopped_set=set(), engine_problem=None)
+    assert (health.status, health.needs_attention, health.problems) == ("Degraded", True, ("web exited with code 0",))
 
 
 def test_every_running_container_down_is_unhealthy_even_beside_a_finished_job():

@@ -261,10 +261,11 @@ def test_a_container_stopped_outside_rsgo_is_pushed_from_the_docker_events(make_
 
     stack.containers["worker"].stop(timeout=10)  # the Docker SDK, not rsgo
 
-    # Exit code 0 (the test image ends on SIGTERM) shows as "completed": rsgo cannot tell a hand stop from
-    # a job's end by the code alone (README "The dashboard"); either way it is no longer running.
-    regions = detail.wait_for(lambda m: container_state(m, deployment_id, worker) in ("exited", "completed"),
+    # It exits 0 on SIGTERM, yet it is a service stopped by hand (rsgo saw the stop), not a finished job:
+    # "exited" and a reason for attention, not "completed".
+    regions = detail.wait_for(lambda m: container_state(m, deployment_id, worker) == "exited",
                               what=f"{worker} exited in the containers region")
+    assert "attention-flag" in re.search(rf'title="{re.escape(worker)}".*?</tr>', regions, re.S).group(0)
     assert oob(regions, f"containers-{deployment_id}") == "true"
     assert container_state(regions, deployment_id, stack.container_name("api")) == "running"
     assert mode_shown(regions, "section", f"mode-{deployment_id}") == "Normal"
@@ -425,12 +426,12 @@ def test_the_hub_drops_a_client_whose_queue_is_full_and_never_blocks():
     closed = []
     for client, name in ((hung, "hung"), (reader, "reader"), (bystander, "bystander")):
         client.on_drop = lambda name=name: closed.append(name)
-    received, durations = [], []
+    received = []
 
+    # "Never blocks" is the logic below (a full queue drops its client instead of waiting on it; a publish
+    # that waited would hang here until pytest's timeout), not a wall-clock bound on this in-process unit.
     for number in range(2000):
-        started = time.perf_counter()
         hub.publish("dashboard", f"fragment {number}")
-        durations.append(time.perf_counter() - started)
         while True:  # the reading client keeps up
             try:
                 received.append(reader.messages.get_nowait())
@@ -445,20 +446,17 @@ def test_the_hub_drops_a_client_whose_queue_is_full_and_never_blocks():
     assert hung.messages.qsize() == 5  # nothing more was queued for it after the drop
     assert received == [f"fragment {n}" for n in range(2000)]
     assert bystander.alive and bystander.messages.empty()
-    assert max(durations) < 0.1, f"a publish took {max(durations):.3f}s"
     # A second full client, dropped while another thread is publishing too: no publish waits on it.
     stuck = hub.register({"dashboard"})
     for number in range(5):
         stuck.messages.put_nowait(f"backlog {number}")
     publishers = [threading.Thread(target=lambda: [hub.publish("dashboard", "x") for _ in range(500)])
                   for _ in range(4)]
-    started = time.monotonic()
     for thread in publishers:
         thread.start()
     for thread in publishers:
-        thread.join(timeout=10)
+        thread.join(timeout=30)  # a deadline for the wait only: a blocked publisher would still be alive
     assert not any(thread.is_alive() for thread in publishers)
-    assert time.monotonic() - started < 2
     assert not stuck.alive and hub.client_count == 1  # reader was not drained here: dropped too
     assert bystander.alive
 

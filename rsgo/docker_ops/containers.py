@@ -44,6 +44,9 @@ class ContainerInfo:
     restart_count: int = 0  # how often Docker's restart policy restarted it (inspect only)
     # Its exit code once it exited (None while it never ran or runs): 0 from a one-shot job means done.
     exit_code: int | None = None
+    # A stop or kill was asked of it (docker stop, docker kill, a stop by rsgo) since it last started, as
+    # seen on the events stream: its exit, whatever the code, is not a job's own end.
+    stop_requested: bool = field(default=False, compare=False)
 
     @property
     def stack(self) -> str:
