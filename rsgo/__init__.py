@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True, gat
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": ws.PING_SECONDS}
     sock.init_app(app)
 
+    from rsgo.web.row_cache import DeploymentCache  # the dashboard's and the list API's rows between events
+    runtime.deployment_cache = DeploymentCache(runtime.bus)
     runtime.live_push = LivePush(app, runtime)
     runtime.on_stop(runtime.live_push.close)
 

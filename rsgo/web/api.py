@@ -9,7 +9,7 @@ from rsgo.models import Deployment, MaintenanceWindow, Transition
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires, visible
 from rsgo.stack_config import ConfigRejected
-from rsgo.web import current_runtime
+from rsgo.web import current_runtime, row_cache
 from rsgo.web.api_input import clean_reason, int_param, json_object, mode_change_body
 from rsgo.web.api_json import (
     audit_json,
@@ -44,7 +44,11 @@ def openapi():
 @blueprint.get("/deployments")
 @requires("read")
 def list_deployments():
-    return jsonify(items=[summary for summary, _running in deployment_list(current_runtime(), keep=visible)])
+    runtime = current_runtime()
+    cache = row_cache.cache_of(runtime)
+    if cache is not None:
+        return jsonify(items=cache.summaries(runtime, keep=visible))
+    return jsonify(items=[summary for summary, _running in deployment_list(runtime, keep=visible)])
 
 
 @blueprint.get("/environments")

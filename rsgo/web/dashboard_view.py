@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import render_template, url_for
 
 from rsgo.problems import Problem
-from rsgo.web import page_context
+from rsgo.web import page_context, row_cache
 from rsgo.web.api_json import deployment_list, environment_list
 
 # The counts bar, in its order: the URL's ?state= value -> its label.
@@ -128,7 +128,9 @@ def counts_fragment(runtime) -> str:
     """Every counts bar's numbers and every environment header's summary, each marked for an
     out-of-band swap by id: a page has the ones of the view it shows, and the others are dropped there.
     The numbers alone, not whole bars: a bar's links carry the page's own search and state."""
-    summaries = [summary for summary, _running in deployment_list(runtime)]
+    cache = row_cache.cache_of(runtime)
+    summaries = cache.summaries(runtime) if cache is not None else [
+        summary for summary, _running in deployment_list(runtime)]
     scopes = [{"key": scope_key(None), "counts": counts(summaries)}]
     summaries_of = {}
     for summary in summaries:

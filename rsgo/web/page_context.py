@@ -106,6 +106,11 @@ def dashboard_item(summary: dict, running: Transition | None) -> dict:
 
 
 def dashboard_items(runtime, keep=lambda deployment: True) -> list[dict]:
+    """The dashboard's rows; from the runtime's cache (rsgo/web/row_cache.py) when it has one: then
+    read-only, shared with the next requests."""
+    cache = getattr(runtime, "deployment_cache", None)
+    if cache is not None:
+        return cache.items(runtime, keep)
     return time_context.add_to_rows(
         [dashboard_item(summary, running) for summary, running in deployment_list(runtime, keep)], runtime)
 

@@ -5,6 +5,7 @@ region's partial, everything else the full page (Hypermedia Systems' "one endpoi
 from __future__ import annotations
 
 from flask import Blueprint, make_response, render_template, request, url_for
+from markupsafe import Markup
 
 from rsgo import audit
 from rsgo.deployment_queries import find_deployment
@@ -12,7 +13,7 @@ from rsgo.models import Deployment, MaintenanceWindow
 from rsgo.modes import TRIGGER_SOURCES, Mode, parse_mode
 from rsgo.problems import Problem
 from rsgo.security.principal import client_address, current, requires
-from rsgo.web import current_runtime, dashboard_view, page_context, time_context
+from rsgo.web import current_runtime, dashboard_view, page_context, row_cache, time_context
 from rsgo.web.api_input import clean_reason, int_param
 from rsgo.web.api_json import audit_json, timestamp
 from rsgo.web.operate_policy import observer_hold, require_operator
@@ -26,6 +27,16 @@ blueprint.add_app_template_filter(time_context.iso_utc, "iso_utc")
 blueprint.add_app_template_filter(time_context.utc_text, "utc_text")
 
 HISTORY_PAGE_SIZE = 25
+
+
+@blueprint.app_template_global()
+def dashboard_slot(d: dict, can_operate: bool):
+    """A dashboard row's slot, rendered once per change of its stack (rsgo/web/row_cache.py)."""
+    runtime = current_runtime()
+    cache = row_cache.cache_of(runtime)
+    if cache is None:
+        return Markup(render_template("dashboard/_slot.html", d=d, can_operate=can_operate, oob=None))
+    return cache.slot(d, bool(can_operate))
 
 
 
