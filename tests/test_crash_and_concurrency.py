@@ -218,15 +218,12 @@ def test_two_deployments_transition_concurrently(make_server, make_stack):
         response = put_mode(server, stack.name, "Maintenance")
         return response, time.monotonic() - began
 
-    began = time.monotonic()
     (first, took_one), (second, took_two) = in_parallel(lambda: timed_put(one), lambda: timed_put(two))
-    wall = time.monotonic() - began
 
     assert first.status_code == 200, first.text
     assert second.status_code == 200, second.text
     assert took_one >= 2.9 and took_two >= 2.9, "each transition waits for its ~3 s stops"
-    assert wall < 0.75 * (took_one + took_two), (f"{wall:.1f}s for two transitions of {took_one:.1f}s "
-                                                 f"and {took_two:.1f}s")
+    # Concurrency is the overlap of the two transitions as rsgo recorded them, not a wall-clock ratio.
     t1, t2 = first.json()["transition"], second.json()["transition"]
     assert t1["startedAt"] < t2["finishedAt"] and t2["startedAt"] < t1["finishedAt"], "the transitions overlap"
     assert all(not s.is_running(short) for s in (one, two) for short in ("a", "b"))

@@ -6,6 +6,7 @@ types' reading paths have their own modules (real HTTP server, real PostgreSQL/S
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import textwrap
@@ -68,8 +69,11 @@ def test_a_flag_file_stops_the_stack_within_an_interval_and_its_removal_brings_i
     wait_for_deployment(client, stack.name, 2)
     checks_after(client, stack.name, 1)
 
+    flag_written = dt.datetime.now(dt.UTC)
     flag.write_text("")
-    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Maintenance", 1 + 3,
+    # A generous deadline for check, transition and the API read on a loaded machine; that the observer
+    # acted within its interval is asserted on the recorded request time below.
+    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Maintenance", 15,
                message="the observer to enter Maintenance")
 
     assert stack.is_running("db")
@@ -80,9 +84,12 @@ def test_a_flag_file_stops_the_stack_within_an_interval_and_its_removal_brings_i
     assert (entry["source"], entry["actor"], entry["observedValue"], entry["outcome"]) == (
         "observer", "file-observer", "true", "succeeded")
     assert "file-observer" in entry["reason"]
+    requested = dt.datetime.fromisoformat(entry["requestedAt"].replace("Z", "+00:00"))
+    # Within the 1 s interval, plus slack for a late scheduler run on a busy machine.
+    assert requested - flag_written < dt.timedelta(seconds=1 + 2), (flag_written, requested)
 
     flag.unlink()
-    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal", 1 + 3,
+    wait_until(lambda: client.get(f"/api/deployments/{stack.name}").json["operationMode"] == "Normal", 15,
                message="the observer to leave Maintenance")
     assert stack.is_running("api")
     entry = client.get(f"/api/deployments/{stack.name}/history").json["items"][0]
@@ -390,12 +397,14 @@ def test_each_observer_runs_once_per_interval_and_a_hung_source_delays_no_other(
                                        timeout: 30s}}
             """)
         client = make_app(RSGO_CONFIG=str(config)).test_client()
-        wait_until(lambda: len(steady.times) >= 7, 15, message="seven checks of the steady source")
+        wait_until(lambda: len(steady.times) >= 9, 30, message="nine checks of the steady source")
 
-        gaps = [later - earlier for earlier, later in zip(steady.times, steady.times[1:], strict=False)]
+        # The first two gaps follow start-up (scheduler, config, first connections) and are not judged.
+        gaps = [later - earlier for earlier, later in zip(steady.times, steady.times[1:], strict=False)][2:]
         # A doubled check would leave a gap near 0 s, a skipped one near 2 s; a loaded machine moves a check
-        # by a few hundred milliseconds (its speed is measured in benchmarks/observers.py, not here).
-        assert all(0.5 < gap < 1.5 for gap in gaps), f"one check per second, never doubled or skipped: {gaps}"
+        # by a few hundred milliseconds (its timeliness is measured in benchmarks/observers.py, not here).
+        assert all(gap > 0.5 for gap in gaps), f"a check ran twice: {gaps}"
+        assert all(gap < 1.8 for gap in gaps), f"a check was skipped: {gaps}"
         # The hung source holds its single running check; runs are not stacked up behind it.
         assert len(hung.times) == 1
         assert observer_status(client, steady_stack.name)["state"] == "ok"
