@@ -32,6 +32,7 @@ class _Process:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.root / f"{self.name}.log"
         self.process: subprocess.Popen | None = None
+        self.client = requests.Session()  # how the test itself reaches it (TLS and credentials, if any)
 
     def arguments(self) -> list[str]:
         raise NotImplementedError
@@ -47,7 +48,7 @@ class _Process:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-2000:]}")
             try:
-                return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+                return self.client.get(f"{self.url}/-/ready", timeout=1).status_code == 200
             except requests.RequestException:
                 return False
 
@@ -68,23 +69,48 @@ class _Process:
 
 
 class Alertmanager(_Process):
-    """``prometheus-alertmanager`` with no cluster peer, its silences kept in ``root`` across restarts."""
+    """``prometheus-alertmanager`` with no cluster peer, its silences kept in ``root`` across restarts.
+
+    ``tls`` (tests/tls_material.py's files) serves HTTPS and requires a client certificate;
+    ``users`` ({name: password}) requires basic auth. The test's own ``client`` carries both."""
 
     binary = ALERTMANAGER
     name = "alertmanager"
 
-    def __init__(self, root: Path, config: dict | None = None):
+    def __init__(self, root: Path, config: dict | None = None, *, tls: dict | None = None,
+                 users: dict[str, str] | None = None):
         super().__init__(root)
         self.config_path = self.root / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config or {"route": {"receiver": "null"},
                                                               "receivers": [{"name": "null"}]}))
+        self.web_config: Path | None = None
+        web: dict = {}
+        if tls:
+            web["tls_server_config"] = {"cert_file": str(tls["server-cert.pem"]),
+                                        "key_file": str(tls["server-key.pem"]),
+                                        "client_auth_type": "RequireAndVerifyClientCert",
+                                        "client_ca_file": str(tls["ca.pem"])}
+            self.url = f"https://127.0.0.1:{self.port}"
+            self.client.verify, self.client.cert = str(tls["ca.pem"]), (str(tls["cert.pem"]), str(tls["key.pem"]))
+            # Else REQUESTS_CA_BUNDLE, when set, wins over the session's own CA (a requests rule).
+            self.client.trust_env = False
+        if users:
+            import bcrypt  # installed with paramiko; Alertmanager keeps its users' passwords as bcrypt hashes
+
+            web["basic_auth_users"] = {name: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+                                       for name, password in users.items()}
+            self.client.auth = next(iter(users.items()))
+        if web:
+            self.web_config = self.root / "web.yml"
+            self.web_config.write_text(yaml.safe_dump(web))
 
     def arguments(self) -> list[str]:
         return [f"--config.file={self.config_path}", f"--storage.path={self.root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"]
+                f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+                *([f"--web.config.file={self.web_config}"] if self.web_config else [])]
 
     def silences(self) -> list[dict]:
-        answer = requests.get(f"{self.url}/api/v2/silences", timeout=5)
+        answer = self.client.get(f"{self.url}/api/v2/silences", timeout=5)
         answer.raise_for_status()
         return answer.json()
 
@@ -92,7 +118,7 @@ class Alertmanager(_Process):
         return next(s for s in self.silences() if s["id"] == silence_id)
 
     def alerts(self, alertname: str) -> list[dict]:
-        answer = requests.get(f"{self.url}/api/v2/alerts", params={"filter": f'alertname="{alertname}"'},
+        answer = self.client.get(f"{self.url}/api/v2/alerts", params={"filter": f'alertname="{alertname}"'},
                               timeout=5)
         answer.raise_for_status()
         return answer.json()

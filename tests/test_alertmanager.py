@@ -217,3 +217,47 @@ def test_the_deployment_page_is_pushed_each_change_of_the_silence(make_server, m
         page.wait_for(lambda m: region in m and "🔕 silenced" in m, timeout=30, what="the silence pushed as silenced")
     finally:
         page.close()
+
+
+def test_basic_auth_and_client_certificates_reach_an_alertmanager_that_requires_them(make_app, make_stack, tmp_path,
+                                                                                     monkeypatch):
+    import tls_material
+
+    tls = tls_material.make(tmp_path / "tls")
+    secured = Alertmanager(tmp_path / "secured", tls=tls, users={"rsgo": "am-pass-7c1d"})
+    secured.start()
+    try:
+        monkeypatch.setenv("AM_PASSWORD", "am-pass-7c1d")
+        right, wrong = make_stack("r"), make_stack("w")
+        right.add("api")
+        wrong.add("api")
+        tls_entry = f"tls: {{ca: {tls['ca.pem']}, cert: {tls['cert.pem']}, key: {tls['key.pem']}}}"
+        config = tmp_path / "rsgo.yml"
+        config.write_text(textwrap.dedent(f"""\
+            alertmanager:
+              url: {secured.url}
+              basicAuth: {{username: rsgo, password: "${{AM_PASSWORD}}"}}
+              {tls_entry}
+            stacks:
+              {wrong.name}:
+                alertmanager: {{url: {secured.url}, basicAuth: {{username: rsgo, password: nope}}, {tls_entry}}}
+            """))
+        app = make_app(RSGO_CONFIG=str(config))
+        client = app.test_client()
+        right_id = wait_for_deployment(client, right.name, 1)["id"]
+        wrong_id = wait_for_deployment(client, wrong.name, 1)["id"]
+
+        assert put_mode(client, right.name, "Maintenance").status_code == 200
+        assert put_mode(client, wrong.name, "Maintenance").status_code == 200
+
+        shown = wait_until(lambda: (s := silence_of(client, right_id)) and s["state"] == "silenced" and s,
+                           timeout=30, message="the silence over HTTPS with basic auth and a client certificate")
+        assert secured.silence(shown["id"])["status"]["state"] == "active"
+        refused = wait_until(lambda: (s := silence_of(client, wrong_id)) and s["state"] == "pending" and s,
+                             timeout=30, message="the wrong password's silence pending")
+        assert refused["error"].startswith("HTTP 401")
+        answers = client.get(f"/api/deployments/{right_id}").get_data(as_text=True) + client.get(
+            f"/deployments/{right_id}").get_data(as_text=True)
+        assert "am-pass-7c1d" not in answers and shown["alertmanager"] == secured.url
+    finally:
+        secured.stop()
