@@ -49,7 +49,7 @@ def message(event: str, payload: dict, deployment: Deployment, public_url: str =
         mode = payload.get("new_mode") or deployment.mode
         if event == "transition.failed":
             target = transition.target_mode if transition else "?"
-            error = f": {transition.error}" if transition and transition.error else ""
+            error = f" ({transition.error})" if transition and transition.error else ""
             text = f"❌ {name} failed going to {target} — {_who(actor, reason)}{error}"
         else:
             counts = _counts(transition) if transition else ""
