@@ -13,7 +13,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import RUN_ID, RUN_LABEL, SLOW_2S, Stack
-from support import TEST_IMAGE, ServerProcess, launch_chromium, put_mode, wait_until
+from support import ROOT, TEST_IMAGE, ServerProcess, launch_chromium, put_mode, wait_until
 from test_browser import Watched
 
 DESKTOP = {"width": 1280, "height": 900}
@@ -154,6 +154,8 @@ def test_a_failed_change_says_so_and_links_to_its_details(estate, watched, docke
     link.click()
     expect(page.locator(f"#progress-{deployment_id}")).to_contain_text("/does/not/exist")
     expect(page.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔴 Failed")
+    # For the README: a failure as the person who caused it sees it (the details it links to).
+    page.locator(f"#progress-{deployment_id}").screenshot(path=str(ROOT / "docs" / "deployment-failed.png"))
 
 
 def test_the_progress_bar_counts_what_its_text_counts(estate, watched):

@@ -12,7 +12,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import Stack
-from support import ServerProcess, launch_chromium, wait_until
+from support import ROOT, ServerProcess, launch_chromium, wait_until
 from test_browser import Watched
 
 OBSERVER = "erp-flag"
@@ -126,6 +126,8 @@ def test_normal_is_refused_without_force_and_done_with_it_and_the_history_says_f
     dashboard.get_by_role("button", name=f"Change {held} to Normal").click()
     form.get_by_label("Reason").fill("ERP is done, flag is stale")
     form.get_by_role("checkbox", name=f"Force: change to Normal although {OBSERVER} still reads maintenance").check()
+    # For the README: the confirmation, with the observer's hold said and Force ticked.
+    form.screenshot(path=str(ROOT / "docs" / "confirm-force.png"))
     form.get_by_role("button", name="Change to Normal").click()
     expect(dashboard.locator(f"#mode-change-{deployment_id}")).to_contain_text("(forced)")
     expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🟢 Normal", timeout=60_000)
@@ -154,6 +156,9 @@ def test_the_confirmation_takes_focus_closes_on_escape_and_keeps_cancel_apart(es
     styles = "b => { const s = getComputedStyle(b); return [s.backgroundColor, s.borderColor]; }"
     assert confirm.evaluate(styles)[0] != cancel.evaluate(styles)[0], "Cancel looks like the confirm button"
     assert cancel.evaluate(styles)[0] in ("rgba(0, 0, 0, 0)", "transparent")
+    # Its label must be seen: the colour of the text around it, not the white of a primary button's label.
+    text_colour = "e => getComputedStyle(e).color"
+    assert cancel.evaluate(text_colour) == form.evaluate(text_colour) != confirm.evaluate(text_colour)
     gap = form.evaluate("f => f.querySelector('.cancel').getBoundingClientRect().left"
                         " - f.querySelector('.confirm').getBoundingClientRect().right")
     assert gap >= 16, f"Cancel sits {gap}px from the confirm button"
