@@ -113,3 +113,15 @@ def test_nothing_runs_before_start_or_after_pause():
         assert len(runs.starts) <= paused_at + 1  # at most a run already handed to a thread
     finally:
         timer.shutdown()
+
+
+def test_first_runs_come_within_a_second_spread_over_it_even_for_long_intervals(timer):
+    jobs = {f"observer-{index}": Runs() for index in range(50)}
+    began = time.monotonic()
+    for job_id, runs in jobs.items():
+        timer.every(job_id, 3600, runs)
+    wait_until(lambda: all(runs.starts for runs in jobs.values()), 10, message="every job's first run")
+    firsts = sorted(runs.starts[0] for runs in jobs.values())
+    assert firsts[-1] - began < 1 + 0.5  # an hour's interval still checks at start
+    # Not all at one instant: that would wake the whole pool at once, every interval.
+    assert firsts[-1] - firsts[0] > 0.5, firsts

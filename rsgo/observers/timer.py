@@ -21,6 +21,7 @@ import math
 import queue
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,20 @@ class CheckTimer:
     # -- jobs ---------------------------------------------------------------------------------
 
     def every(self, job_id: str, seconds: float, function, *args) -> None:
-        """Run ``function(*args)`` now and then every ``seconds`` (replacing a job of the same id)."""
+        """Run ``function(*args)`` every ``seconds``, the first time within a second (replacing a job
+        of the same id).
+
+        Each job's first run is offset by a share of a second (of its interval, if shorter) taken from
+        its id: hundreds of observers configured at once would otherwise all come due at the same
+        instant, every interval, and wake every thread of the pool at once to fight over the
+        interpreter (measured: twice the CPU). A long interval still checks at once, not an hour later.
+        """
         with self._changed:
             old = self._jobs.get(job_id)
             if old is not None:
                 old.removed = True
-            job = _Job(job_id, function, args, float(seconds), self._clock())
+            phase = zlib.crc32(job_id.encode()) / 2**32 * min(float(seconds), 1.0)
+            job = _Job(job_id, function, args, float(seconds), self._clock() + phase)
             self._jobs[job_id] = job
             self._push(job)
 
