@@ -37,6 +37,9 @@ from rsgo.notification_config import NotificationConfig, scrub
 from rsgo.notification_messages import message
 
 log = logging.getLogger(__name__)
+# Apprise's own log lines may quote parts of a URL (a host that is a token, at DEBUG the whole address
+# it posts to): they stay out of rsgo's log, which gets them only scrubbed, as an attempt's error.
+logging.getLogger("apprise").propagate = False
 
 TEST_EVENT = "notification.test"
 

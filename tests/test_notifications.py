@@ -5,6 +5,7 @@ the events and stacks asked for, retries of a failing receiver in the delivery l
 from __future__ import annotations
 
 import json
+import logging
 import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,7 +118,9 @@ def test_each_mode_change_is_one_short_message_to_the_entries_that_ask_for_it(ma
 
 
 def test_a_failing_receiver_is_retried_with_backoff_and_the_log_shows_each_attempt(make_app, make_stack, tmp_path,
-                                                                                   receivers):
+                                                                                   receivers, caplog):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="urllib3")  # as rsgo serve keeps it (rsgo/cli.py): it logs URLs
     stack = make_stack()
     stack.add("api")
     flaky = receivers([500, 500, 200])
@@ -136,6 +139,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_the_log_shows_each_attem
     attempts = json.loads(row.attempt_log)
     assert [bool(a["error"]) for a in attempts] == [True, True, False] and row.attempts == 3
     assert all("500" in a["error"] and TOKEN not in a["error"] for a in attempts[:2])
+    assert "retrying in 0.2s" in caplog.text and TOKEN not in caplog.text  # not even at DEBUG
     page = client.get("/admin/webhooks").get_data(as_text=True)
     assert "retry me" in page and page.count("<li>") >= 3
 
