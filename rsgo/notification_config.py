@@ -55,7 +55,8 @@ def scrub(text: str, url: str) -> str:
     secrets = {url, parts.password or "", parts.username or "",
                *(step for step in re.split(r"[/?&=]", f"{parts.path}?{parts.query}") if len(step) >= 6)}
     if parts.scheme not in ("json", "jsons", "xml", "xmls", "form", "forms"):
-        secrets.add(parts.hostname or "")  # the host of slack:// and friends is a token, not a host
+        # The host of slack:// and friends is a token, not a host (as written: hostname is lower-cased).
+        secrets.add(parts.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0])
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -162,7 +162,7 @@ def test_send_test_sends_now_and_logs_it(make_app, tmp_path, receivers):
 
 
 def test_config_problems_name_the_key_and_never_the_url(tmp_path):
-    from rsgo.notification_config import mask
+    from rsgo.notification_config import mask, scrub
     from rsgo.stack_config import load_config
 
     config = tmp_path / "rsgo.yml"
@@ -185,6 +185,11 @@ def test_config_problems_name_the_key_and_never_the_url(tmp_path):
     # Masked: Apprise's own privacy form, and a token in the path cut to its first character.
     assert mask(f"json://user:pw@127.0.0.1:8080/hooks/{TOKEN}?x=1") == "json://user:***@127.0.0.1:8080/h***/t***"
     assert TOKEN[4:] not in mask(f"slack://T1JJ3T3L2/A1BRTD4JD/{TOKEN}")
+    # An error Apprise logged is scrubbed of every part of the URL that may be a secret.
+    slack = f"slack://T1JJ3T3L2/A1BRTD4JD/{TOKEN}"
+    scrubbed = scrub(f"Failed to send to https://hooks.slack.com/services/T1JJ3T3L2/A1BRTD4JD/{TOKEN}: 404", slack)
+    assert TOKEN not in scrubbed and "T1JJ3T3L2" not in scrubbed and scrubbed.endswith(": 404")
+    assert "pw-9d" not in scrub("login failed for bob:pw-9d", "mailto://bob:pw-9d@mail.example.com")
 
 
 def test_a_failing_observer_and_its_recovery_are_told_in_a_line_each(make_app, make_stack, tmp_path, receivers):
