@@ -175,7 +175,8 @@ class SilenceService:
             # The config no longer says how to reach that Alertmanager: the silence ends by itself at ends_at.
             log.warning("alertmanager: silence %s of %s is no longer reachable by the config; it ends at %s",
                         row.silence_id, deployment.name if deployment else deployment_id, timestamp(row.ends_at))
-            self._save(row, want="expire", state="expired", error=None, failures=0)
+            self._save(row, want="expire", state="expired", failures=0,
+                       error=f"not expired: the config no longer names {row.alertmanager}; it ends by itself")
             return None
         try:
             self._request(config, "DELETE", f"/api/v2/silence/{row.silence_id}", accept_missing=True)

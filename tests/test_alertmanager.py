@@ -261,3 +261,25 @@ def test_basic_auth_and_client_certificates_reach_an_alertmanager_that_requires_
         assert "am-pass-7c1d" not in answers and shown["alertmanager"] == secured.url
     finally:
         secured.stop()
+
+
+def test_turning_silences_off_for_a_silenced_stack_leaves_its_silence_to_end_by_itself(make_app, make_stack,
+                                                                                       tmp_path, alertmanager):
+    alertmanager.start()
+    stack = make_stack()
+    stack.add("api")
+    app = silence_app(make_app, tmp_path, alertmanager.url)
+    client = app.test_client()
+    deployment_id = wait_for_deployment(client, stack.name, 1)["id"]
+    assert put_mode(client, stack.name, "Maintenance").status_code == 200
+    shown = wait_until(lambda: (s := silence_of(client, deployment_id)) and s["state"] == "silenced" and s,
+                       timeout=30, message="the silence")
+
+    config = tmp_path / "rsgo.yml"
+    config.write_text(config.read_text() + f"stacks:\n  {stack.name}: {{alertmanager: false}}\n")
+    assert client.post("/api/config/reload").status_code == 200
+
+    left = wait_until(lambda: (s := silence_of(client, deployment_id)) and s["state"] == "expired" and s,
+                      message="the silence no longer rsgo's")
+    assert "no longer names" in left["error"] and left["endsAt"] == shown["endsAt"]
+    assert alertmanager.silence(shown["id"])["status"]["state"] == "active"  # rsgo did not (could not) expire it
