@@ -18,6 +18,8 @@ def _who(actor: str | None, reason: str | None) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{int(seconds)} s"
     minutes = int(seconds // 60)
     hours, minutes = divmod(minutes, 60)
     if hours >= 24:

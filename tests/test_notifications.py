@@ -222,3 +222,23 @@ def test_a_failing_observer_and_its_recovery_are_told_in_a_line_each(make_app, m
     wait_until(lambda: len(chat.messages) == 2, timeout=20, message="the observer.recovered message")
     assert chat.messages[1]["message"] == f"✔️ {stack.name}: observer {failing['message'].split()[3]} works again " \
                                           "(reads “off”)"
+
+
+def test_a_forgotten_maintenance_is_told_with_how_long_and_who(make_app, make_stack, tmp_path, receivers):
+    stack = make_stack()
+    stack.add("api")
+    chat = receivers()
+    config = tmp_path / "rsgo.yml"
+    config.write_text(f"notifications:\n  - url: {chat.url('/chat')}\n    events: [maintenance.overdue]\n")
+    app = make_app(RSGO_CONFIG=str(config), RSGO_MAINTENANCE_REMINDER="2s", RSGO_MAINTENANCE_REMINDER_REPEAT="0",
+                   RSGO_OVERDUE_CHECK_INTERVAL="1s")
+    client = app.test_client()
+    wait_for_deployment(client, stack.name, 1)
+
+    assert put_mode(client, stack.name, "Maintenance", reason="swap disks").status_code == 200
+
+    [overdue] = wait_until(lambda: chat.messages, timeout=20, message="the maintenance.overdue message")
+    text = overdue["message"]
+    assert text.startswith(f"⏰ {stack.name} still in Maintenance after ") and text.endswith(
+        f" s — {app.config['TEST_ACTOR']}: swap disks")
+    assert 2 <= int(text.split(" after ")[1].split()[0]) < 30
