@@ -1,0 +1,82 @@
+"""Observers at their edges, with a real engine (README "Observers", docs/design.md#modes-and-ownership): one
+removed from the config holds nothing, one only reports in Stopped, Migrating and Failed, and reading normal
+never ends Maintenance a schedule started."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import wait_for_deployment
+from support import put_mode, wait_until
+from test_observers import checks_after, observer_app, observer_status, write_config
+
+
+@pytest.fixture
+def flag(tmp_path):
+    return tmp_path / "maintenance.flag"
+
+
+def mode_and_source(client, stack_name) -> tuple[str, str]:
+    detail = client.get(f"/api/deployments/{stack_name}").json
+    return detail["operationMode"], detail["trigger"]["source"]
+
+
+def test_an_observer_removed_from_the_config_no_longer_holds_its_maintenance(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    flag.write_text("")  # the source says maintenance, and keeps saying it
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()
+    wait_until(lambda: mode_and_source(client, stack.name) == ("Maintenance", "observer"), 15,
+               message="the observer to enter Maintenance")
+    refused = put_mode(client, stack.name, "Normal", reason="not yet")
+    assert refused.status_code == 409 and refused.json["code"] == "observer_owns_maintenance"
+
+    write_config(tmp_path / "rsgo.yml", f"stacks:\n  {stack.name}: {{}}\n")
+    assert client.post("/api/config/reload").json["problems"] == []
+
+    assert client.get(f"/api/deployments/{stack.name}/observer").status_code == 404
+    ended = put_mode(client, stack.name, "Normal", reason="the observer is gone")  # no force needed
+    assert ended.status_code == 200, ended.json
+    assert stack.is_running("api")
+    latest = client.get(f"/api/deployments/{stack.name}/history").json["items"][0]
+    assert (latest["newMode"], latest["forced"]) == ("Normal", False)
+
+
+@pytest.mark.parametrize("mode", ["Stopped", "Migrating", "Failed"])
+def test_an_observer_only_reports_in_stopped_migrating_and_failed(make_app, make_stack, tmp_path, flag, mode):
+    stack = make_stack()
+    stack.add("api")
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()
+    wait_for_deployment(client, stack.name, 1)
+    for step in (["Migrating", "Failed"] if mode == "Failed" else [mode]):
+        assert put_mode(client, stack.name, step, reason=f"by hand: {step}").status_code == 200
+    running = stack.is_running("api")
+
+    flag.write_text("")  # maintenance, read for three checks
+    checks_after(client, stack.name, 3)
+
+    assert observer_status(client, stack.name)["lastDecision"] == "maintenance"
+    assert mode_and_source(client, stack.name) == (mode, "api")
+    assert stack.is_running("api") == running
+    flag.unlink()  # and normal: it does not end these modes either
+    checks_after(client, stack.name, 3)
+    assert observer_status(client, stack.name)["lastDecision"] == "normal"
+    assert mode_and_source(client, stack.name) == (mode, "api")
+    sources = {e["source"] for e in client.get(f"/api/deployments/{stack.name}/history").json["items"]}
+    assert "observer" not in sources
+
+
+def test_reading_normal_never_ends_maintenance_a_schedule_started(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()  # no flag: it reads normal
+    wait_for_deployment(client, stack.name, 1)
+    answer = client.post(f"/api/deployments/{stack.name}/windows", json={"duration": "2h", "reason": "patching"})
+    assert answer.status_code == 201, answer.json
+    assert mode_and_source(client, stack.name) == ("Maintenance", "schedule")
+
+    checks_after(client, stack.name, 3)
+
+    assert observer_status(client, stack.name)["lastDecision"] == "normal"
+    assert mode_and_source(client, stack.name) == ("Maintenance", "schedule")
+    assert not stack.is_running("api")
