@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 import requests
 import yaml
 
-from support import ROOT, free_port, wait_until
+from support import ROOT, wait_until
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -28,7 +29,11 @@ class _Process:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        # The port stays bound (not listening) until start(): until then a connection is refused, and no
+        # other test's server can take it meanwhile (the tests start rsgo before and after Alertmanager).
+        self._reserved: socket.socket | None = socket.socket()
+        self._reserved.bind(("127.0.0.1", 0))
+        self.port = self._reserved.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.root / f"{self.name}.log"
         self.process: subprocess.Popen | None = None
@@ -40,6 +45,9 @@ class _Process:
     def start(self, timeout: float = 60):
         if not os.access(self.binary, os.X_OK):
             raise AssertionError(f"{self.binary} is missing: scripts/test installs it")
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([self.binary, *self.arguments()], stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -59,6 +67,9 @@ class _Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

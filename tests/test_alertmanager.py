@@ -118,8 +118,8 @@ def test_alertmanager_down_never_holds_the_transition_and_the_silence_follows_wh
     assert time.monotonic() - began < 15
     assert not stack.is_running("api")
 
-    pending = wait_until(lambda: (s := silence_of(client, deployment["id"])) and s["state"] == "pending" and s,
-                         message="the silence shown pending")
+    pending = wait_until(lambda: (s := silence_of(client, deployment["id"])) and s["state"] == "pending"
+                         and s["error"] and s, message="the silence shown pending after a first attempt")
     assert pending["action"] == "silence" and pending["error"] == "connection refused" and pending["id"] is None
     assert pending_metric(client, stack.name) == 1
     page = client.get(f"/deployments/{deployment['id']}").get_data(as_text=True)
@@ -208,9 +208,9 @@ def test_the_deployment_page_is_pushed_each_change_of_the_silence(make_server, m
     region = f'id="silence-{deployment_id}"'
     try:
         assert put_mode(server, stack.name, "Maintenance").status_code == 200
-        pending = page.wait_for(lambda m: region in m and "silence pending" in m, timeout=30,
-                                what="the silence pushed as pending")
-        assert "connection refused" in pending and 'hx-swap-oob="true"' in pending
+        pending = page.wait_for(lambda m: region in m and "silence pending" in m and "connection refused" in m,
+                                timeout=30, what="the silence pushed as pending, with its error")
+        assert 'hx-swap-oob="true"' in pending
 
         alertmanager.start()  # rsgo's own backoff (1 s, 2 s, 4 s …) brings it there
 
@@ -253,8 +253,8 @@ def test_basic_auth_and_client_certificates_reach_an_alertmanager_that_requires_
         shown = wait_until(lambda: (s := silence_of(client, right_id)) and s["state"] == "silenced" and s,
                            timeout=30, message="the silence over HTTPS with basic auth and a client certificate")
         assert secured.silence(shown["id"])["status"]["state"] == "active"
-        refused = wait_until(lambda: (s := silence_of(client, wrong_id)) and s["state"] == "pending" and s,
-                             timeout=30, message="the wrong password's silence pending")
+        refused = wait_until(lambda: (s := silence_of(client, wrong_id)) and s["state"] == "pending" and s["error"]
+                             and s, timeout=30, message="the wrong password's silence pending")
         assert refused["error"].startswith("HTTP 401")
         answers = client.get(f"/api/deployments/{right_id}").get_data(as_text=True) + client.get(
             f"/deployments/{right_id}").get_data(as_text=True)
