@@ -80,3 +80,22 @@ def test_reading_normal_never_ends_maintenance_a_schedule_started(make_app, make
     assert observer_status(client, stack.name)["lastDecision"] == "normal"
     assert mode_and_source(client, stack.name) == ("Maintenance", "schedule")
     assert not stack.is_running("api")
+
+
+def test_an_observers_suppression_survives_a_restart(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    flag.write_text("")
+    first = observer_app(make_app, tmp_path, stack.name, flag)
+    client = first.test_client()
+    wait_until(lambda: mode_and_source(client, stack.name) == ("Maintenance", "observer"), 15,
+               message="the observer to enter Maintenance")
+    assert put_mode(client, stack.name, "Normal", reason="demo", force=True).status_code == 200
+    assert observer_status(client, stack.name)["state"] == "suppressed"
+    first.extensions["rsgo"].stop(timeout=30)
+
+    # The next process, same data dir and config: the flag is still there, and still not obeyed.
+    client = observer_app(make_app, tmp_path, stack.name, flag).test_client()
+    checks_after(client, stack.name, 3)
+    assert observer_status(client, stack.name)["state"] == "suppressed"
+    assert mode_and_source(client, stack.name)[0] == "Normal" and stack.is_running("api")

@@ -54,3 +54,18 @@ def test_ending_schedule_maintenance_suppresses_it_until_the_merged_end_of_overl
     detail = mode_of(client, stack.name)
     assert (detail["operationMode"], detail["trigger"]["actor"]) == ("Maintenance", "schedule:later")
     assert not stack.is_running("api")
+
+
+def test_a_window_given_by_start_and_duration_ends_when_the_duration_has_passed(stack_app):  # noqa: F811
+    stack, app, client = stack_app(
+        "windows:\n  - {name: upgrade, start: '2026-06-01T10:00:00+00:00', duration: 90m, reason: db upgrade}\n")
+    windows = app.extensions["rsgo"].windows
+    [window] = client.get(f"/api/deployments/{stack.name}/windows").json["items"]
+    assert (window["start"], window["end"]) == ("2026-06-01T10:00:00.000Z", "2026-06-01T11:30:00.000Z")
+
+    windows.evaluate(now=at("2026-06-01T10:00:01+00:00"))
+    assert mode_of(client, stack.name)["operationMode"] == "Maintenance" and not stack.is_running("api")
+    windows.evaluate(now=at("2026-06-01T11:29:59+00:00"))
+    assert mode_of(client, stack.name)["operationMode"] == "Maintenance"
+    windows.evaluate(now=at("2026-06-01T11:30:00+00:00"))
+    assert mode_of(client, stack.name)["operationMode"] == "Normal" and stack.is_running("api")
