@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from conftest import wait_for_deployment
+from rsgo.models import Webhook
 from rsgo.webhooks import WebhookDispatcher
 from support import database_rows, free_port, put_mode, wait_until
 from test_webhooks import Receiver, delivery, webhook_app
@@ -120,3 +121,24 @@ def test_an_attempt_cut_off_by_a_stop_or_a_crash_is_sent_at_the_next_start(make_
     assert sent[1].headers["X-RSGO-Delivery"] == held.headers["X-RSGO-Delivery"] and sent[1].body == held.body
     wait_until(lambda: database_rows(server, "SELECT status, attempts FROM webhook_deliveries") == [("delivered", 1)],
                message="the delivery marked delivered after one counted attempt")
+
+
+def test_a_webhook_name_declared_twice_in_the_config_uses_the_first_and_says_so(make_app, make_stack, tmp_path,
+                                                                                 receiver, caplog):
+    stack = make_stack()
+    stack.add("api")
+    app = webhook_app(make_app, tmp_path, f"""
+        - name: chat
+          url: {receiver.url('/first')}
+        - name: chat
+          url: {receiver.url('/second')}
+        """)
+    client = app.test_client()
+    wait_for_deployment(client, stack.name, 1)
+    assert "webhook 'chat' is declared twice; the first one is used" in caplog.text
+
+    assert put_mode(client, stack.name, "Maintenance").status_code == 200
+
+    wait_until(lambda: receiver.at("/first"), message="the delivery to the first declaration")
+    assert [(w.name, w.url) for w in Webhook.select()] == [("chat", receiver.url("/first"))]
+    assert receiver.at("/second") == []
