@@ -26,6 +26,8 @@ def test_an_unchanged_stacks_row_is_built_and_rendered_once(app, client, make_st
     stack = make_stack()
     stack.add("api")
     deployment_id = wait_for_deployment(client, stack.name, 1)["id"]
+    wait_until(lambda: _listed(client, deployment_id)["containers"]["running"] == 1, 15, 0.1,
+               "the container to run (its start is an event of the stack)")
     cache = app.extensions["rsgo"].deployment_cache
     first = _slot(client.get("/").get_data(as_text=True), deployment_id)
     entry = cache._entries[deployment_id]
@@ -43,7 +45,8 @@ def test_a_cached_row_follows_a_mode_change_and_a_container_stopped_by_hand(app,
     stack.add("api")
     stack.add("worker")
     deployment_id = wait_for_deployment(client, stack.name, 2)["id"]
-    assert "2/2 running" in _slot(client.get("/").get_data(as_text=True), deployment_id)
+    wait_until(lambda: "2/2 running" in _slot(client.get("/").get_data(as_text=True), deployment_id), 15, 0.1,
+               "the dashboard row to show both containers running")
     assert _listed(client, deployment_id)["operationMode"] == "Normal"
 
     assert put_mode(client, stack.name, "Migrating", reason="schema 42").status_code == 200
@@ -56,12 +59,20 @@ def test_a_cached_row_follows_a_mode_change_and_a_container_stopped_by_hand(app,
                "the dashboard row to show the container stopped by hand")
     assert _listed(client, deployment_id)["containers"] == {"running": 1, "total": 2}
 
+    late = make_stack()  # a stack discovered after the list was kept joins it
+    late.add("api")
+    late_id = wait_for_deployment(client, late.name, 1)["id"]
+    assert 'data-mode="Normal"' in _slot(client.get("/").get_data(as_text=True), late_id)
+    assert _listed(client, late_id)["name"] == late.name
+
 
 def test_every_event_about_a_deployment_makes_its_entry_read_afresh(make_app, make_stack):
-    # No background: nothing but the events published here marks the deployment.
+    # No background and no live push (it reads the list for the counts bar on a thread of its own):
+    # nothing but this test reads the cache, and nothing but the events given to it here mark it.
     app = make_app(background=False)
     client = app.test_client()
     runtime = app.extensions["rsgo"]
+    runtime.live_push.close()
     stack = make_stack()
     stack.add("api")
     runtime.environments.resync_all()

@@ -123,10 +123,13 @@ def deployment_detail(runtime, deployment: Deployment) -> dict:
     return body
 
 
-def environment_list(runtime, keep=lambda deployment: True) -> list[dict]:
-    """Every configured environment, then every removed one that still has deployments (their history)."""
-    counts = Counter(d.environment for d in Deployment.select(Deployment.id, Deployment.name, Deployment.environment)
-                     .where(Deployment.forgotten_at.is_null()) if keep(d))
+def environment_list(runtime, keep=lambda deployment: True, deployments=None) -> list[dict]:
+    """Every configured environment, then every removed one that still has deployments (their history).
+    ``deployments``: the listed ones (id, name, environment), when the caller has them already."""
+    if deployments is None:
+        deployments = (Deployment.select(Deployment.id, Deployment.name, Deployment.environment)
+                       .where(Deployment.forgotten_at.is_null()))
+    counts = Counter(d.environment for d in deployments if keep(d))
     views = [env.view() for env in runtime.environments.all()]
     configured = {view.name for view in views}
     views += [EnvironmentView(name=name, kind=None, url=None, state="removed", reachable=None,

@@ -93,7 +93,8 @@ def _without_containers(item: dict, environment: dict | None) -> bool:
 def context(runtime, args) -> dict:
     """The dashboard's template context for ``?environment=&state=&q=``."""
     filters = parse_filters(args)
-    environments = environment_list(runtime)
+    cache = row_cache.cache_of(runtime)
+    environments = environment_list(runtime, deployments=cache.listed() if cache is not None else None)
     names = [view["name"] for view in environments]
     if filters.environment is not None and filters.environment not in names:
         raise Problem(404, "not_found", f"there is no environment named {filters.environment!r} "
@@ -136,7 +137,7 @@ def counts_fragment(runtime) -> str:
     for summary in summaries:
         summaries_of.setdefault(summary["environment"], []).append(summary)
     headers = []
-    for view in environment_list(runtime):
+    for view in environment_list(runtime, deployments=cache.listed() if cache is not None else None):
         mine = counts(summaries_of.get(view["name"], []))
         scopes.append({"key": scope_key(view["name"]), "counts": mine})
         headers.append({"anchor": page_context.environment_anchor(view["name"]), "counts": mine})

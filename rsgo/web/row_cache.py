@@ -3,7 +3,7 @@
 300 stacks read one small query and render nothing for a stack that did not change.
 
 An entry is built from the deployment's own snapshot (its row, stopped set, running transition, the
-in-memory view of its containers, observer, windows and overdue stay) and is used while three things hold:
+in-memory view of its containers, observer, windows and overdue stay) and is used while two things hold:
 
 - no event about the deployment came since its build began. Every event that carries a deployment id
   marks that deployment (the ones the live push renders a row for, and the audit entries its timeline
@@ -12,9 +12,13 @@ in-memory view of its containers, observer, windows and overdue stay) and is use
   became unreachable, the config was reloaded) marks every one. The mark is counted before
   the build reads anything, and events are published after what they announce is visible, so an entry
   never holds what an event has since changed.
-- the deployment's row in the database still reads as it did (mode, who changed it, when, why).
 - it is younger than ``LIFETIME``: what changes with time alone (the 24 h timeline slides, "in
   Maintenance for 2 h 14 min") is at most that old; static/time.js keeps the durations current anyway.
+
+The list itself (which deployments, in which order) is read again after a stack was discovered or
+forgotten, after an event about everything, and every half ``LIFETIME``. Not reading 300 rows on every
+request matters beyond their cost: SQLite lets go of the interpreter for every row it steps to, and
+with other threads busy each row then waits for its turn.
 
 What changes on every observer check without changing what the row shows (the observer's last value
 and check time) and how long an overdue stay has lasted are read afresh for the API on each request.
@@ -43,17 +47,13 @@ LIFETIME = 60.0  # seconds; each entry lives between half of it and all of it, s
 # observer.checked) and webhook deliveries.
 _UNSEEN = frozenset({events.OBSERVER_CHECK_FINISHED, events.WEBHOOK_DELIVERY_FINISHED})
 
-Row = namedtuple("Row", "id name environment mode mode_changed_at trigger_source trigger_actor trigger_reason "
-                        "trigger_observed_value")
-_COLUMNS = (Deployment.id, Deployment.name, Deployment.environment, Deployment.mode, Deployment.mode_changed_at,
-            Deployment.trigger_source, Deployment.trigger_actor, Deployment.trigger_reason,
-            Deployment.trigger_observed_value)
+Listed = namedtuple("Listed", "id name environment")  # what ``keep`` and the environments' counts read
+_LIST_EVENTS = frozenset({events.DEPLOYMENT_DISCOVERED, events.DEPLOYMENT_FORGOTTEN})
 
 
 @dataclass
 class _Entry:
     stamp: tuple[int, int, int]  # (everything's marks, the deployment's, its stack name's) when the build began
-    row: Row  # the deployment's row as the build read it
     expires: float  # time.monotonic()
     summary: dict  # the API's summary as built (never changed afterwards)
     running: object  # its running transition (a Transition), for the dashboard's progress line
@@ -70,6 +70,8 @@ class DeploymentCache:
         self._marks: dict[int, int] = {}  # deployment id -> marks of events about it
         self._name_marks: dict[tuple[str, str], int] = {}  # (environment, stack name) -> marks of its containers
         self._entries: dict[int, _Entry] = {}
+        self._list_marks = 0  # stacks discovered and forgotten
+        self._list: tuple[tuple[int, int], float, list[Listed]] | None = None  # (marks, expires, rows)
         self.builds = 0  # entries built (tests, and to see the cache at work)
         bus.subscribe(self._on_event)
 
@@ -83,15 +85,29 @@ class DeploymentCache:
                 self._name_marks[key] = self._name_marks.get(key, 0) + 1
             elif payload.get("deployment_id") is not None:
                 self._marks[payload["deployment_id"]] = self._marks.get(payload["deployment_id"], 0) + 1
+                if kind in _LIST_EVENTS:
+                    self._list_marks += 1
             else:  # about everything (an environment, every window after a reload)
                 self._everything += 1
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def listed(self) -> list[Listed]:
+        """Every deployment that is not forgotten, by name and environment."""
+        now = time.monotonic()
+        with self._lock:
+            marks, kept = (self._everything, self._list_marks), self._list
+        if kept is not None and kept[0] == marks and kept[1] > now:
+            return kept[2]
+        rows = [Listed(*values) for values in Deployment.select(Deployment.id, Deployment.name, Deployment.environment)
+                .where(Deployment.forgotten_at.is_null()).order_by(Deployment.name, Deployment.environment).tuples()]
+        with self._lock:
+            self._list = (marks, now + self._lifetime / 2, rows)
+        return rows
+
     def _entries_for(self, runtime, keep) -> list[_Entry]:
         """The entries of the listed deployments that ``keep`` keeps, in the list's order, stale ones rebuilt."""
-        rows = [Row(*values) for values in Deployment.select(*_COLUMNS).where(Deployment.forgotten_at.is_null())
-                .order_by(Deployment.name, Deployment.environment).tuples()]
+        rows = self.listed()
         now = time.monotonic()
         listed = {row.id for row in rows}
         with self._lock:
@@ -99,14 +115,14 @@ class DeploymentCache:
                                self._name_marks.get((row.environment, row.name), 0)) for row in rows}
             entries = dict(self._entries)
         rows = [row for row in rows if keep(row)]
-        stale = [row.id for row in rows if not self._usable(entries.get(row.id), stamps[row.id], row, now)]
+        stale = [row.id for row in rows if not self._usable(entries.get(row.id), stamps[row.id], now)]
         if stale:
             entries.update(self._build(runtime, stale, stamps, listed))
         return [entries[row.id] for row in rows if row.id in entries]
 
     @staticmethod
-    def _usable(entry: _Entry | None, stamp: tuple[int, int, int], row: Row, now: float) -> bool:
-        return entry is not None and entry.stamp == stamp and entry.row == row and entry.expires > now
+    def _usable(entry: _Entry | None, stamp: tuple[int, int, int], now: float) -> bool:
+        return entry is not None and entry.stamp == stamp and entry.expires > now
 
     def _build(self, runtime, ids: list[int], stamps: dict[int, tuple[int, int, int]],
                listed: set[int]) -> dict[int, _Entry]:
@@ -115,10 +131,9 @@ class DeploymentCache:
             stopped_sets = deployment_queries.stopped_sets_by_deployment()
             running = deployment_queries.running_transitions()
             for deployment in Deployment.select().where(Deployment.id.in_(ids)):
-                row = Row(*(getattr(deployment, column.name) for column in _COLUMNS))
                 shown = runtime.transitions.shown(deployment)
                 built[deployment.id] = _Entry(
-                    stamp=stamps[deployment.id], row=row, summary=deployment_summary(
+                    stamp=stamps[deployment.id], summary=deployment_summary(
                         runtime, shown, stopped_sets.get(deployment.id, set()), running.get(deployment.id)),
                     running=running.get(deployment.id), overdue=runtime.overdue.status(shown),
                     expires=time.monotonic() + self._lifetime * (0.5 + random.random() / 2))
