@@ -3,7 +3,8 @@
 
 Hundreds of observers at 1 s were hundreds of APScheduler jobs, and its bookkeeping per run (trigger
 arithmetic on aware datetimes, a job store kept sorted, a Future and events per submission) cost more
-than most checks. Here a run costs a heap pop, a queue hand-over and a heap push.
+than most checks. Here a run costs a heap pop, a hand-over to the thread that went idle last (the
+others sleep on) and a heap push.
 
 The rules are APScheduler's as rsgo used them: a job runs every ``seconds`` on a fixed grid from its
 first run; one run of a job at a time (the next is scheduled only when the run ended); runs missed
@@ -13,18 +14,29 @@ own timeout; the others go on.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import heapq
 import itertools
 import logging
 import math
-import queue
 import threading
 import time
 import zlib
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+
+QUANTUM = 0.005  # seconds: checks due this close together are handed out in one round
+
+
+class _Worker:
+    """One pool thread's hand-over: ``wake`` is released when ``job`` is set (None: the thread ends)."""
+
+    def __init__(self):
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.job: _Job | None = None
 
 
 @dataclass(eq=False)
@@ -46,8 +58,8 @@ class CheckTimer:
         self._heap: list[tuple[float, int, _Job]] = []
         self._order = itertools.count()  # ties in the heap go by insertion, never by comparing jobs
         self._changed = threading.Condition()
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()
-        self._workers: list[threading.Thread] = []
+        self._idle: list[_Worker] = []  # threads waiting for a run, the one idle the shortest last
+        self._backlog: collections.deque[_Job] = collections.deque()  # due while every thread was busy
         self._started = self._paused = self._stopping = False
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -96,10 +108,10 @@ class CheckTimer:
             if self._started:
                 return
             self._started = True
-        for index in range(self._threads):
-            worker = threading.Thread(target=self._work, name=f"rsgo-observer-{index}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
+            workers = [_Worker() for _ in range(self._threads)]
+            self._idle.extend(workers)
+        for index, worker in enumerate(workers):
+            threading.Thread(target=self._work, args=(worker,), name=f"rsgo-observer-{index}", daemon=True).start()
         threading.Thread(target=self._dispatch, name="rsgo-observer-timer", daemon=True).start()
 
     def pause(self) -> None:
@@ -112,8 +124,8 @@ class CheckTimer:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-        for _ in self._workers:
-            self._ready.put(None)
+            while self._idle:
+                self._idle.pop().wake.release()  # with no job: the thread ends
 
     def _dispatch(self) -> None:
         with self._changed:
@@ -121,35 +133,56 @@ class CheckTimer:
                 if self._paused or not self._heap:
                     self._changed.wait()
                     continue
-                due, _, job = self._heap[0]
-                if job.removed:
-                    heapq.heappop(self._heap)
-                    continue
-                wait = due - self._clock()
-                if wait > 0:
-                    self._changed.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                job.running = True
-                self._ready.put(job)
+                now, handed = self._clock(), False
+                while self._heap and self._heap[0][0] <= now:
+                    job = heapq.heappop(self._heap)[2]
+                    if not job.removed:
+                        job.running = True
+                        self._hand(job)
+                        handed = True
+                if handed:
+                    # What comes due in the next few milliseconds goes out with the next round: at most
+                    # one wake-up of this thread per QUANTUM, however many observers there are.
+                    self._changed.wait(QUANTUM)
+                elif self._heap:
+                    self._changed.wait(self._heap[0][0] - now)
 
-    def _work(self) -> None:
-        while (job := self._ready.get()) is not None:
-            try:
-                job.function(*job.args)
-            except Exception:
-                log.exception("observer job %s failed", job.id)
-            finally:
-                self._reschedule(job)
+    def _hand(self, job: _Job) -> None:
+        """To the thread that went idle last (still warm; the others sleep on), else to the backlog
+        (every thread is busy, or hung on a source: the next one to finish takes it)."""
+        if self._idle:
+            worker = self._idle.pop()
+            worker.job = job
+            worker.wake.release()
+        else:
+            self._backlog.append(job)
 
-    def _reschedule(self, job: _Job) -> None:
-        with self._changed:
-            job.running = False
-            if job.removed:
+    def _work(self, worker: _Worker) -> None:
+        while True:
+            worker.wake.acquire()
+            job = worker.job
+            while job is not None:
+                try:
+                    job.function(*job.args)
+                except Exception:
+                    log.exception("observer job %s failed", job.id)
+                with self._changed:
+                    self._finished(job)
+                    job = self._backlog.popleft() if self._backlog and not self._stopping else None
+                    if job is None and not self._stopping:
+                        worker.job = None
+                        self._idle.append(worker)
+            if self._stopping:
                 return
-            due, now = job.due + job.seconds, self._clock()
-            if due <= now:
-                # Missed runs are merged into one, at once, and the grid stays where it was.
-                due += math.floor((now - due) / job.seconds) * job.seconds
-            job.due = due
-            self._push(job)
+
+    def _finished(self, job: _Job) -> None:
+        """Schedule the job's next run (holding ``_changed``)."""
+        job.running = False
+        if job.removed:
+            return
+        due, now = job.due + job.seconds, self._clock()
+        if due <= now:
+            # Missed runs are merged into one, at once, and the grid stays where it was.
+            due += math.floor((now - due) / job.seconds) * job.seconds
+        job.due = due
+        self._push(job)
