@@ -12,13 +12,19 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import apprise
-
 from rsgo.config_values import ConfigProblem, InvalidValue, substitute, unknown_key_message
 
 NOTIFICATION_EVENTS = ("mode.changed", "transition.failed", "observer.failing", "observer.recovered",
                        "maintenance.overdue", "upgrade.finished")
 _KEYS = ("name", "url", "events", "stacks")
+
+
+def _apprise():
+    """Imported on first use: a quarter of a second (and its plugins on the first URL) that every rsgo
+    command would pay otherwise, with or without notifications."""
+    import apprise
+
+    return apprise
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class NotificationConfig:
 
 def mask(url: str) -> str:
     """The URL as rsgo shows it anywhere: scheme, host (as Apprise masks it) and path steps cut short."""
-    plugin = apprise.Apprise.instantiate(url)
+    plugin = _apprise().Apprise.instantiate(url)
     shown = plugin.url(privacy=True) if plugin is not None else url
     parts = urlsplit(shown.split("?", 1)[0])
     netloc = parts.netloc
@@ -81,7 +87,7 @@ def load_notifications(path: str, document, environ) -> tuple[list[NotificationC
             # Never quoted in the problem: the URL is the secret.
             if not isinstance(url, str) or not url.strip():
                 raise InvalidValue("required: an Apprise URL like slack://…, ntfys://…, mailto://… or json://…")
-            if apprise.Apprise.instantiate(url.strip()) is None:
+            if _apprise().Apprise.instantiate(url.strip()) is None:
                 raise InvalidValue(f"not an Apprise URL that can be used (scheme {urlsplit(url).scheme or 'none'!r}: "
                                    "unknown, or a part it needs is missing)")
             url = url.strip()

@@ -20,8 +20,6 @@ import queue
 import threading
 import time
 
-import apprise
-
 from rsgo.db import release_thread_connection, timestamp, utcnow
 from rsgo.events import (
     MAINTENANCE_OVERDUE,
@@ -53,6 +51,8 @@ def attempts_of(row: NotificationDelivery) -> list[dict]:
 
 def send_once(entry: NotificationConfig, title: str, body: str) -> str | None:
     """Send through Apprise once; None when delivered, else the error (scrubbed of the URL's secrets)."""
+    import apprise  # on first use, as in rsgo.notification_config
+
     sender = apprise.Apprise()
     if not sender.add(entry.url):
         return "the URL is not one Apprise can use"
