@@ -4,6 +4,8 @@ never ends Maintenance a schedule started."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import wait_for_deployment
@@ -99,3 +101,26 @@ def test_an_observers_suppression_survives_a_restart(make_app, make_stack, tmp_p
     checks_after(client, stack.name, 3)
     assert observer_status(client, stack.name)["state"] == "suppressed"
     assert mode_and_source(client, stack.name)[0] == "Normal" and stack.is_running("api")
+
+
+def test_a_changed_observer_starts_afresh_and_its_suppression_ends(make_app, make_stack, tmp_path, flag):
+    stack = make_stack()
+    stack.add("api")
+    flag.write_text("")
+    app = observer_app(make_app, tmp_path, stack.name, flag)
+    client = app.test_client()
+    wait_until(lambda: mode_and_source(client, stack.name) == ("Maintenance", "observer"), 15,
+               message="the observer to enter Maintenance")
+    assert put_mode(client, stack.name, "Normal", reason="demo", force=True).status_code == 200
+    assert observer_status(client, stack.name)["state"] == "suppressed"
+
+    # The same source, read under another name: a different observer, with no suppression of its own.
+    config = tmp_path / "rsgo.yml"
+    config.write_text(re.sub(r"( *)pollingInterval: 1s", r"\1pollingInterval: 1s\n\1name: renamed-observer",
+                             config.read_text()))
+    assert client.post("/api/config/reload").json["problems"] == []
+
+    wait_until(lambda: mode_and_source(client, stack.name) == ("Maintenance", "observer"), 15,
+               message="the changed observer to act on the flag")
+    assert client.get(f"/api/deployments/{stack.name}").json["trigger"]["actor"] == "renamed-observer"
+    assert not stack.is_running("api")
