@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from rsgo.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported by create_app: the gunicorn master imports this package but serves nothing
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ def _secret_key(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None, *, background: bool = True, gateway=None) -> Flask:
     """Build the app. ``background`` starts discovery, enforcement and resumption (off in unit tests)."""
+    from flask import Flask
     from htmx_flask import Htmx
 
     from rsgo import db, log_safety
