@@ -283,3 +283,30 @@ def test_turning_silences_off_for_a_silenced_stack_leaves_its_silence_to_end_by_
                       message="the silence no longer rsgo's")
     assert "no longer names" in left["error"] and left["endsAt"] == shown["endsAt"]
     assert alertmanager.silence(shown["id"])["status"]["state"] == "active"  # rsgo did not (could not) expire it
+
+
+def test_after_a_crash_the_kept_silence_is_the_one_rsgo_expires(make_server, make_stack, tmp_path, alertmanager):
+    alertmanager.start()
+    stack = make_stack()
+    stack.add("api")
+    config = tmp_path / "rsgo.yml"
+    config.write_text(f"alertmanager: {{url: {alertmanager.url}}}\n")
+    server = make_server(RSGO_CONFIG=str(config)).start()
+
+    def silence():
+        answer = requests.get(f"{server.url}/api/deployments/{stack.name}", headers=server.headers, timeout=5)
+        return answer.json()["silence"] if answer.ok else None
+
+    wait_until(lambda: put_mode(server, stack.name, "Normal").status_code == 200, timeout=30,
+               message="rsgo to know the stack")
+    assert put_mode(server, stack.name, "Maintenance").status_code == 200
+    before = wait_until(lambda: (s := silence()) and s["state"] == "silenced" and s, timeout=30,
+                        message="the silence")
+
+    server.kill(9)
+    server.start()
+
+    assert put_mode(server, stack.name, "Normal").status_code == 200
+    wait_until(lambda: alertmanager.silence(before["id"])["status"]["state"] == "expired", timeout=30,
+               message="the silence from before the crash expired")
+    assert [s["id"] for s in alertmanager.silences()] == [before["id"]]  # the restart made no second one
