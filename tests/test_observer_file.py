@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from rsgo.observers.base import ObserverError, Reading
-from rsgo.observers.file import MAX_BYTES, FileObserver
+from rsgo.observers.file import MAX_BYTES, SETTLED_NS, FileObserver
+from support import wait_until
 
 
 def observe(path, **settings):
@@ -108,3 +112,35 @@ def test_target_names_the_path_and_mode(tmp_path):
     assert observe(tmp_path / "f").target() == f"{tmp_path / 'f'} (exists)"
     assert observe(tmp_path / "f", mode="content", contentPattern="m=(\\w+)").target() == \
         f"{tmp_path / 'f'} (content ~ /m=(\\w+)/)"
+
+
+def _settle(path) -> None:
+    """Wait until the file's last change is older than SETTLED_NS: from then on its reading is kept."""
+    wait_until(lambda: time.time_ns() - path.stat().st_ctime_ns > SETTLED_NS, 10, interval=0.1,
+               message="the file to settle")
+
+
+def test_content_mode_sees_a_rewrite_of_the_same_size_even_with_its_mtime_put_back(tmp_path):
+    flag = tmp_path / "mode"
+    flag.write_text("0")
+    observer = observe(flag, mode="content")
+    _settle(flag)
+    assert observer.check() == Reading("0")  # kept: the file is settled
+    stat = flag.stat()
+    flag.write_text("1")  # same size
+    os.utime(flag, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime: only the change time tells
+    assert observer.check() == Reading("1")
+
+
+def test_content_mode_sees_a_settled_file_replaced_by_another_and_removed(tmp_path):
+    flag, other = tmp_path / "mode", tmp_path / "next"
+    flag.write_text("0")
+    other.write_text("1")
+    _settle(other)
+    observer = observe(flag, mode="content")
+    assert observer.check() == Reading("0")
+    assert observer.check() == Reading("0")
+    os.replace(other, flag)  # a new inode under the same name, settled (rename changes no content)
+    assert observer.check() == Reading("1")
+    flag.unlink()
+    assert observer.check() == Reading(None)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from rsgo.observers.base import Boundaries, Field, Observer, ObserverError, Reading
 
 # A flag file is a few bytes; a cap keeps a wrong path (a log, a disk image) from eating memory.
 MAX_BYTES = 1024 * 1024
+# A file last changed this recently may change again within its file system's timestamp granularity
+# with the same size, unseen by stat: its content is read again at every check until it is older.
+SETTLED_NS = 2_000_000_000
 
 
 def _compile(pattern: str | None) -> re.Pattern | None:
@@ -62,9 +66,29 @@ class FileObserver(Observer):
         self.path = settings["path"]
         self.mode = settings.get("mode") or "exists"
         self.pattern = _compile(settings.get("contentPattern"))
+        self._last: tuple[tuple, Reading] | None = None  # (the file's identity, what it read) in content mode
 
     def check(self) -> Reading:
-        # Again at every check: a symlink on the way may point elsewhere since the config was loaded.
+        identity = self._identity() if self.mode == "content" else None
+        if identity is not None and self._last is not None and self._last[0] == identity:
+            # The same file (device and inode: no symlink now leads elsewhere) unchanged since it was read
+            # and checked: hundreds of observers at 1 s need not open and re-read what they just read.
+            return self._last[1]
+        self._last = None
+        reading = self._check()
+        settled = identity is not None and time.time_ns() - max(identity[3], identity[4]) > SETTLED_NS
+        self._last = (identity, reading) if settled else None
+        return reading
+
+    def _identity(self) -> tuple | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None  # missing or unreadable: read (and report) it the long way
+        return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+    def _check(self) -> Reading:
+        # Again at every read: a symlink on the way may point elsewhere since the config was loaded.
         protected = self.boundaries.protected(self.path)
         if protected:
             raise ObserverError(_refusal(self.path, protected))
