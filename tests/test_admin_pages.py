@@ -59,6 +59,9 @@ def admin(browser, server):
         page.goto(server.url + path)
         sign_in(page)
         expect(page).to_have_url(server.url + path)
+        # The URL changes when the navigation commits, before its stylesheets load: a page measured then is
+        # unstyled (the phone-width test saw an 821 px wide admin table in one run of three).
+        page.wait_for_load_state("load")
         return page
 
     yield open_page
