@@ -1,4 +1,4 @@
-"""Resident memory after the above load, ≤ 250 MB.
+"""Resident memory after the above load, ≤ 130 MB.
 
 One ``rsgo serve`` carries all of it at once: 300 stacks of one container each, 20 000 audit
 entries, 300 ``http`` observers at 1 s (one per stack), 200 signed-in dashboard websockets that
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     figures = [common.figure(
         f"resident memory after the load ({stack_count} stacks, {entry_count} entries, {clients} websockets, "
-        f"{stack_count} observers)", final, "MB", "≤ 250 MB", final <= 250, baseline, "fresh idle rsgo serve",
+        f"{stack_count} observers)", final, "MB", "≤ 130 MB", final <= 130, baseline, "fresh idle rsgo serve",
         final / baseline,
         note=f"peak {sampler.peak:.0f} MB (during {sampler.peak_phase}); VmRSS of gunicorn master + worker")]
     details = {"stacks": stack_count, "auditEntries": entry_count, "websockets": clients, "observers": stack_count,

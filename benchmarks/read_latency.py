@@ -1,5 +1,6 @@
 """The dashboard ``GET /`` and ``GET /api/deployments`` with 300 stacks and 20 000 audit entries:
-p95 ≤ 100 ms, and no Docker call during the requests.
+p95 ≤ 40 ms for GET / and ≤ 12 ms for GET /api/deployments (the performance issue), and no
+Docker call during the requests.
 
 300 stacks of one idle busybox container each (``--init`` + ``sleep``: running, no CPU), 20 000 audit
 entries written through rsgo's own ``audit.record`` into the SQLite database before the server starts,
@@ -176,11 +177,11 @@ def main(argv: list[str] | None = None) -> dict:
     latencies = burst["latencies"]
     health_p95 = common.percentile(latencies["GET /healthz"], 95)
     figures = []
-    for kind in ("GET /", "GET /api/deployments"):
+    for kind, target in (("GET /", 40), ("GET /api/deployments", 12)):
         p95 = common.percentile(latencies[kind], 95)
         figures.append(common.figure(
             f"{kind} with {stack_count} stacks, {entry_count} audit entries, p95 ({request_count} requests)", p95, "ms",
-            "p95 ≤ 100 ms", p95 <= 100, health_p95, "GET /healthz, p95", p95 / health_p95,
+            f"p95 ≤ {target} ms", p95 <= target, health_p95, "GET /healthz, p95", p95 / health_p95,
             note=f"p50 {common.median(latencies[kind]):.1f} ms; {burst['sizes'][kind] // 1024} KiB"))
     unexplained = len(calls["unexplained"])
     unparsed = proxy.unparsed_connections  # calls on such a connection were not counted: the 0 would be a guess
