@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import textwrap
 
 import requests
@@ -63,8 +64,10 @@ def test_an_observer_failing_pushes_its_region(make_server, make_stack, open_pag
     deployment_id = deployment_of(server, stack.name, 1)["id"]
     detail = open_page(server, f"deployment:{deployment_id}")
 
-    message = detail.wait_for(lambda m: "failing 2 times in a row" in (
-        element(m, "section", f"observer-{deployment_id}") or ""), what="the observer region saying it fails")
+    # At its threshold (2) or past it: on a loaded machine the page may connect after the second failure,
+    # and each later failure is pushed with its own count.
+    message = detail.wait_for(lambda m: re.search(r"failing ([2-9]|\d\d+) times in a row", (
+        element(m, "section", f"observer-{deployment_id}") or "")), what="the observer region saying it fails")
     assert oob(message, f"observer-{deployment_id}") == "true"
     assert "connection refused" in element(message, "section", f"observer-{deployment_id}")
 
