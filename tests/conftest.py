@@ -330,11 +330,19 @@ _SHARED_ENGINE_FILES = {"test_environments.py", "test_swarm.py", "test_swarm_gat
                         "test_client.py"}
 
 
+# A module whose module-scoped fixture starts an engine of its own at a fixed root: its tests run in one
+# worker too, or two workers each build the estate there (same container names) and one stops the engine
+# under the other (seen in the full run: "discovery of the estate" timed out, the socket gone).
+_OWN_ENGINE_FILES = {"test_dashboard_overview.py": "overview-engine"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name in _SHARED_ENGINE_FILES:
             item.add_marker(pytest.mark.xdist_group("shared-engines"))
+        elif item.path.name in _OWN_ENGINE_FILES:
+            item.add_marker(pytest.mark.xdist_group(_OWN_ENGINE_FILES[item.path.name]))
 
 
 # -- xdist: one engine per worker ----------------------------------------------------------------------------
