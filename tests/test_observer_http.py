@@ -306,6 +306,35 @@ def test_a_trusted_certificate_passes_verification(tls_server, self_signed, monk
     assert observe(tls_server.url("/status"), jsonPath="maintenance").check() == Reading("true")
 
 
+def test_every_check_goes_through_the_proxy_of_the_environment(server, monkeypatch):
+    # The proxy settings are read once per URL (README "Performance"); every check still uses them.
+    proxy = LocalServer()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url())
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        target = "http://status.invalid:8080/flag"
+        proxy.respond(target, {"maintenance": True})
+        observer = observe(target, jsonPath="maintenance")
+        assert [observer.check(), observer.check()] == [Reading("true"), Reading("true")]
+        assert [request["path"] for request in proxy.requests] == [target, target]
+    finally:
+        proxy.close()
+
+
+def test_no_proxy_sends_the_check_directly(server, monkeypatch):
+    proxy = LocalServer()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url())
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        server.respond("/flag", {"maintenance": False})
+        observer = observe(server.url("/flag"), jsonPath="maintenance")
+        assert [observer.check(), observer.check()] == [Reading("false"), Reading("false")]
+        assert proxy.requests == [] and len(server.requests) == 2
+    finally:
+        proxy.close()
+
+
 # --- secrets -------------------------------------------------------------------------------------
 
 def test_target_masks_header_values_and_url_passwords():

@@ -90,6 +90,28 @@ def _kind(value) -> str:
         type(value), "a boolean" if isinstance(value, bool) else "a number")
 
 
+class _ObserverSession(requests.Session):
+    """A session that reads the proxy and CA-bundle environment once per URL, not once per check.
+
+    requests merges ``HTTP(S)_PROXY``/``NO_PROXY``/``REQUESTS_CA_BUNDLE`` into every request, and
+    that scan of ``os.environ`` was a fifth of a check's CPU (README "Performance"). rsgo's
+    environment is fixed at start, so the merged answer for one URL never changes. Redirect hops
+    are untouched: requests resolves their proxies itself.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.trust_env = True
+        self._merged: dict = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        key = (url, tuple(sorted((proxies or {}).items())), stream, verify, cert)
+        if key not in self._merged:
+            self._merged[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        merged = self._merged[key]
+        return merged | {"proxies": dict(merged["proxies"])}
+
+
 def mask_url(url: str) -> str:
     """Hide the userinfo password (a lone userinfo is often a token: hide it all) and secret-looking query values."""
     parts = urlsplit(url)
@@ -178,8 +200,7 @@ class HttpObserver(Observer):
         self.accept_text = ",".join(map(str, spec)) if isinstance(spec, (list, tuple)) else str(spec)
         self.accept = parse_accept_status(spec)
         self.verify = not settings["insecureSkipVerify"]
-        self._session = requests.Session()
-        self._session.trust_env = True
+        self._session = _ObserverSession()
 
     def check(self) -> Reading:
         deadline = time.monotonic() + self.timeout
