@@ -135,3 +135,25 @@ def test_an_entry_older_than_its_lifetime_is_built_again(app, client, make_stack
     client.get("/")
 
     assert cache._entries[deployment_id] is not entry
+
+
+def test_the_list_api_encodes_an_unchanged_summary_once_and_answers_what_the_cache_holds(app, client, make_stack):
+    stack = make_stack()
+    stack.add("api")
+    deployment_id = wait_for_deployment(client, stack.name, 1)["id"]
+    wait_until(lambda: _listed(client, deployment_id)["containers"]["running"] == 1, 15, 0.1,
+               "the container to run (its start is an event of the stack)")
+    cache = app.extensions["rsgo"].deployment_cache
+    first = client.get("/api/deployments")
+    entry = cache._entries[deployment_id]
+    encoded = entry.encoded
+
+    second = client.get("/api/deployments")
+
+    assert first.status_code == second.status_code == 200 and second.mimetype == "application/json"
+    assert encoded is not None and cache._entries[deployment_id].encoded is encoded, "encoded again unchanged"
+    with app.test_request_context():
+        runtime = app.extensions["rsgo"]
+        assert second.json == {"items": cache.summaries(runtime)}
+    assert put_mode(client, stack.name, "Migrating", reason="schema 43").status_code == 200
+    assert _listed(client, deployment_id)["operationMode"] == "Migrating"

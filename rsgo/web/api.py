@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from rsgo import audit, deployment_queries
 from rsgo.models import Deployment, MaintenanceWindow, Transition
@@ -47,7 +47,8 @@ def list_deployments():
     runtime = current_runtime()
     cache = row_cache.cache_of(runtime)
     if cache is not None:
-        return jsonify(items=cache.summaries(runtime, keep=visible))
+        texts = cache.summaries_encoded(runtime, current_app.json.dumps, keep=visible)
+        return current_app.response_class('{"items":[' + ",".join(texts) + "]}\n", mimetype="application/json")
     return jsonify(items=[summary for summary, _running in deployment_list(runtime, keep=visible)])
 
 
