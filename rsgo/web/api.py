@@ -47,7 +47,9 @@ def list_deployments():
     runtime = current_runtime()
     cache = row_cache.cache_of(runtime)
     if cache is not None:
-        texts = cache.summaries_encoded(runtime, current_app.json.dumps, keep=visible)
+        # Compact, as jsonify writes it outside debug mode.
+        texts = cache.summaries_encoded(runtime, lambda summary: current_app.json.dumps(summary, separators=(",", ":")),
+                                        keep=visible)
         return current_app.response_class('{"items":[' + ",".join(texts) + "]}\n", mimetype="application/json")
     return jsonify(items=[summary for summary, _running in deployment_list(runtime, keep=visible)])
 
