@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if sampler is not None:
             sampler.stop()
+        if reader is not None:
+            reader.stop()  # before the sockets close: its select would read a closed one (EBADF)
         for page in pages:
             page.close()
-        if reader is not None:
-            reader.stop()
         removed = common.remove_benchmark_containers(client)
         server.cleanup()
         source.close()

@@ -245,10 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
                   f"p99 {common.percentile(latencies, 99) * 1000:.1f} ms", flush=True)
             rss_mb = server.rss_mb()
     finally:
+        if reader is not None:
+            reader.stop()  # before the sockets close: its select would read a closed one (EBADF)
         for page in pages:
             page.close()
-        if reader is not None:
-            reader.stop()
         server.cleanup()
 
     p50, p99 = common.median(latencies) * 1000, common.percentile(latencies, 99) * 1000
