@@ -37,11 +37,20 @@ class Served:
         self.server, self.stack, self.tmp, self.env = server, stack, tmp_path, env
         self.started: list[subprocess.Popen] = []
 
+    def lookup(self, ref: str | None = None) -> requests.Response:
+        return requests.get(f"{self.server.url}/api/deployments/{ref or self.stack.name}",
+                            headers=self.server.headers, timeout=60)
+
     def detail(self, ref: str | None = None) -> dict:
-        response = requests.get(f"{self.server.url}/api/deployments/{ref or self.stack.name}",
-                                headers=self.server.headers, timeout=60)
+        response = self.lookup(ref)
         assert response.status_code == 200, response.text
         return response.json()
+
+    def discovered(self, containers: int) -> bool:
+        """The stack is known with all its containers (404 until discovery has seen it: not yet, no failure)."""
+        response = self.lookup()
+        assert response.status_code in (200, 404), response.text
+        return response.status_code == 200 and response.json()["containerCounts"]["total"] == containers
 
     def mode(self) -> str:
         return self.detail()["operationMode"]
@@ -128,7 +137,7 @@ def serve(make_server, make_stack, tmp_path):
         served = Served(server, stack, tmp_path, client_env(server.url, None))
         served.env["RSGO_TOKEN_FILE"] = served.token_file("operate", OPERATE_TOKEN_NAME)
         if not config or "environments:" not in config:
-            wait_until(lambda: served.detail()["containerCounts"]["total"] == 2, 60,
+            wait_until(lambda: served.discovered(2), 60,
                        message=f"discovery of {stack.name}")
         made.append(served)
         return served
