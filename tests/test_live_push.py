@@ -188,8 +188,9 @@ def test_a_mode_change_pushes_the_dashboard_row_the_detail_regions_and_the_audit
     assert response.status_code == 200, response.text
     assert not stack.is_running("api")
     # The dashboard: the deployment's row, replaced out of band, in the new mode, with the reason.
-    row = dashboard.wait_for(lambda m: mode_shown(m, "tr", f"deployment-{deployment_id}") == "Maintenance",
-                                   what="the deployment row in Maintenance")
+    # The mode's push can come before discovery has seen the container's stop; the stop's own push follows.
+    row = dashboard.wait_for(lambda m: mode_shown(m, "tr", f"deployment-{deployment_id}") == "Maintenance"
+                             and "0/1 running" in m, what="the deployment row in Maintenance, 0/1 running")
     assert f'<tr id="deployment-{deployment_id}"' in row
     assert start_tag(row, f"deployment-{deployment_id}")[0] == "tr"
     assert oob(row, f"deployment-{deployment_id}") == "true"
