@@ -22,13 +22,18 @@ def _listed(client, deployment_id: int) -> dict:
     return next(item for item in client.get("/api/deployments").json["items"] if item["id"] == deployment_id)
 
 
-def test_an_unchanged_stacks_row_is_built_and_rendered_once(app, client, make_stack):
+def _one_running_stack(app, client, make_stack):
+    """A stack of one running container, once its start (an event of the stack) is listed; with the cache."""
     stack = make_stack()
     stack.add("api")
     deployment_id = wait_for_deployment(client, stack.name, 1)["id"]
     wait_until(lambda: _listed(client, deployment_id)["containers"]["running"] == 1, 15, 0.1,
                "the container to run (its start is an event of the stack)")
-    cache = app.extensions["rsgo"].deployment_cache
+    return stack, deployment_id, app.extensions["rsgo"].deployment_cache
+
+
+def test_an_unchanged_stacks_row_is_built_and_rendered_once(app, client, make_stack):
+    _stack, deployment_id, cache = _one_running_stack(app, client, make_stack)
     first = _slot(client.get("/").get_data(as_text=True), deployment_id)
     entry = cache._entries[deployment_id]
 
@@ -138,12 +143,7 @@ def test_an_entry_older_than_its_lifetime_is_built_again(app, client, make_stack
 
 
 def test_the_list_api_encodes_an_unchanged_summary_once_and_answers_what_the_cache_holds(app, client, make_stack):
-    stack = make_stack()
-    stack.add("api")
-    deployment_id = wait_for_deployment(client, stack.name, 1)["id"]
-    wait_until(lambda: _listed(client, deployment_id)["containers"]["running"] == 1, 15, 0.1,
-               "the container to run (its start is an event of the stack)")
-    cache = app.extensions["rsgo"].deployment_cache
+    stack, deployment_id, cache = _one_running_stack(app, client, make_stack)
     first = client.get("/api/deployments")
     entry = cache._entries[deployment_id]
     encoded = entry.encoded

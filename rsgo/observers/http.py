@@ -93,10 +93,10 @@ def _kind(value) -> str:
 class _ObserverSession(requests.Session):
     """A session that reads the proxy and CA-bundle environment once per URL, not once per check.
 
-    requests merges ``HTTP(S)_PROXY``/``NO_PROXY``/``REQUESTS_CA_BUNDLE`` into every request, and
-    that scan of ``os.environ`` was a fifth of a check's CPU (README "Performance"). rsgo's
-    environment is fixed at start, so the merged answer for one URL never changes. Redirect hops
-    are untouched: requests resolves their proxies itself.
+    requests merges ``HTTP(S)_PROXY``/``NO_PROXY``/``REQUESTS_CA_BUNDLE`` into every request, and in
+    a profile of 2,000 checks against a local server that scan of ``os.environ`` was about a fifth
+    of a check's CPU. rsgo's environment is fixed at start, so the merged answer for one URL never
+    changes. Redirect hops are untouched: requests resolves their proxies itself.
     """
 
     def __init__(self):
@@ -109,7 +109,7 @@ class _ObserverSession(requests.Session):
         if key not in self._merged:
             self._merged[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
         merged = self._merged[key]
-        return merged | {"proxies": dict(merged["proxies"])}
+        return merged | {"proxies": dict(merged["proxies"])}  # a copy: the kept answer stays as read
 
 
 def mask_url(url: str) -> str:
