@@ -158,6 +158,36 @@ def test_a_failed_change_says_so_and_links_to_its_details(estate, watched, docke
     page.locator(f"#progress-{deployment_id}").screenshot(path=str(ROOT / "docs" / "deployment-failed.png"))
 
 
+def test_the_line_reaches_the_outcome_when_the_end_is_pushed_while_it_is_asking(estate, watched):
+    """The line's first question is held until the end has reached the page, then answered with what it
+    said while the change ran: the question the end's push queued must still be asked. (It was lost when
+    the running answer replaced the whole line: htmx drops a request queued on a replaced element, so the
+    line said "Changing…" for good; a loaded CI machine hit that once.)"""
+    server, stack, deployment_id = estate["server"], estate["stacks"]["slow"], estate["ids"]["slow"]
+    if _detail(server, stack.name)["operationMode"] != "Normal":
+        assert put_mode(server, stack.name, "Normal", reason="set up").status_code == 200
+    page = watched().open(f"{server.url}/deployments/{deployment_id}")
+    held = []
+
+    def hold_the_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))  # answered now, while both containers take 2 s to stop
+
+    page.route(lambda url: "transition=" in url, hold_the_first)
+    _confirm(page, stack.name, "Maintenance", "a held answer")
+    expect(page.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=15_000)
+    assert len(held) == 1
+    route, answer = held[0]
+    assert "Changing" in answer.text(), answer.text()
+    route.fulfill(response=answer)
+
+    expect(page.locator(f"#mode-change-{deployment_id}")).to_have_text("✓ Maintenance — 2 of 2 stopped",
+                                                                       timeout=15_000)
+    assert put_mode(server, stack.name, "Normal", reason="clean up").status_code == 200
+
+
 def test_the_progress_bar_counts_what_its_text_counts(estate, watched):
     server, stack, deployment_id = estate["server"], estate["stacks"]["slow"], estate["ids"]["slow"]
     page = watched().open(f"{server.url}/deployments/{deployment_id}")

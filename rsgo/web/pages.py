@@ -82,8 +82,10 @@ def deployment_page(ref: str):
                                forgotten_at=timestamp(deployment.forgotten_at), **_history_context(
             entries, page_context.history_rows_id(deployment.id), "pages.deployment_history", ref=deployment.id))
     if _asked_region() == f"change-status-{deployment.id}":  # a started change asks how it went
-        return render_template("deployments/_change_started.html", status=page_context.change_status(
-            deployment, int_param("transition", 0), current_runtime()))
+        status = page_context.change_status(deployment, int_param("transition", 0), current_runtime())
+        if status and status["outcome"] == "running":  # its text only: the line keeps listening
+            return render_template("deployments/_change_started.html", status=status, inner=True)
+        return render_template("deployments/_change_started.html", status=status), {"HX-Reswap": "outerHTML"}
     d = page_context.detail(deployment, current_runtime())
     regions = {f"{prefix}-{d['id']}": template for prefix, template in page_context.DEPLOYMENT_REGIONS.items()}
     context = {"d": d, "t": page_context.latest_transition(deployment.id)}
