@@ -99,6 +99,8 @@ class NotificationDispatcher:
             event = kind
         else:
             return
+        if not self.entries:
+            return  # nothing configured: no read in the mode change's own request thread
         deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
         if deployment is None:
             return

@@ -97,8 +97,12 @@ class Runtime:
         (and the pushes after it) show the new states without waiting for the events stream."""
         if kind != events.TRANSITION_FINISHED:
             return
-        from rsgo.models import Deployment
+        from rsgo.models import Deployment, TransitionAction
 
+        # Migrating and Failed, or a stack with nothing to stop or start: no container changed, no Docker call.
+        if not TransitionAction.select().where((TransitionAction.transition == payload["transition_id"])
+                                               & TransitionAction.action.in_(("stop", "start"))).exists():
+            return
         deployment = Deployment.get_or_none(Deployment.id == payload["deployment_id"])
         env = None if deployment is None else self.environments.get(deployment.environment)
         if env is None or env.disabled:

@@ -20,11 +20,14 @@ import time
 import uuid
 import weakref
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from rsgo.events import EventBus
 from rsgo.web.hub import Hub
+from rsgo.web.live_push import LivePush
 from support import LiveSocket, put_mode, wait_until
 
 
@@ -461,3 +464,31 @@ def test_the_hub_drops_a_client_whose_queue_is_full_and_never_blocks():
     assert not stuck.alive and hub.client_count == 1  # reader was not drained here: dropped too
     assert bystander.alive
 
+
+
+def test_a_region_no_open_page_shows_is_not_rendered():
+    """Rendering holds the GIL that a mode change's own request waits for: a topic's fragment is rendered
+    for each audience with an open page on it, and for none other."""
+    hub = Hub()
+    push = LivePush(None, SimpleNamespace(hub=hub, bus=EventBus()))
+    rendered = []
+
+    def render(can_operate: bool) -> str:
+        rendered.append(can_operate)
+        return f"<p>{'operator' if can_operate else 'viewer'}</p>"
+
+    try:
+        push._publish("dashboard", render)
+        assert rendered == []
+        viewer = hub.register({"dashboard|read"})
+        push._publish("dashboard", render)
+        push._publish("deployment:1", render)
+        assert rendered == [False] and viewer.messages.get_nowait() == "<p>viewer</p>"
+        operator = hub.register({"dashboard|operate", "deployment:1|operate"})
+        push._publish("dashboard", render)
+        push._publish("deployment:1", render)
+        assert rendered == [False, True, False, True]
+        assert [operator.messages.get_nowait() for _ in range(2)] == ["<p>operator</p>"] * 2
+        assert viewer.messages.get_nowait() == "<p>viewer</p>" and viewer.messages.empty()
+    finally:
+        push.close()

@@ -116,6 +116,11 @@ class Hub:
             except Exception:
                 log.exception("closing a dropped live client failed")
 
+    def has_clients(self, topic: str) -> bool:
+        """Whether some open page receives ``topic``: what no page shows need not be rendered."""
+        with self._lock:
+            return any(topic in c.topics for c in self._clients)
+
     def publish(self, topic: str, html: str) -> None:
         with self._lock:
             clients = [c for c in self._clients if topic in c.topics]

@@ -30,6 +30,7 @@ _PUSHED_EVENTS = events.DEPLOYMENT_PAGE_EVENTS | {events.CONTAINER_CHANGED, even
 # An upgrade's steps change only its page's Upgrade panel (its mode changes come as mode events).
 _UPGRADE_EVENTS = frozenset({events.UPGRADE_PROGRESS, events.UPGRADE_FINISHED})
 _PUSHED_EVENTS |= _UPGRADE_EVENTS
+_AUDIENCES = ("operate", "read")  # topics are "<region>|<audience>": an operator's page has mode buttons
 
 
 class LivePush:
@@ -60,6 +61,8 @@ class LivePush:
                     batch.append(self._events.get_nowait())
                 except queue.Empty:
                     break
+            if self._stopping.is_set():
+                break  # closing: what is left would go to pages about to lose their connection
             try:
                 # A request context of its own, so templates can call url_for as they do in a page.
                 with self._app.test_request_context("/"):
@@ -119,24 +122,36 @@ class LivePush:
     def _push_counts(self) -> None:
         """The counts bars' numbers, after the rows of this batch (README "The dashboard"); only when
         they changed, so a busy engine's container events do not resend the same numbers."""
+        if not self._watched("dashboard"):
+            self._last_counts = None  # a dashboard opened later shows newer numbers than the last pushed
+            return
         fragment = dashboard_view.counts_fragment(self._runtime)
         if fragment != self._last_counts:
             self._last_counts = fragment
             self._publish("dashboard", lambda _can_operate: fragment)
 
+    def _watched(self, topic: str) -> bool:
+        """Whether an open page shows ``topic``. Rendering holds the GIL, which a mode change's own request
+        thread then waits for: regions no page shows are not rendered at all."""
+        return any(self._hub.has_clients(f"{topic}|{audience}") for audience in _AUDIENCES)
+
     def _publish(self, topic: str, render) -> None:
         """Send ``render(can_operate)`` to the pages of operators and of viewers, each their own
-        rendering: a viewer's page never receives a mode button."""
-        for audience, can_operate in (("operate", True), ("read", False)):
-            self._hub.publish(f"{topic}|{audience}", render(can_operate))
+        rendering (a viewer's page never receives a mode button); an audience with no open page gets none."""
+        for audience in _AUDIENCES:
+            if self._hub.has_clients(f"{topic}|{audience}"):
+                self._hub.publish(f"{topic}|{audience}", render(audience == "operate"))
 
     def _push_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None or deployment.forgotten_at is not None:
             return
-        item = page_context.dashboard_item_for(deployment, self._runtime)
-        self._publish("dashboard", lambda can_operate: render_template(
-            "dashboard/_deployment.html", d=item, oob="true", can_operate=can_operate))
+        if self._watched("dashboard"):
+            item = page_context.dashboard_item_for(deployment, self._runtime)
+            self._publish("dashboard", lambda can_operate: render_template(
+                "dashboard/_deployment.html", d=item, oob="true", can_operate=can_operate))
+        if not self._watched(f"deployment:{deployment_id}"):
+            return
         d = page_context.detail(deployment, self._runtime)
         t = page_context.latest_transition(deployment_id)
         self._publish(f"deployment:{deployment_id}", lambda can_operate: "".join(
@@ -183,9 +198,11 @@ class LivePush:
         if entry is None:
             return
         entries = [audit_json(entry)]
-        deployment_rows = render_template("history/_pushed_rows.html", entries=entries,
-                                          rows_id=page_context.history_rows_id(entry.deployment_id))
-        self._publish(f"deployment:{entry.deployment_id}", lambda _can_operate: deployment_rows)
-        all_rows = render_template("history/_pushed_rows.html", entries=entries,
-                                   rows_id=page_context.history_rows_id(None), show_deployment=True)
-        self._publish("history", lambda _can_operate: all_rows)
+        if self._watched(f"deployment:{entry.deployment_id}"):
+            deployment_rows = render_template("history/_pushed_rows.html", entries=entries,
+                                              rows_id=page_context.history_rows_id(entry.deployment_id))
+            self._publish(f"deployment:{entry.deployment_id}", lambda _can_operate: deployment_rows)
+        if self._watched("history"):
+            all_rows = render_template("history/_pushed_rows.html", entries=entries,
+                                       rows_id=page_context.history_rows_id(None), show_deployment=True)
+            self._publish("history", lambda _can_operate: all_rows)
