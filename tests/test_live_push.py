@@ -479,14 +479,18 @@ def test_a_region_no_open_page_shows_is_not_rendered():
 
     try:
         push._publish("dashboard", render)
+        push._send()
         assert rendered == []
         viewer = hub.register({"dashboard|read"})
         push._publish("dashboard", render)
         push._publish("deployment:1", render)
+        push._send()
         assert rendered == [False] and viewer.messages.get_nowait() == "<p>viewer</p>"
         operator = hub.register({"dashboard|operate", "deployment:1|operate"})
         push._publish("dashboard", render)
         push._publish("deployment:1", render)
+        assert operator.messages.empty(), "sent before the batch's end"
+        push._send()
         assert rendered == [False, True, False, True]
         assert [operator.messages.get_nowait() for _ in range(2)] == ["<p>operator</p>"] * 2
         assert viewer.messages.get_nowait() == "<p>viewer</p>" and viewer.messages.empty()

@@ -41,6 +41,7 @@ class LivePush:
         self._events: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._last_counts: str | None = None  # the counts fragment last pushed (``_push_counts``)
+        self._outbox: list[tuple[str, str]] = []  # (topic, fragment) rendered for this batch, sent at its end
         # Only what changes a page wakes the worker (hundreds of observer checks a second must not).
         self._unsubscribe = runtime.bus.subscribe(
             lambda kind, payload: self._events.put((kind, payload)) if kind in _PUSHED_EVENTS else None)
@@ -70,6 +71,7 @@ class LivePush:
             except Exception:
                 log.exception("rendering live fragments failed")
             finally:
+                self._send()  # what was rendered, even if a later fragment failed
                 release_thread_connection()
 
     def _push(self, batch: list[tuple[str, dict]]) -> None:
@@ -136,11 +138,18 @@ class LivePush:
         return any(self._hub.has_clients(f"{topic}|{audience}") for audience in _AUDIENCES)
 
     def _publish(self, topic: str, render) -> None:
-        """Send ``render(can_operate)`` to the pages of operators and of viewers, each their own
+        """Queue ``render(can_operate)`` for the pages of operators and of viewers, each their own
         rendering (a viewer's page never receives a mode button); an audience with no open page gets none."""
         for audience in _AUDIENCES:
             if self._hub.has_clients(f"{topic}|{audience}"):
-                self._hub.publish(f"{topic}|{audience}", render(audience == "operate"))
+                self._outbox.append((f"{topic}|{audience}", render(audience == "operate")))
+
+    def _send(self) -> None:
+        """A batch's fragments go out together once all are rendered: each page's thread then wakes once
+        and writes them in one go (rsgo/web/ws.py), instead of once per fragment while rendering goes on."""
+        outbox, self._outbox = self._outbox, []
+        for topic, fragment in outbox:
+            self._hub.publish(topic, fragment)
 
     def _push_deployment(self, deployment_id: int) -> None:
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)

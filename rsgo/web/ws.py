@@ -8,6 +8,7 @@ import time
 
 from flask import g, request
 from flask_sock import ConnectionClosed, Sock
+from wsproto.events import TextMessage
 
 from rsgo.db import database, release_thread_connection
 from rsgo.problems import Problem
@@ -28,6 +29,8 @@ SEND_TIMEOUT_SECONDS = 30
 # Ending a user's sessions closes their websockets at once (``end_sessions``); as a backstop (a
 # change made by another process, a race with the handshake) each connection re-reads its session.
 SESSION_CHECK_SECONDS = 10
+# Fragments waiting for a page go out together in one write up to about this many characters.
+BATCH_BYTES = 64 * 1024
 
 
 @sock.route("/ws")
@@ -51,14 +54,32 @@ def live_updates(ws):
                     break
                 next_check = time.monotonic() + SESSION_CHECK_SECONDS
             try:
-                message = client.messages.get(timeout=IDLE_CHECK_SECONDS)
+                messages = [client.messages.get(timeout=IDLE_CHECK_SECONDS)]
             except queue.Empty:
                 continue
-            ws.send(message)
+            # The rest of the batch that woke it (rsgo/web/live_push.py sends a batch at once), up to a
+            # bound: a page that reads slowly gets its backlog in pieces, as it gets through them.
+            while sum(map(len, messages)) < BATCH_BYTES:
+                try:
+                    messages.append(client.messages.get_nowait())
+                except queue.Empty:
+                    break
+            _send(ws, messages)
     except (ConnectionClosed, OSError):
         pass  # gone, or dropped by the hub (which shut the socket under a blocked send)
     finally:
         hub.unregister(client)
+
+
+def _send(ws, messages: list[str]) -> None:
+    """Each fragment a websocket message of its own, all in one write. Every write lets go of the GIL, and
+    with a few hundred pages woken by one change, getting it back costs more than the write itself."""
+    if len(messages) == 1:
+        ws.send(messages[0])
+        return
+    if not ws.connected:
+        raise ConnectionClosed(ws.close_reason, ws.close_message)
+    ws.sock.sendall(b"".join(ws.ws.send(TextMessage(data=message)) for message in messages))
 
 
 def _session_still_valid(key: str | None, role: str | None) -> bool:
