@@ -170,6 +170,33 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+THREAD_STACK_BYTES = 8 * 1024 * 1024  # glibc's default for a new thread (ulimit -s): how its mapping is told apart
+
+
+def memory_breakdown(pids: list[int]) -> dict:
+    """What the processes' resident memory is made of, from /proc/<pid>/smaps: PSS (a page shared by
+    master and worker counted once, split between them), the threads, the resident part of their
+    stacks (anonymous mappings of the stack size), and the rest of the anonymous memory (the heap)."""
+    pss = stacks = anonymous = threads = 0
+    for pid in pids:
+        threads += int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
+        size, named = 0, False
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header: range, perms, offset, dev, inode[, path]
+                low, high = (int(x, 16) for x in fields[0].split("-"))
+                size, named = high - low, len(fields) > 5 and fields[5] != "[heap]"
+            elif fields[0] == "Pss:":
+                pss += int(fields[1])
+            elif fields[0] == "Rss:" and not named:
+                if abs(size - THREAD_STACK_BYTES) <= 2 * 4096:  # the stack and its guard page
+                    stacks += int(fields[1])
+                else:
+                    anonymous += int(fields[1])
+    return {"pssMb": round(pss / 1024, 1), "threads": threads, "threadStacksRssMb": round(stacks / 1024, 1),
+            "otherAnonymousRssMb": round(anonymous / 1024, 1)}
+
+
 # -- statistics --------------------------------------------------------------------------------
 
 def percentile(values: list[float], p: float) -> float:

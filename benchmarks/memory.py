@@ -7,6 +7,8 @@ Memory is VmRSS of the gunicorn master plus its worker from /proc, sampled every
 is the value at the end of the load (the peak is reported too).
 
 Baseline, in the same run: a fresh ``rsgo serve`` on an empty data dir, idle, 5 s after it is ready.
+Each phase also records what the memory is made of (``common.memory_breakdown``): PSS, threads, the
+resident part of the thread stacks and the rest of the anonymous memory; the figure stays the VmRSS sum.
 
 The target is listed in the README's "Performance" section.
 
@@ -28,13 +30,13 @@ from read_latency import create_fleet, request_burst, seed_database, wait_discov
 from ws_fanout import Page, Reader, measure
 
 
-def idle_rss() -> float:
+def idle_rss() -> tuple[float, dict]:
     server = common.Server("idle")
     try:
         server.start()
         server.wait_ready()
         time.sleep(5)
-        return server.rss_mb()
+        return server.rss_mb(), common.memory_breakdown(server.pids())
     finally:
         server.cleanup()
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         (30, 2000, 20, 6, 40) if args.quick else (300, 20000, 200, 20, 200))
     common.terminate_on_sigterm()
 
-    baseline = idle_rss()
+    baseline, idle_breakdown = idle_rss()
     print(f"  idle: {baseline:.0f} MB", flush=True)
     client = common.docker_client()
     source = SourceServer()
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     server = common.Server("memory", {"RSGO_THREADS": "60", "RSGO_MAX_LIVE_CONNECTIONS": str(clients),
                                       "RSGO_MAX_LIVE_CONNECTIONS_PER_USER": str(clients)})
     reader, pages, sampler = None, [], None
-    phases = {}
+    phases, breakdowns = {}, {}
     try:
         with common.time_limit(600 + stack_count * 2):
             stacks = create_fleet(client, f"bench-mem-{common.RUN_ID}", stack_count)
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
             wait_discovered(server, token, stacks)
             common.wait_until(lambda: len(source.arrivals) == stack_count, 120, 0.5, "every observer to check")
             phases["discoveredAndObserving"] = server.rss_mb()
+            breakdowns["discoveredAndObserving"] = common.memory_breakdown(server.pids())
 
             sampler.phase = "sign-in (Argon2id)"
             cookie = server.cookie_header(server.login())
@@ -108,15 +111,18 @@ def main(argv: list[str] | None = None) -> dict:
             time.sleep(1)
             latencies, _, _ = measure(server, token, stacks[0], pages, changes)
             phases["after200WebsocketsAndChanges"] = server.rss_mb()
+            breakdowns["after200WebsocketsAndChanges"] = common.memory_breakdown(server.pids())
 
             sampler.phase = "sign-in (Argon2id)"
             session = server.login()
             sampler.phase = "read burst"
             burst = request_burst(server, session, token, requests_each)
             phases["afterReadBurst"] = server.rss_mb()
+            breakdowns["afterReadBurst"] = common.memory_breakdown(server.pids())
             sampler.phase = "idle with observers and websockets"
             time.sleep(10)  # observers keep polling; the websockets stay open
             final = server.rss_mb()
+            breakdowns["final"] = common.memory_breakdown(server.pids())
     finally:
         if sampler is not None:
             sampler.stop()
@@ -132,9 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"resident memory after the load ({stack_count} stacks, {entry_count} entries, {clients} websockets, "
         f"{stack_count} observers)", final, "MB", "≤ 130 MB", final <= 130, baseline, "fresh idle rsgo serve",
         final / baseline,
-        note=f"peak {sampler.peak:.0f} MB (during {sampler.peak_phase}); VmRSS of gunicorn master + worker")]
+        note=f"peak {sampler.peak:.0f} MB (during {sampler.peak_phase}); VmRSS of gunicorn master + worker (their "
+             f"shared pages counted twice; counted once, PSS: {breakdowns['final']['pssMb']:.0f} MB, idle "
+             f"{idle_breakdown['pssMb']:.0f} MB); {breakdowns['final']['threads']} threads")]
     details = {"stacks": stack_count, "auditEntries": entry_count, "websockets": clients, "observers": stack_count,
-               "phasesRssMb": phases, "finalRssMb": final, "peakRssMb": sampler.peak,
+               "phasesRssMb": phases, "finalRssMb": final, "idleBreakdown": idle_breakdown,
+               "phasesBreakdown": breakdowns, "peakRssMb": sampler.peak,
                "peakPhase": sampler.peak_phase, "idleRssMb": baseline,
                "wsP99MsUnderFullLoad": common.percentile(latencies, 99) * 1000,
                "dashboardP95MsUnderFullLoad": common.percentile(burst["latencies"]["GET /"], 95),
