@@ -162,7 +162,8 @@ def settle(server: common.Server) -> dict:
             "cpuSlices": [round(value, 1) for value in slices]}
 
 
-def measure_rsgo_http(stack_count: int, seconds: float, threads: int | None) -> tuple[dict, dict]:
+def measure_rsgo_http(stack_count: int, seconds: float, threads: int | None,
+                      py_spy: str | None = None) -> tuple[dict, dict]:
     source = SourceServer()
     environ = {"RSGO_OBSERVER_THREADS": str(threads)} if threads else {}
     server = common.Server("observers", environ)
@@ -177,7 +178,10 @@ def measure_rsgo_http(stack_count: int, seconds: float, threads: int | None) -> 
                           and min(len(v) for v in source.arrivals.values()) >= 3, 120, 0.5,
                           "every observer to have checked three times")
         settled = settle(server)
+        profiler = common.start_profiler(server.worker_pid(), py_spy) if py_spy else None
         start, end, cpu = measure_window(server, seconds)
+        if profiler is not None:
+            common.stop_profiler(profiler)
         rss_mb = server.rss_mb()
         errors = server.log().count("failed")
     finally:
@@ -296,8 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--observers", type=int)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--threads", type=int, help="RSGO_OBSERVER_THREADS (default: rsgo's default)")
-    parser.add_argument("--py-spy", metavar="FILE", help="profile the worker during the file-observer window "
-                        "(py-spy installed separately) into FILE, collapsed stacks")
+    parser.add_argument("--py-spy", metavar="FILE", help="profile the worker during the http and the file window "
+                        "(py-spy installed separately) into FILE.http and FILE.file, collapsed stacks")
     args = parser.parse_args(argv)
     count = args.observers or (100 if args.quick else 300)
     seconds = args.seconds or (15 if args.quick else 60)
@@ -305,10 +309,10 @@ def main(argv: list[str] | None = None) -> dict:
     common.terminate_on_sigterm()
 
     with common.time_limit(420 + 3 * seconds):  # settling takes seconds; run_all bounds the script at 700
-        rsgo, extra = measure_rsgo_http(count, seconds, args.threads)
+        rsgo, extra = measure_rsgo_http(count, seconds, args.threads, args.py_spy and f"{args.py_spy}.http")
         print(f"  rsgo, http observers: {rsgo['onTimeShare'] * 100:.1f} % on time, "
               f"{rsgo['cpuPercentOfOneCore']:.1f} % CPU", flush=True)
-        files = measure_rsgo_file(count, seconds, args.threads, args.py_spy)
+        files = measure_rsgo_file(count, seconds, args.threads, args.py_spy and f"{args.py_spy}.file")
         print(f"  rsgo, file observers: {files['cpuPercentOfOneCore']:.1f} % CPU", flush=True)
         idle_cpu = measure_rsgo_idle(count, seconds / 2)
         print(f"  rsgo with {count} stacks, no observers: {idle_cpu:.1f} % CPU", flush=True)
