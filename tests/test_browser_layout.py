@@ -183,8 +183,11 @@ def test_the_line_reaches_the_outcome_when_the_end_is_pushed_while_it_is_asking(
     assert "Changing" in answer.text(), answer.text()
     route.fulfill(response=answer)
 
-    expect(page.locator(f"#mode-change-{deployment_id}")).to_have_text("✓ Maintenance — 2 of 2 stopped",
-                                                                       timeout=15_000)
+    line = page.locator(f"#mode-change-{deployment_id}")
+    expect(line).to_have_text("✓ Maintenance — 2 of 2 stopped", timeout=15_000)
+    # The outcome replaced the whole line (not put inside it): one line, which asks nothing any more.
+    expect(line.locator(".change-status")).to_have_count(1)
+    expect(line.locator("[hx-trigger]")).to_have_count(0)
     assert put_mode(server, stack.name, "Normal", reason="clean up").status_code == 200
 
 

@@ -9,6 +9,7 @@ import time
 from flask import g, request
 from flask_sock import ConnectionClosed, Sock
 from wsproto.events import TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from rsgo.db import database, release_thread_connection
 from rsgo.problems import Problem
@@ -65,8 +66,10 @@ def live_updates(ws):
                 except queue.Empty:
                     break
             _send(ws, messages)
-    except (ConnectionClosed, OSError):
-        pass  # gone, or dropped by the hub (which shut the socket under a blocked send)
+    except (ConnectionClosed, LocalProtocolError, OSError):
+        # Gone, dropped by the hub (which shut the socket under a blocked send), or closed by the
+        # browser while fragments were being framed (wsproto then refuses to frame more).
+        pass
     finally:
         hub.unregister(client)
 
