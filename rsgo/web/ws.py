@@ -37,15 +37,10 @@ BATCH_BYTES = 64 * 1024
 @sock.route("/ws")
 def live_updates(ws):
     hub = current_runtime().hub
-    client = g.live_client  # admitted before the handshake (``_admit``)
-    # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those,
-    # rendered for what its user may do (operators see mode buttons, viewers do not).
-    audience = "operate" if current().can("operate") else "read"
+    client = g.live_client  # admitted and subscribed before the handshake (``_admit``)
     role = current().role
-    topics = {f"{t}|{audience}" for t in request.args.get("topics", "").split(",") if t}
     client.on_drop = lambda: _abort(ws)
     ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
-    hub.subscribe(client, topics)
     release_thread_connection()  # not held for the connection's lifetime (PostgreSQL has few to give)
     next_check = time.monotonic()  # at once: the session may have ended during the handshake
     try:
@@ -107,10 +102,18 @@ def end_sessions(ended_key: str | None) -> None:
 def _admit():
     """Runs after the app's auth hook (session and Origin checked) and before the handshake: over the
     caps the answer is an HTTP problem, never an upgrade, so websockets cannot starve HTTP."""
+    hub = current_runtime().hub
     try:
-        g.live_client = current_runtime().hub.admit(session_key())
+        g.live_client = hub.admit(session_key())
     except LiveLimitReached as full:
         raise Problem(full.status, "too_many_live_connections", str(full), headers={"Retry-After": "30"}) from None
+    # The page says which regions it shows (?topics=dashboard or deployment:5); it gets only those,
+    # rendered for what its user may do (operators see mode buttons, viewers do not). Subscribed before
+    # the handshake is answered: the live push renders only what some page watches, and a page that
+    # has its connection (and then re-fetches its regions) must already count, or a push made right
+    # after would be rendered for nobody. What comes before the connection is served waits in its queue.
+    audience = "operate" if current().can("operate") else "read"
+    hub.subscribe(g.live_client, {f"{t}|{audience}" for t in request.args.get("topics", "").split(",") if t})
 
 
 @sock.bp.teardown_request
