@@ -26,6 +26,15 @@ class EnvironmentUnavailable(DockerUnreachable):
     """The environment cannot be acted on now: disabled by a config problem, or known unreachable."""
 
 
+class EngineClaimPending(EnvironmentUnavailable):
+    """An environment declared before this one has not answered yet, so whether this one may manage its
+    engine is not known yet: a matter of seconds (discovery asks again), not a configuration problem."""
+
+
+class WaitingForEarlier(str):
+    """The reason an environment may not act yet when it only waits for an earlier one to answer."""
+
+
 class EnvironmentRemoved(Exception):
     """The deployment's environment is no longer in the config: rsgo keeps its history, never acts on it."""
 
@@ -75,7 +84,7 @@ class Environment:
         swarm = self._is_swarm()
         conflict = self._conflict(self.inventory.facts)
         if conflict:
-            raise EnvironmentUnavailable(conflict)
+            raise (EngineClaimPending if isinstance(conflict, WaitingForEarlier) else EnvironmentUnavailable)(conflict)
         units: list[Unit] = list(self.gateway.inspect_stack(stack))
         if swarm:
             units += self.gateway.list_stack_services(stack)
@@ -164,8 +173,8 @@ class Environments:
             if other_facts is None and not other.disabled and other.inventory.reachable is not False:
                 # Not asked yet: claiming the engine now could make its stacks this name's deployments
                 # before the earlier name turns out to reach the same engine. Retried within seconds.
-                return (f"environment {name} waits for environment {other.name} to answer first (an engine "
-                        f"is managed under one name only, the one declared first)")
+                return WaitingForEarlier(f"environment {name} waits for environment {other.name} to answer first "
+                                         f"(an engine is managed under one name only, the one declared first)")
             if other_facts is not None and other_facts.engine_id == facts.engine_id:
                 return (f"environment {name} reaches the same Docker engine as environment {other.name} "
                         f"({facts.engine_id.replace('|', ', ')}); an engine is managed under one name only: remove "

@@ -18,7 +18,7 @@ from rsgo import transition_records
 from rsgo.db import STORAGE_ERRORS, note_storage_failure, release_thread_connection, storage_error_text
 from rsgo.discovery import Unit
 from rsgo.docker_ops import DockerError
-from rsgo.environments import EnvironmentRemoved, EnvironmentUnavailable
+from rsgo.environments import EngineClaimPending, EnvironmentRemoved, EnvironmentUnavailable
 from rsgo.lifecycle import PlannedAction
 from rsgo.models import AuditEntry, Deployment, Transition
 
@@ -156,10 +156,12 @@ def _stack_when_reachable(environments, deployment: Deployment, stopping: thread
             environment = environments.usable(deployment.environment, known_unreachable_fails=False)
             return environment.gateway, environment.read_stack(deployment.name)
         except (EnvironmentRemoved, EnvironmentUnavailable) as error:
-            log.warning("transition of %r left for a later start: %s", deployment.name, error)
-            return None
+            if not isinstance(error, EngineClaimPending):  # waiting for an earlier environment: seconds
+                log.warning("transition of %r left for a later start: %s", deployment.name, error)
+                return None
+            log.warning("cannot resume yet: %s", error)
         except DockerError as error:
             log.warning("cannot resume yet: %s", error)
-            if stopping.wait(delay):
-                return None
-            delay = min(delay * 2, 10)
+        if stopping.wait(delay):
+            return None
+        delay = min(delay * 2, 10)
