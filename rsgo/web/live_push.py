@@ -145,8 +145,9 @@ class LivePush:
                 self._outbox.append((f"{topic}|{audience}", render(audience == "operate")))
 
     def _send(self) -> None:
-        """A batch's fragments go out together once all are rendered: each page's thread then wakes once
-        and writes them in one go (rsgo/web/ws.py), instead of once per fragment while rendering goes on."""
+        """A batch's fragments go out together once all are rendered, one right after another, so a page's
+        thread usually finds several waiting and writes them in one go (rsgo/web/ws.py) instead of waking
+        for each while rendering goes on."""
         outbox, self._outbox = self._outbox, []
         for topic, fragment in outbox:
             self._hub.publish(topic, fragment)
