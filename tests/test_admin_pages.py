@@ -145,6 +145,9 @@ def _create_token_in_page(page, name: str) -> str:
     form.get_by_role("button", name="Create token").click()
     field = page.get_by_label("The new token")
     expect(field).to_have_value(re.compile(r"^rsgo_"))
+    # The answer is a new page: the field exists while it is still parsed, before its deferred scripts
+    # (the Copy handler) have run. A click that early does nothing; wait for the page to be loaded.
+    page.wait_for_load_state("load")
     return field.input_value()
 
 

@@ -26,6 +26,10 @@ def test_send_test_of_a_notification_answers_in_place_and_the_url_stays_masked(m
                 page.on("pageerror", lambda error: errors.append(str(error)))
                 page.goto(f"{server.url}/admin/webhooks")
                 sign_in(page)
+                expect(page).to_have_url(f"{server.url}/admin/webhooks")
+                # The rows exist while the page is still parsed; its deferred scripts (htmx, which sends
+                # the test) run later. A click before that does nothing.
+                page.wait_for_load_state("load")
                 expect(page.locator("tr.notification")).to_have_count(2)
                 assert TOKEN not in page.content()
 
