@@ -160,12 +160,19 @@ def _load_webhooks(config: Config, document, environ, boundaries: Boundaries) ->
     if not isinstance(document, list):
         config.problems.append(ConfigProblem(config.path, "webhooks", "must be a list", fatal=True))
         return
+    names: set[str] = set()  # of every earlier entry, broken ones too
     for index, hook in enumerate(document):
         base = f"webhooks[{index}]"
         if not isinstance(hook, dict):
             config.problems.append(ConfigProblem(config.path, base, "must be a mapping with url and events"))
             continue
         name = str(hook.get("name") or f"webhook-{index + 1}")
+        if name in names:
+            # Webhooks are matched by name: a second entry would silently replace the first one's URL.
+            config.problems.append(ConfigProblem(config.path, f"{base}.name",
+                                                 f"{name!r} is used by an earlier entry; that one is used"))
+            continue
+        names.add(name)
         problems = [ConfigProblem(config.path, f"{base}.{key}", unknown_key_message(key, _WEBHOOK_KEYS))
                     for key in hook if key not in _WEBHOOK_KEYS]
         try:

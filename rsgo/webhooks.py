@@ -96,12 +96,8 @@ class WebhookDispatcher:
         ``keep``: names of broken entries in the file; what is stored under them stays as it is
         (a webhook is never deleted, with its delivery log, because its entry had a typo)."""
         existing = {hook.name: hook for hook in Webhook.select().where(Webhook.origin == "config")}
-        wanted: dict[str, WebhookConfig] = {}
-        for hook in webhooks:
-            if hook.name in wanted:
-                log.warning("config: webhook %r is declared twice; the first one is used", hook.name)
-                continue
-            wanted[hook.name] = hook
+        # The loader refuses a name used twice (a config problem), so each name comes once.
+        wanted = {hook.name: hook for hook in webhooks}
         with database.atomic():
             for name, row in existing.items():
                 if name not in wanted and name not in keep:

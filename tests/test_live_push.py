@@ -507,3 +507,30 @@ def test_a_region_no_open_page_shows_is_not_rendered():
         assert viewer.messages.get_nowait() == "<p>viewer</p>" and viewer.messages.empty()
     finally:
         push.close()
+
+
+def test_no_context_is_built_for_a_dashboard_or_page_nobody_has_open(monkeypatch):
+    """A discovered, forgotten or upgraded stack and an engine's new state read nothing (no deployment,
+    no dashboard item, no group, no detail) while no page shows them; once a dashboard is open they do."""
+    from rsgo.web import live_push
+
+    asked = []
+    monkeypatch.setattr(live_push, "Deployment", SimpleNamespace(
+        id=None, get_or_none=lambda *_: asked.append("deployment")))
+    for name in ("dashboard_item_for", "environment_group", "detail"):
+        monkeypatch.setattr(live_push.page_context, name,
+                            lambda *_, name=name: asked.append(name))
+    hub = Hub()
+    push = LivePush(None, SimpleNamespace(hub=hub, bus=EventBus()))
+    try:
+        push._push_new_deployment(1)
+        push._push_environment("local")
+        push._push_upgrade(1, True)
+        push._push_forgotten(1)
+        push._send()
+        assert asked == []
+        hub.register({"dashboard|read"})
+        push._push_environment("local")
+        assert asked == ["environment_group"]
+    finally:
+        push.close()

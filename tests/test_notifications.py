@@ -242,3 +242,28 @@ def test_a_forgotten_maintenance_is_told_with_how_long_and_who(make_app, make_st
     assert text.startswith(f"⏰ {stack.name} still in Maintenance after ") and text.endswith(
         f" s — {app.config['TEST_ACTOR']}: swap disks")
     assert 2 <= int(text.split(" after ")[1].split()[0]) < 30
+
+
+def test_a_failed_transition_is_told_with_its_error(make_app, make_stack, tmp_path, receivers):
+    stack = make_stack("shop")
+    stack.add("api")
+    stack.add("broken")
+    failures = receivers()
+    app = notify_app(make_app, tmp_path, f"""
+        - name: failures-only
+          url: {failures.url('/failures')}
+          events: [transition.failed]
+        """)
+    client = app.test_client()
+    deployment_id = wait_for_deployment(client, stack.name, 2)["id"]
+    assert put_mode(client, stack.name, "Maintenance").status_code == 200
+    # The stopped container is replaced by one whose command does not exist: starting it fails.
+    stack.containers["broken"].remove(force=True)
+    stack.add("broken", command=["/does/not/exist"], running=False)
+    assert put_mode(client, stack.name, "Normal", reason="after backup").status_code == 502
+
+    [failed] = wait_until(lambda: failures.messages, message="the message about the failed transition")
+    text, link = failed["message"].split("\n")
+    assert text.startswith(f"❌ {stack.name} failed going to Normal — {app.config['TEST_ACTOR']}: after backup (")
+    assert "/does/not/exist" in text and link == f"https://rsgo.example.com/deployments/{deployment_id}"
+    assert failed["title"] == f"rsgo: {stack.name}" and len(failures.messages) == 1  # not a mode.changed too

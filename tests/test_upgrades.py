@@ -190,11 +190,14 @@ def test_an_upgrade_is_refused_unless_normal_and_blocks_mode_changes_while_it_ru
 
 def test_a_finished_upgrade_reaches_webhooks_and_metrics(make_app, docker_client, images, tmp_path):
     from test_metrics import by, scrape
+    from test_notifications import Receiver as NotificationReceiver
     from test_webhooks import Receiver
 
-    receiver = Receiver()
+    receiver, chat = Receiver(), NotificationReceiver()
     config = tmp_path / "rsgo.yml"
     config.write_text(f"webhooks:\n  - name: releases\n    url: {receiver.url('/hook')}\n"
+                      "    events: [upgrade.finished]\n"
+                      f"notifications:\n  - name: chat\n    url: {chat.url('/chat')}\n"
                       "    events: [upgrade.finished]\n")
     stack = ComposeLikeStack(docker_client, {RUN_LABEL: RUN_ID})
     try:
@@ -202,7 +205,8 @@ def test_a_finished_upgrade_reaches_webhooks_and_metrics(make_app, docker_client
         client = make_app(RSGO_CONFIG=str(config)).test_client()
         wait_for_deployment(client, stack.name, 1)
         assert upgrade(client, stack, images={"api": ref("2")}).status_code == 200
-        assert upgrade(client, stack, images={"api": ref("unhealthy")}).status_code == 502
+        rollback = upgrade(client, stack, images={"api": ref("unhealthy")})
+        assert rollback.status_code == 502
         deliveries = wait_until(lambda: len(receiver.at("/hook")) == 2 and receiver.at("/hook"), 30,
                                 message="two upgrade.finished deliveries")
         bodies = [json.loads(delivery.body) for delivery in deliveries]
@@ -211,8 +215,15 @@ def test_a_finished_upgrade_reaches_webhooks_and_metrics(make_app, docker_client
         assert bodies[0]["images"] == {"api": ref("2")} and bodies[0]["deployment"]["name"] == stack.name
         counts = by(scrape(client)["rsgo_upgrades_total"], "outcome")
         assert counts == {"succeeded": 1.0, "rolled-back": 1.0, "failed": 0.0}
+        # The notification: one line each, the outcome first, a rollback with the reason it happened.
+        wait_until(lambda: len(chat.messages) == 2, 30, message="two upgrade.finished notifications")
+        succeeded, rolled_back = (m["message"] for m in chat.messages)
+        assert succeeded.startswith(f"⬆️ {stack.name} upgrade succeeded — "), succeeded
+        assert rolled_back.startswith(f"↩️ {stack.name} upgrade rolled-back — "), rolled_back
+        assert rolled_back.split("\n")[0].endswith(": " + rollback.json["upgrade"]["error"]), rolled_back
     finally:
         receiver.close()
+        chat.close()
         stack.remove()
 
 

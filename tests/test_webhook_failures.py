@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -14,7 +16,7 @@ import requests
 from conftest import wait_for_deployment
 from rsgo.models import Webhook
 from rsgo.webhooks import WebhookDispatcher
-from support import database_rows, free_port, put_mode, wait_until
+from support import ROOT, database_rows, free_port, put_mode, wait_until
 from test_webhooks import Receiver, delivery, webhook_app
 
 
@@ -135,7 +137,13 @@ def test_a_webhook_name_declared_twice_in_the_config_uses_the_first_and_says_so(
         """)
     client = app.test_client()
     wait_for_deployment(client, stack.name, 1)
-    assert "webhook 'chat' is declared twice; the first one is used" in caplog.text
+    config = tmp_path / "rsgo.yml"
+    said = f"{config}: webhooks[1].name: 'chat' is used by an earlier entry; that one is used"
+    assert said in caplog.text
+    checked = subprocess.run([sys.executable, "-m", "rsgo.cli", "check-config"], capture_output=True, text=True,
+                             env={"RSGO_CONFIG": str(config), "RSGO_DATA_DIR": str(tmp_path),
+                                  "PATH": "/usr/bin:/bin"}, timeout=60, cwd=ROOT)
+    assert checked.returncode == 1 and said in checked.stderr, checked.stderr
 
     assert put_mode(client, stack.name, "Maintenance").status_code == 200
 

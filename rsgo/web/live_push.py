@@ -170,6 +170,8 @@ class LivePush:
 
     def _push_upgrade(self, deployment_id: int, finished: bool) -> None:
         """The Upgrade panel's status; once an upgrade ended, its form too (with the images now running)."""
+        if not self._watched(f"deployment:{deployment_id}"):
+            return
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
@@ -179,6 +181,8 @@ class LivePush:
             render_template(template, d=d, oob="true", can_operate=can_operate) for template in templates))
 
     def _push_new_deployment(self, deployment_id: int) -> None:
+        if not self._watched("dashboard"):
+            return
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
         if deployment is None:
             return
@@ -191,6 +195,8 @@ class LivePush:
 
     def _push_forgotten(self, deployment_id: int) -> None:
         """A forgotten stack's row leaves every dashboard (its slot: the row and its form row)."""
+        if not self._watched("dashboard"):
+            return
         fragment = render_template("dashboard/_forgotten_slot.html", deployment_id=deployment_id)
         self._publish("dashboard", lambda _can_operate: fragment)
         deployment = Deployment.get_or_none(Deployment.id == deployment_id)
@@ -198,6 +204,8 @@ class LivePush:
             self._push_environment(deployment.environment)  # its count of stacks
 
     def _push_environment(self, name: str) -> None:
+        if not self._watched("dashboard"):
+            return
         group = page_context.environment_group(self._runtime, name)
         if group is not None:
             self._publish("dashboard", lambda _can_operate: render_template(
