@@ -117,7 +117,8 @@ def test_deleting_a_user_asks_first(server, admin):
 
     page.get_by_role("button", name="Delete leaving").click()
     expect(dialog.get_by_role("button", name="Delete leaving")).to_have_class("danger")
-    dialog.get_by_role("button", name="Delete leaving").click()
+    with page.expect_navigation():  # the answer is a new page: the count below is read on it, loaded
+        dialog.get_by_role("button", name="Delete leaving").click()
     expect(page.get_by_role("button", name="Delete leaving")).to_have_count(0)
     assert not database_rows(server, "SELECT username FROM users WHERE username = 'leaving'")
 
@@ -133,7 +134,9 @@ def test_revoking_a_token_asks_first(server, admin):
     assert database_rows(server, "SELECT revoked_at FROM api_tokens WHERE name = 'ci-reader'") == [(None,)]
 
     page.get_by_role("button", name="Revoke ci-reader").click()
-    dialog.get_by_role("button", name="Revoke ci-reader").click()
+    with page.expect_navigation():
+        dialog.get_by_role("button", name="Revoke ci-reader").click()
+    expect(page.get_by_role("row", name=re.compile(r"^ci-reader .* revoked$"))).to_be_visible()
     expect(page.get_by_role("button", name="Revoke ci-reader")).to_have_count(0)
     [(revoked,)] = database_rows(server, "SELECT revoked_at FROM api_tokens WHERE name = 'ci-reader'")
     assert revoked is not None

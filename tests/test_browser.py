@@ -177,10 +177,11 @@ def test_a_change_through_the_api_appears_in_both_browsers(shop, watched):
     assert put_mode(server, stack.name, "Maintenance", reason="scripted backup").status_code == 200
 
     # Generous deadlines: the latency bound is test_live_push's, at the websocket.
-    expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=5_000)
-    expect(detail.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=5_000)
-    expect(detail.locator(f"#history-rows-{deployment_id} tr").first).to_contain_text("scripted backup")
-    expect(detail.locator(f"#containers-{deployment_id}")).to_contain_text("exited")
+    expect(dashboard.locator(f"#deployment-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=15_000)
+    expect(detail.locator(f"#mode-{deployment_id} .mode")).to_have_text("🔧 Maintenance", timeout=15_000)
+    expect(detail.locator(f"#history-rows-{deployment_id} tr").first).to_contain_text("scripted backup",
+                                                                                     timeout=15_000)
+    expect(detail.locator(f"#containers-{deployment_id}")).to_contain_text("exited", timeout=15_000)
     # Only the allowed transitions are offered now.
     buttons = dashboard.locator(f"#deployment-{deployment_id} .mode-actions button")
     expect(buttons).to_have_count(2)
@@ -194,7 +195,7 @@ def test_a_refused_change_shows_the_servers_message(shop, watched):
     form = _enter_maintenance_by_click(page, stack.name, "x")
     # Meanwhile a script stops the stack: Stopped → Maintenance is not allowed.
     assert put_mode(server, stack.name, "Stopped", reason="decommissioned").status_code == 200
-    expect(page.locator(f"#deployment-{deployment_id} .mode")).to_have_text("⏹️ Stopped", timeout=5_000)
+    expect(page.locator(f"#deployment-{deployment_id} .mode")).to_have_text("⏹️ Stopped", timeout=15_000)
 
     form.get_by_label("Reason").fill("too late")
     form.get_by_role("button", name="Change to Maintenance").click()

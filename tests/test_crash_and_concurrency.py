@@ -309,19 +309,19 @@ def test_the_events_stream_alone_reports_created_stopped_and_removed_containers(
         return client.get(f"/api/deployments/{stack.name}").json
 
     wait_until(lambda: client.get(f"/api/deployments/{stack.name}").status_code == 200
-               and detail()["containerCounts"]["total"] == 1, 5, message="the new container to appear")
+               and detail()["containerCounts"]["total"] == 1, 15, message="the new container to appear")
     assert detail()["containers"][0]["name"] == stack.container_name("api")
-    wait_until(lambda: detail()["containers"][0]["state"] == "running", 5,
+    wait_until(lambda: detail()["containers"][0]["state"] == "running", 15,
                message="the started container to show running")
 
     stack.containers["api"].stop(timeout=10)
 
-    wait_until(lambda: detail()["containers"][0]["state"] == "exited", 5,
+    wait_until(lambda: detail()["containers"][0]["state"] == "exited", 15,
                message="the stopped container to show exited")
     assert detail()["containerCounts"] == {"running": 0, "total": 1}
 
     stack.containers["api"].remove(force=True)
 
-    wait_until(lambda: detail()["containerCounts"]["total"] == 0, 5, message="the removed container to disappear")
+    wait_until(lambda: detail()["containerCounts"]["total"] == 0, 15, message="the removed container to disappear")
     assert detail()["containers"] == [] and detail()["operationMode"] == "Normal", "the stack keeps its row"
     assert len(full_resyncs) == 2, "a full resync ran, so the events stream was not what delivered the changes"

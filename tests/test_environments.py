@@ -161,7 +161,7 @@ def test_a_hung_engine_delays_no_page_answer_or_transition_of_the_others(make_se
         "hung", put_mode(server, stuck_id, "Maintenance", reason="into the void")))
     blocked.start()
     try:
-        wait_until(lambda: environments_of(server)["hung"]["state"] != "reachable", 5, message="hung engine listed")
+        wait_until(lambda: environments_of(server)["hung"]["state"] != "reachable", 15, message="hung engine listed")
         # ...while everything of the other engine answers as usual, measured during that wait.
         timings = {}
         for what, call in (("dashboard", lambda: requests.get(f"{server.url}/", headers=server.headers, timeout=30)),

@@ -168,7 +168,7 @@ def test_the_forget_button_asks_for_a_reason_and_removes_the_row_in_every_browse
     expect(notice).to_contain_text(f"{stack.name} was forgotten", timeout=10_000)
     expect(notice).to_contain_text("decommissioned last week")
     expect(first.locator(f"#slot-{deployment_id}")).to_have_count(0)
-    expect(second.locator(f"#slot-{deployment_id}")).to_have_count(0, timeout=5_000)  # pushed
+    expect(second.locator(f"#slot-{deployment_id}")).to_have_count(0, timeout=15_000)  # pushed
     expect(second.locator(f"#deployment-{keep_id}")).to_be_visible()
     # The folded stacks without containers count one fewer (the config's declared stack is left).
     for page in (first, second):

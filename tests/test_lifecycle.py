@@ -228,11 +228,11 @@ def test_enforcement_stops_a_stopped_set_container_started_by_hand(client, make_
     wait_until(lambda: not stack.is_running("api"), 10, message="rsgo to stop api again")
 
     def enforced_entries():
-        # rsgo records the entry after Docker reports the container stopped: wait for it, briefly.
+        # rsgo records the entry after Docker reports the container stopped: wait for it.
         entries = client.get(f"/api/deployments/{stack.name}/history").json["items"]
         return [e for e in entries if e["outcome"] == "enforced"]
 
-    enforced = wait_until(enforced_entries, 5, message="the enforced history entry")
+    enforced = wait_until(enforced_entries, 15, message="the enforced history entry")
     assert stack.container_name("api") in enforced[0]["reason"]
     assert enforced[0]["source"] == "system"
     assert stack.is_running("migration")

@@ -428,7 +428,7 @@ def test_a_client_that_stopped_reading_delays_no_other(make_server, make_stack, 
         pytest.fail("no request thread is free: the dropped page's thread is still blocked sending to it")
     assert response.status_code == 200, response.text
     for page in [*readers, newcomer]:
-        page.wait_for(lambda m: "after the drop" in m, timeout=5, what="a push after the drop")
+        page.wait_for(lambda m: "after the drop" in m, timeout=15, what="a push after the drop")
     # The dropped page, reading again, finds its connection ended (a browser then reconnects and re-fetches).
     hung.read_until_closed_by_server()
 

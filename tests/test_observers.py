@@ -121,9 +121,9 @@ def test_a_person_cannot_end_observer_maintenance_unless_forced_and_then_it_stay
     assert observer_status(client, stack.name)["state"] == "suppressed"
 
     flag.unlink()  # the source reads normal once: the suppression ends
-    wait_until(lambda: observer_status(client, stack.name)["state"] == "ok", 5, message="suppression to end")
+    wait_until(lambda: observer_status(client, stack.name)["state"] == "ok", 15, message="suppression to end")
     flag.write_text("")
-    wait_until(lambda: not stack.is_running("api"), 5, message="the observer to act again")
+    wait_until(lambda: not stack.is_running("api"), 15, message="the observer to act again")
 
 
 def test_an_observer_never_ends_maintenance_a_person_started(make_app, make_stack, tmp_path, flag):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import threading
 import time
 
 from flask import g, request
@@ -40,6 +41,7 @@ def live_updates(ws):
     client = g.live_client  # admitted and subscribed before the handshake (``_admit``)
     role = current().role
     client.on_drop = lambda: _abort(ws)
+    ws.sock = _WholeWrites(ws.sock)  # before the first ping simple-websocket's thread sends (PING_SECONDS)
     ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
     release_thread_connection()  # not held for the connection's lifetime (PostgreSQL has few to give)
     next_check = time.monotonic()  # at once: the session may have ended during the handshake
@@ -72,12 +74,28 @@ def live_updates(ws):
 def _send(ws, messages: list[str]) -> None:
     """Each fragment a websocket message of its own, all in one write. Every write lets go of the GIL, and
     with a few hundred pages woken by one change, getting it back costs more than the write itself."""
-    if len(messages) == 1:
-        ws.send(messages[0])
-        return
     if not ws.connected:
         raise ConnectionClosed(ws.close_reason, ws.close_message)
-    ws.sock.sendall(b"".join(ws.ws.send(TextMessage(data=message)) for message in messages))
+    ws.sock.send(b"".join(ws.ws.send(TextMessage(data=message)) for message in messages))
+
+
+class _WholeWrites:
+    """The connection's socket, written by two threads: this view's (the fragments) and simple-websocket's
+    own (its pings and the close). simple-websocket writes with ``socket.send``, which to a page that reads
+    slowly may write only the start of a frame, and the rest is lost: the page sees a broken stream. Here
+    every write is whole (``sendall``) and one at a time, so frames are never cut or interleaved."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)  # recv, settimeout, shutdown, fileno, close: the socket's own
 
 
 def _session_still_valid(key: str | None, role: str | None) -> bool:

@@ -145,6 +145,11 @@ def websocket_open(page) -> None:
                                                            timeout=10_000)
 
 
+def live(page) -> None:
+    """The page's websocket is open and its regions are re-fetched: what is clicked now stays in place."""
+    expect(page.locator("#live-status")).to_have_text("Live", timeout=10_000)
+
+
 CSP_RECORDER = """
 window.__csp = [];
 document.addEventListener('securitypolicyviolation', function (e) {
@@ -199,7 +204,9 @@ def _in_chromium(server, operator_name, x_id, r_id, stack_name, observed, reason
             context = browser.new_context()
             page = watch(context)
             sign_in_as(page, operator_name, PASSWORD)
-            websocket_open(page)
+            # "Live", not only open: while syncing, the page re-fetches its regions, and the list's answer
+            # would replace the confirmation form opened below (or the element htmx swaps it into).
+            live(page)
             row = page.locator(f"#deployment-{x_id}")
             expect(row.get_by_role("link").first).to_have_text(stack_name)  # the payload is the name, as text
             expect(row).to_contain_text(observed)
@@ -217,7 +224,7 @@ def _in_chromium(server, operator_name, x_id, r_id, stack_name, observed, reason
                     websocket_open(page)
                 collect(page, path)
             page.goto(f"{server.url}/deployments/{x_id}")
-            websocket_open(page)
+            live(page)  # the observer region's re-fetch is over: the check's answer is what is seen next
             page.get_by_role("button", name=f"Check the observer of {stack_name} now").click()
             expect(page.locator(f"#observer-{x_id}")).to_contain_text(observed)
             expect(page.locator(f"#history-rows-{x_id}")).to_contain_text(observed)
