@@ -5,6 +5,7 @@
   answering, while they stay open; an idle websocket stays open past that timeout and still gets pushes.
 - The access log never carries the Basic-auth user name (nor a control character a client sent).
 - A websocket handshake wsproto refuses answers 400 problem+json, without a traceback in the log.
+- A page that resets its websocket right after the handshake is a page gone: no 500, no traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import json
 import os
 import re
 import socket
+import struct
 import time
 
 import pytest
 import requests
+import websocket
 
 from support import LiveSocket, cookie_header, put_mode, wait_until
 
@@ -164,3 +167,36 @@ def test_a_malformed_websocket_handshake_answers_400(make_server, broken):
     assert problem["detail"].startswith("not a valid websocket handshake: ")
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
     assert "Traceback" not in server.log() and "RemoteProtocolError" not in server.log()
+
+
+def test_a_page_gone_right_after_the_handshake_is_no_error(make_server):
+    """A page that resets its websocket right after the 101: simple-websocket's own thread may have closed
+    the socket (end of stream) before the view starts with it. That is a page gone: no 500, no traceback,
+    and its slot is free again."""
+    from test_live_push import HungPage, browser_session
+
+    attempts = 40
+    server = make_server(RSGO_MAX_LIVE_CONNECTIONS=str(attempts),
+                         RSGO_MAX_LIVE_CONNECTIONS_PER_USER=str(attempts)).start()
+    for _ in range(attempts):
+        page = HungPage(server, "dashboard")  # the handshake as the signed-in browser's
+        page.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        page.sock.close()  # a reset, at once
+
+    # Every slot free again means every one of those connections' views has ended.
+    opened: list[LiveSocket] = []
+
+    def all_slots_free() -> bool:
+        try:
+            opened.append(LiveSocket(server, "dashboard", session=browser_session(server)))
+        except websocket.WebSocketBadStatusException:  # 503: a gone page's view still holds its slot
+            return False
+        return len(opened) == attempts
+
+    try:
+        wait_until(all_slots_free, 30, interval=0.2, message="every gone page's slot to be free again")
+    finally:
+        for page in opened:
+            page.close()
+    log = server.log()
+    assert '" 500 ' not in log and "Traceback" not in log and "unhandled error" not in log, log[-3000:]

@@ -42,10 +42,12 @@ def live_updates(ws):
     role = current().role
     client.on_drop = lambda: _abort(ws)
     ws.sock = _WholeWrites(ws.sock)  # before the first ping simple-websocket's thread sends (PING_SECONDS)
-    ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
     release_thread_connection()  # not held for the connection's lifetime (PostgreSQL has few to give)
     next_check = time.monotonic()  # at once: the session may have ended during the handshake
     try:
+        # Inside the try: a page gone right after the handshake has had its socket closed already (by
+        # simple-websocket's thread, on the end of the stream); that is a page gone, not an error.
+        ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
         while client.alive and ws.connected:
             if time.monotonic() >= next_check:
                 if not _session_still_valid(client.session_key, role):
